@@ -1,0 +1,156 @@
+"""BitState: the bit-level view of one quantised parameter.
+
+Implements the freezing rules of BLIP (Shi et al., CVPR 2021, arXiv 2105.04444,
+Sec. 3.3, "bit freezing"): a weight with k frozen bits may take only values
+whose top k bits of the offset-binary code u = c + 2^(N-1) equal the frozen
+ones, u in [p 2^(N-k), (p+1) 2^(N-k) - 1].
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from bitcl import kernels
+
+if TYPE_CHECKING:  # brevitas is imported only when a view is asked for
+    from brevitas.quant_tensor import IntQuantTensor
+
+
+class BitState:
+    """Codes, frozen counts and bit views of one quantised parameter of ``layer``.
+
+    A view, not a copy: it reads the layer's current parameter and buffers, so
+    it stays valid after ``model.to(...)`` or ``load_state_dict``.
+    """
+
+    def __init__(self, layer: nn.Module, param_name: str, display_name: str | None = None):
+        self.layer = layer
+        self.param_name = param_name
+        self.display_name = display_name or f"{type(layer).__name__}.{param_name}"
+
+    # -- stored state -------------------------------------------------------
+    @property
+    def bits(self) -> int:
+        return self.layer.bits
+
+    @property
+    def scale(self) -> float:
+        return self.layer.scales[self.param_name]
+
+    @property
+    def latent(self) -> nn.Parameter:
+        """The float32 latent parameter the optimiser updates."""
+        return getattr(self.layer, self.param_name)
+
+    @property
+    def codes(self) -> torch.Tensor:
+        """int32 signed codes c, same shape as the parameter (real value = scale * c)."""
+        return getattr(self.layer, f"{self.param_name}_codes")
+
+    @property
+    def frozen(self) -> torch.Tensor:
+        """uint8 number k of frozen most significant bits, per weight."""
+        return getattr(self.layer, f"{self.param_name}_frozen")
+
+    # -- views ----------------------------------------------------------------
+    def offset_codes(self) -> torch.Tensor:
+        """Offset-binary codes u = c + 2^(N-1), in [1, 2^N - 1]."""
+        return self.codes + (1 << (self.bits - 1))
+
+    def bitplanes(self) -> torch.Tensor:
+        """bool tensor (N, *shape) of the bits of u, most significant plane first."""
+        shifts = torch.arange(self.bits - 1, -1, -1, device=self.codes.device, dtype=torch.int32)
+        u = self.offset_codes().unsqueeze(0)
+        return ((u >> shifts.view(-1, *([1] * self.codes.dim()))) & 1).bool()
+
+    def freeze_mask(self) -> torch.Tensor:
+        """bool tensor (N, *shape): True where that plane's bit is frozen (plane index < k)."""
+        planes = torch.arange(self.bits, device=self.codes.device).view(-1, *([1] * self.codes.dim()))
+        return planes < self.frozen.unsqueeze(0).to(torch.int64)
+
+    def quant_weight(self) -> "IntQuantTensor":
+        """brevitas ``IntQuantTensor`` whose ``.int()`` is :attr:`codes` and ``.scale`` the scale."""
+        from .brevitas_view import int_quant_tensor
+        return int_quant_tensor(self.codes, self.scale, self.bits)
+
+    def dequantized(self) -> torch.Tensor:
+        """The real values ``scale * codes`` (float32)."""
+        return self.codes.to(torch.float32) * self.scale
+
+    def frozen_bits(self) -> int:
+        """Total number of frozen bits in this tensor."""
+        return int(self.frozen.sum(dtype=torch.int64))
+
+    def total_bits(self) -> int:
+        return self.codes.numel() * self.bits
+
+    # -- updates ----------------------------------------------------------------
+    def project_(self) -> None:
+        """Move each latent weight into the window its frozen bits allow; refresh codes.
+
+        Exact whatever the optimiser did: no frozen bit ever changes. A NaN or
+        infinite latent raises ``FloatingPointError`` and changes nothing.
+        """
+        latent = self.latent.data
+        if latent.dtype != torch.float32:
+            raise TypeError(f"{self.display_name}: latent weights must be float32, got {latent.dtype}")
+        bad = kernels.first_nonfinite(latent)
+        if bad >= 0:
+            value = latent.reshape(-1)[bad].item()
+            raise FloatingPointError(
+                f"{self.display_name}: non-finite latent value {value} at flat index {bad}; "
+                "codes and frozen bits left unchanged")
+        kernels.project_(latent, self.codes, self.frozen, self.bits, self.scale, self.layer.inv_scales[self.param_name])
+
+    @torch.no_grad()
+    def freeze(self, extra: torch.Tensor, reset_free_bits: bool = True) -> None:
+        """Freeze ``extra`` more most significant bits per weight (clamped to N).
+
+        With ``reset_free_bits`` (BLIP's choice, DESIGN.md) the remaining free
+        bits are set to ``100...0``, the middle of the weight's new window, so the
+        next task can move it either way by half the window; otherwise the codes
+        are kept. The latent is set to the resulting quantised value.
+        """
+        if not isinstance(extra, torch.Tensor):
+            raise TypeError(f"{self.display_name}: extra must be a tensor, got {type(extra).__name__}")
+        if tuple(extra.shape) != tuple(self.codes.shape):
+            raise ValueError(f"{self.display_name}: extra has shape {tuple(extra.shape)}, "
+                             f"expected {tuple(self.codes.shape)}")
+        if extra.dtype.is_floating_point or extra.dtype == torch.bool:
+            raise TypeError(f"{self.display_name}: extra must be an integer tensor, got {extra.dtype}")
+        if bool((extra < 0).any()):
+            raise ValueError(f"{self.display_name}: extra frozen bits must be >= 0")
+        bits = self.bits
+        k = (self.frozen.to(torch.int32) + extra.to(self.codes.device, torch.int32)).clamp_(max=bits)
+        self.frozen.copy_(k.to(torch.uint8))
+        if reset_free_bits:
+            half = 1 << (bits - 1)
+            free = bits - k
+            window = torch.ones_like(free) << free
+            u = self.offset_codes()
+            u_lo = u & ~(window - 1)
+            middle = torch.where(free > 0, u_lo + (window >> 1), u)
+            self.codes.copy_(middle - half)
+        self.latent.data.copy_(self.dequantized())
+
+
+def bit_states(model: nn.Module):
+    """Yield ``(name, BitState)`` for every quantised parameter of ``model``.
+
+    ``name`` is the parameter's key in ``model.state_dict()`` (e.g. ``"0.weight"``).
+    """
+    for module_name, module in model.named_modules():
+        names = getattr(module, "quantized_param_names", None)
+        if names is None:
+            continue
+        for param_name in names:
+            full = f"{module_name}.{param_name}" if module_name else param_name
+            yield full, BitState(module, param_name, full)
+
+
+def project_(model: nn.Module) -> None:
+    """Apply :meth:`BitState.project_` to every quantised parameter of ``model``."""
+    for _, state in bit_states(model):
+        state.project_()
