@@ -1,0 +1,5 @@
+import sys
+
+from bitcl.cli import main
+
+sys.exit(main())

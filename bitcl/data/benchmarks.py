@@ -1,0 +1,42 @@
+"""Named benchmarks: which scenario builder, and its default number of tasks."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from bitcl.errors import ConfigError
+
+from .scenarios import Scenario, data_incremental_scenario, permuted_scenario, split_scenario
+from .sources import ArrayData
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str
+    kind: str           # "split" or "permuted"
+    default_tasks: int
+    description: str
+    needs_data: bool = False
+
+
+BENCHMARKS = {b.name: b for b in [
+    Benchmark("split-mnist", "split", 5, "MNIST digits in 5 tasks of 2 classes (embedded data by default)"),
+    Benchmark("permuted-mnist", "permuted", 10, "MNIST under T fixed pixel permutations (task 0 unpermuted)"),
+    Benchmark("split-cifar10", "split", 5, "CIFAR-10 in 5 tasks of 2 classes (--data cifar-10-batches-py)", True),
+    Benchmark("split-cifar100", "split", 10, "CIFAR-100 in 10 tasks of 10 classes (--data cifar-100-python)", True),
+]}
+
+
+def build_scenario(benchmark: str, data: ArrayData, setting: str, num_tasks: Optional[int], seed: int,
+                   classes: Optional[list[int]] = None) -> Scenario:
+    """The tasks of ``benchmark`` on ``data`` in ``setting`` (task, domain, class or data)."""
+    if benchmark not in BENCHMARKS:
+        raise ConfigError(f"unknown benchmark {benchmark!r}; choose from {', '.join(BENCHMARKS)}")
+    spec = BENCHMARKS[benchmark]
+    tasks = num_tasks if num_tasks is not None else spec.default_tasks
+    if tasks < 1:
+        raise ConfigError(f"--tasks must be at least 1, got {tasks}")
+    if setting == "data":
+        return data_incremental_scenario(data, tasks, seed, classes)
+    builder: Callable[..., Scenario] = split_scenario if spec.kind == "split" else permuted_scenario
+    return builder(data, tasks, setting, seed, classes)

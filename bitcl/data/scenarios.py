@@ -1,0 +1,169 @@
+"""Continual-learning scenarios built from an :class:`ArrayData`.
+
+Benchmarks: ``split`` (classes divided into T tasks) and ``permuted`` (T fixed
+pixel permutations; task 0 unpermuted by default). Settings (van de Ven &
+Tolias, "Three scenarios for continual learning", arXiv 1904.07734):
+
+* ``task``: one head per task, task id given at test; targets are the class's
+  position within its task.
+* ``domain``: one shared head over the within-task positions; no task id.
+* ``class``: one head over every class seen so far (outputs of classes not yet
+  seen are masked), no task id; targets are global class indices.
+* ``data``: data-incremental (DLCFT, arXiv 2208.08112): the same classes in T
+  disjoint stratified chunks, one shared head.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import torch
+
+from bitcl.errors import ConfigError, DataError
+
+from .sources import ArrayData
+
+SCENARIOS = ("task", "domain", "class", "data")
+
+
+@dataclass
+class Task:
+    """One task: its data (targets already mapped to head outputs) and where its outputs live."""
+
+    index: int
+    classes: list[int]           # original labels in this task
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    permutation: Optional[torch.Tensor] = None  # pixel permutation applied to flattened inputs
+
+    def inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the task's input transform (the pixel permutation) to a batch."""
+        if self.permutation is None:
+            return x
+        return x.flatten(1)[:, self.permutation].view_as(x)
+
+
+@dataclass
+class Scenario:
+    """The tasks of a benchmark and the head layout they need."""
+
+    benchmark: str
+    setting: str
+    tasks: list[Task]
+    head_sizes: list[int]              # one entry per head (task setting: one per task)
+    class_order: list[int]
+    active_outputs: list[int] = field(default_factory=list)  # class setting: outputs live after task t
+    input_shape: tuple[int, ...] = ()
+
+    @property
+    def multi_head(self) -> bool:
+        return self.setting == "task"
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+
+def _select(data: ArrayData, classes: Optional[list[int]]) -> list[int]:
+    present = sorted(set(data.y_train.tolist()) | set(data.y_test.tolist()))
+    if classes is None:
+        return present
+    unknown = sorted(set(classes) - set(present))
+    if unknown:
+        raise DataError(f"{data.name}: classes {unknown} do not occur in the data (labels present: {present})")
+    if len(set(classes)) != len(classes):
+        raise ConfigError(f"--classes lists a class twice: {classes}")
+    return list(classes)
+
+
+def _check_nonempty(task: Task, what: str) -> Task:
+    if len(task.y_train) == 0 or len(task.y_test) == 0:
+        raise DataError(f"{what}: task {task.index} (classes {task.classes}) has an empty "
+                        f"{'training' if len(task.y_train) == 0 else 'test'} split")
+    return task
+
+
+def split_scenario(data: ArrayData, num_tasks: int, setting: str, seed: int = 0,
+                   classes: Optional[list[int]] = None, shuffle_classes: bool = False) -> Scenario:
+    """Split the classes into ``num_tasks`` tasks of equal size (in the given order, or
+    shuffled by ``seed`` with ``shuffle_classes``)."""
+    order = _select(data, classes)
+    if shuffle_classes:
+        order = [order[i] for i in np.random.default_rng(seed).permutation(len(order))]
+    if num_tasks < 1 or len(order) % num_tasks != 0:
+        raise ConfigError(f"cannot split {len(order)} classes into {num_tasks} equal tasks")
+    per_task = len(order) // num_tasks
+    global_index = {c: i for i, c in enumerate(order)}
+    tasks, heads, active = [], [], []
+    for t in range(num_tasks):
+        task_classes = order[t * per_task:(t + 1) * per_task]
+        local = {c: i for i, c in enumerate(task_classes)}
+        mapping = global_index if setting == "class" else local
+
+        def part(x, y):
+            keep = torch.isin(y, torch.tensor(task_classes))
+            targets = torch.tensor([mapping[int(v)] for v in y[keep].tolist()], dtype=torch.int64)
+            return x[keep], targets
+
+        xtr, ytr = part(data.x_train, data.y_train)
+        xte, yte = part(data.x_test, data.y_test)
+        tasks.append(_check_nonempty(Task(t, task_classes, xtr, ytr, xte, yte), f"split-{data.name}"))
+        heads.append(per_task)
+        active.append((t + 1) * per_task)
+    if setting == "task":
+        head_sizes = heads
+    elif setting == "class":
+        head_sizes = [len(order)]
+    else:
+        head_sizes = [per_task]
+    return Scenario(f"split-{data.name}", setting, tasks, head_sizes, order, active, data.input_shape)
+
+
+def permuted_scenario(data: ArrayData, num_tasks: int, setting: str, seed: int = 0,
+                      classes: Optional[list[int]] = None, permute_first: bool = False) -> Scenario:
+    """``num_tasks`` tasks over the same classes, each with a fixed pixel permutation from ``seed``."""
+    order = _select(data, classes)
+    if num_tasks < 1:
+        raise ConfigError(f"--tasks must be at least 1, got {num_tasks}")
+    index = {c: i for i, c in enumerate(order)}
+    keep_tr, keep_te = torch.isin(data.y_train, torch.tensor(order)), torch.isin(data.y_test, torch.tensor(order))
+    xtr, xte = data.x_train[keep_tr], data.x_test[keep_te]
+    ytr = torch.tensor([index[int(v)] for v in data.y_train[keep_tr].tolist()], dtype=torch.int64)
+    yte = torch.tensor([index[int(v)] for v in data.y_test[keep_te].tolist()], dtype=torch.int64)
+    pixels = int(np.prod(data.input_shape))
+    rng = np.random.default_rng(seed)
+    k = len(order)
+    tasks, active = [], []
+    for t in range(num_tasks):
+        perm = rng.permutation(pixels)
+        permutation = None if (t == 0 and not permute_first) else torch.from_numpy(perm)
+        offset = t * k if setting == "class" else 0
+        tasks.append(_check_nonempty(Task(t, order, xtr, ytr + offset, xte, yte + offset, permutation),
+                                     f"permuted-{data.name}"))
+        active.append((t + 1) * k)
+    head_sizes = {"task": [k] * num_tasks, "class": [k * num_tasks]}.get(setting, [k])
+    return Scenario(f"permuted-{data.name}", setting, tasks, head_sizes, order, active, data.input_shape)
+
+
+def data_incremental_scenario(data: ArrayData, num_tasks: int, seed: int = 0,
+                              classes: Optional[list[int]] = None) -> Scenario:
+    """The same classes arriving in ``num_tasks`` disjoint stratified chunks (one shared head)."""
+    order = _select(data, classes)
+    index = {c: i for i, c in enumerate(order)}
+    keep_tr, keep_te = torch.isin(data.y_train, torch.tensor(order)), torch.isin(data.y_test, torch.tensor(order))
+    xtr, xte = data.x_train[keep_tr], data.x_test[keep_te]
+    ytr = torch.tensor([index[int(v)] for v in data.y_train[keep_tr].tolist()], dtype=torch.int64)
+    yte = torch.tensor([index[int(v)] for v in data.y_test[keep_te].tolist()], dtype=torch.int64)
+    rng = np.random.default_rng(seed)
+    chunk_of = np.zeros(len(ytr), dtype=np.int64)
+    for c in range(len(order)):
+        idx = rng.permutation(np.flatnonzero(ytr.numpy() == c))
+        chunk_of[idx] = np.arange(len(idx)) % num_tasks
+    tasks = []
+    for t in range(num_tasks):
+        mask = torch.from_numpy(chunk_of == t)
+        tasks.append(_check_nonempty(Task(t, order, xtr[mask], ytr[mask], xte, yte), f"data-{data.name}"))
+    return Scenario(f"data-{data.name}", "data", tasks, [len(order)], order,
+                    [len(order)] * num_tasks, data.input_shape)

@@ -1,0 +1,59 @@
+"""Diagonal Fisher information from vectorised per-sample gradients.
+
+F_i = E_x E_{y ~ p(y|x)} [(d log p(y|x) / d theta_i)^2] (the true Fisher, as in
+EWC, Kirkpatrick et al., PNAS 2017, and BLIP, Shi et al., CVPR 2021,
+arXiv 2105.04444, Eq. 6). Variants:
+
+* ``sampled``: one label per sample drawn from the model's prediction (Monte Carlo);
+* ``exact``: the expectation over all (live) classes, weighted by the predicted
+  probabilities (one backward pass per class);
+* ``empirical``: the true label (the "empirical Fisher"; Kunstner et al. 2019
+  explain why it is not the Fisher).
+
+The result is the per-sample *mean* (sums all-reduced over ranks, divided by
+the global sample count), so it does not depend on batch size or sample count.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .per_sample import per_sample_power_sums
+
+FISHER_KINDS = ("sampled", "exact", "empirical")
+
+
+def batch_fisher_sums(model: nn.Module, layers: dict[str, nn.Module],
+                      logits_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+                      kind: str, generator: Optional[torch.Generator] = None) -> dict[str, torch.Tensor]:
+    """``sum_n`` of per-sample squared log-likelihood gradients for one batch."""
+    if kind == "exact":
+        with torch.no_grad():
+            logits = logits_fn(x)
+            live = torch.isfinite(logits[0])
+            probs = torch.softmax(logits, 1)
+        total: dict[str, torch.Tensor] = {}
+        for c in torch.nonzero(live).flatten().tolist():
+            weight = probs[:, c].sqrt()  # squared later: weights each sample's term by p_c
+
+            def summed_loss(c=c, weight=weight):
+                return -(torch.log_softmax(logits_fn(x), 1)[:, c] * weight).sum()
+
+            for k, v in per_sample_power_sums(model, layers, summed_loss, 2).items():
+                total[k] = total[k] + v if k in total else v
+        return total
+
+    def summed_loss():
+        logits = logits_fn(x)
+        if kind == "sampled":
+            with torch.no_grad():
+                probs = torch.softmax(logits.float(), 1)
+                target = torch.multinomial(probs.cpu(), 1, generator=generator).flatten().to(x.device)
+        else:
+            target = y
+        return F.cross_entropy(logits, target, reduction="sum")
+
+    return per_sample_power_sums(model, layers, summed_loss, 2)

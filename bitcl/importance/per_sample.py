@@ -1,0 +1,116 @@
+"""Vectorised sums of per-sample gradient powers, sum_n |g_n|^p, for Linear and Conv2d layers.
+
+For a linear layer y = W x + b, sample n's weight gradient is the outer product
+g_n x_n^T (g_n = dL_n/dy_n), so elementwise ``sum_n |g_n x_n^T|^p = (|g|^p)^T (|x|^p)``:
+one matrix product for the whole batch, no loop over samples (DESIGN.md,
+"Information gain"). Conv layers use the unfolded input: sample n's gradient is
+g_n U_n^T with U_n the im2col patches, computed for all n with one batched
+matmul (in chunks to bound memory).
+
+The caller provides a function returning a scalar that is the *sum* over samples
+of per-sample losses, so that the gradient at each layer output is exactly the
+per-sample g_n (samples never interact: no batch norm in bitcl's models).
+Parameter gradients are never formed: autograd differentiates to the layer
+outputs only.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SUPPORTED = (nn.Linear, nn.Conv2d)
+_CONV_CHUNK_ELEMS = 1 << 24  # bound on the (chunk, out, C*k*k) per-sample gradient tensor
+
+
+def layers_of(model: nn.Module, names: Iterable[str]) -> dict[str, nn.Module]:
+    """The Linear/Conv2d modules owning the given parameter names (``"backbone.layers.1.weight"``)."""
+    modules = dict(model.named_modules())
+    out = {}
+    for name in names:
+        owner = name.rsplit(".", 1)[0]
+        module = modules.get(owner)
+        if isinstance(module, SUPPORTED):
+            out[owner] = module
+    return out
+
+
+class _Capture:
+    """Forward hooks that keep each layer's input and output for one batch."""
+
+    def __init__(self, layers: dict[str, nn.Module]):
+        self.layers = layers
+        self.inputs: dict[str, torch.Tensor] = {}
+        self.outputs: dict[str, torch.Tensor] = {}
+        self.handles = []
+
+    def __enter__(self):
+        for name, layer in self.layers.items():
+            if isinstance(layer, nn.Conv2d) and layer.groups != 1:
+                raise NotImplementedError(f"{name}: per-sample gradients of grouped convolutions")
+            self.handles.append(layer.register_forward_hook(self._hook(name)))
+        return self
+
+    def _hook(self, name):
+        def hook(module, args, output):
+            self.inputs[name] = args[0].detach()
+            self.outputs[name] = output
+        return hook
+
+    def __exit__(self, *exc):
+        for handle in self.handles:
+            handle.remove()
+
+
+def _linear_sums(x, g, power, has_bias):
+    if x.dim() > 2:  # extra dims: per-sample grad is a sum over them, no longer rank one
+        per_sample = torch.einsum("n...o,n...i->noi", g, x)
+        weight = per_sample.abs().pow(power).sum(0)
+        bias = g.reshape(g.shape[0], -1, g.shape[-1]).sum(1).abs().pow(power).sum(0) if has_bias else None
+        return weight, bias
+    gp, xp = (g.abs(), x.abs()) if power == 1 else (g.pow(2), x.pow(2))
+    weight = gp.t() @ xp
+    bias = gp.sum(0) if has_bias else None
+    return weight, bias
+
+
+def _conv_sums(layer: nn.Conv2d, x, g, power):
+    patches = F.unfold(x, layer.kernel_size, layer.dilation, layer.padding, layer.stride)  # (n, Ckk, L)
+    g = g.flatten(2)  # (n, out, L)
+    n, out_ch = g.shape[:2]
+    chunk = max(1, _CONV_CHUNK_ELEMS // (out_ch * patches.shape[1]))
+    weight = torch.zeros(out_ch, patches.shape[1], dtype=g.dtype, device=g.device)
+    for start in range(0, n, chunk):
+        per_sample = torch.bmm(g[start:start + chunk], patches[start:start + chunk].transpose(1, 2))
+        weight += per_sample.abs().pow(power).sum(0)
+    bias = g.sum(2).abs().pow(power).sum(0) if layer.bias is not None else None
+    return weight.view_as(layer.weight), bias
+
+
+def per_sample_power_sums(model: nn.Module, layers: dict[str, nn.Module],
+                          summed_loss: Callable[[], torch.Tensor], power: int = 2) -> dict[str, torch.Tensor]:
+    """``{param_name: sum_n |dL_n/dparam|^power}`` for every weight and bias of ``layers``.
+
+    ``summed_loss()`` runs the forward pass and returns ``sum_n L_n``.
+    """
+    if power not in (1, 2):
+        raise ValueError(f"power must be 1 or 2, got {power}")
+    with _Capture(layers) as cap:
+        loss = summed_loss()
+    names = [n for n in layers if n in cap.outputs]
+    grads = torch.autograd.grad(loss, [cap.outputs[n] for n in names], allow_unused=True)
+    sums = {}
+    for name, g in zip(names, grads):
+        layer, x = layers[name], cap.inputs[name]
+        if g is None:
+            g = torch.zeros_like(cap.outputs[name])
+        if isinstance(layer, nn.Conv2d):
+            weight, bias = _conv_sums(layer, x, g, power)
+        else:
+            weight, bias = _linear_sums(x, g, power, layer.bias is not None)
+        sums[f"{name}.weight"] = weight
+        if bias is not None:
+            sums[f"{name}.bias"] = bias
+    return sums

@@ -1,0 +1,110 @@
+"""``bitcl report``: compare runs in a markdown table, with PNG plots when matplotlib is installed.
+
+Plots: one accuracy-matrix heatmap and one per-task-accuracy-over-time plot per
+run, and one capacity-over-tasks plot for all quantised runs. They are written
+beside the report file (``--out``), or to ``<first run>/report/`` without it.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional, Sequence
+
+from bitcl.checkpoint import atomic_write_text
+from bitcl.errors import BitclError
+
+COLUMNS = ("run", "method", "scenario", "tasks", "ACC", "BWT", "forgetting", "final capacity", "state bytes",
+           "train s")
+
+
+def load_results(run_dir: str | Path) -> dict:
+    path = Path(run_dir) / "results.json"
+    try:
+        results = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BitclError(f"{run_dir}: no results.json (not a finished bitcl run)") from None
+    except (OSError, json.JSONDecodeError) as error:
+        raise BitclError(f"{path}: unreadable results ({error})") from None
+    for key in ("method", "accuracy_matrix", "acc", "bwt", "forgetting"):
+        if key not in results:
+            raise BitclError(f"{path}: not a bitcl results file (no {key!r})")
+    return results
+
+
+def table(runs: Sequence[tuple[str, dict]]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for name, r in runs:
+        cap = f"{r['capacity'][-1]:.3f}" if r.get("capacity") else "–"
+        state = r.get("memory", {}).get("state_bytes") or [0]
+        train = sum(r.get("timing", {}).get("train_seconds", []))
+        lines.append(f"| {name} | {r['method']} | {r.get('scenario', '')} | {r.get('tasks', '')} | {r['acc']:.4f} | "
+                     f"{r['bwt']:+.4f} | {r['forgetting']:.4f} | {cap} | {state[-1]:,} | {train:.1f} |")
+    return "\n".join(lines)
+
+
+def _plots(runs: Sequence[tuple[str, dict]], folder: Path) -> list[Path]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, r in runs:
+        matrix = r["accuracy_matrix"]
+        t = len(matrix)
+        fig, ax = plt.subplots(figsize=(1.0 + 0.6 * t, 0.8 + 0.5 * t))
+        im = ax.imshow(matrix, vmin=0, vmax=1, cmap="viridis")
+        for i in range(t):
+            for j in range(len(matrix[i])):
+                if t <= 12:
+                    ax.text(j, i, f"{matrix[i][j]:.2f}", ha="center", va="center", fontsize=7,
+                            color="white" if matrix[i][j] < 0.6 else "black")
+        ax.set_xlabel("evaluated on task")
+        ax.set_ylabel("after training task")
+        ax.set_title(f"{r['method']} ({name})", fontsize=9)
+        fig.colorbar(im, ax=ax, fraction=0.046)
+        fig.tight_layout()
+        written.append(folder / f"{name}-accuracy-matrix.png")
+        fig.savefig(written[-1], dpi=110)
+        plt.close(fig)
+
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        for j in range(t):
+            ax.plot(range(j, t), [matrix[i][j] for i in range(j, t)], marker=".", label=f"task {j}")
+        ax.set_xlabel("after training task")
+        ax.set_ylabel("test accuracy")
+        ax.set_title(f"per-task accuracy over time: {r['method']} ({name})", fontsize=9)
+        if t <= 10:
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        written.append(folder / f"{name}-accuracy-over-time.png")
+        fig.savefig(written[-1], dpi=110)
+        plt.close(fig)
+    with_capacity = [(n, r) for n, r in runs if r.get("capacity")]
+    if with_capacity:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        for name, r in with_capacity:
+            ax.plot(range(1, len(r["capacity"]) + 1), r["capacity"], marker=".", label=f"{r['method']} ({name})")
+        ax.set_xlabel("tasks learned")
+        ax.set_ylabel("fraction of bits frozen")
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        written.append(folder / "capacity.png")
+        fig.savefig(written[-1], dpi=110)
+        plt.close(fig)
+    return written
+
+
+def write_report(run_dirs: Sequence[str], out: Optional[str] = None) -> str:
+    """Build the report; returns the markdown (also written to ``out`` when given)."""
+    runs = [(Path(d).resolve().name, load_results(d)) for d in run_dirs]
+    text = "# bitcl report\n\n" + table(runs) + "\n"
+    folder = Path(out).parent if out else Path(run_dirs[0]) / "report"
+    try:
+        pictures = _plots(runs, folder)
+        text += "\n" + "\n".join(f"![{p.stem}]({p.name if out else p})" for p in pictures) + "\n"
+    except ImportError:
+        text += "\n(plots skipped: matplotlib is not installed; `pip install bitcl[plots]`)\n"
+    if out:
+        atomic_write_text(Path(out), text)
+    return text

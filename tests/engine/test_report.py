@@ -1,0 +1,45 @@
+"""bitcl report: the comparison table and plots, from real results.json files."""
+import json
+import sys
+
+from tests.conftest import run_cli
+
+
+def fake_run(folder, method, capacity=None):
+    folder.mkdir()
+    matrix = [[0.9, 0.5], [0.8, 0.95]]
+    res = {"method": method, "scenario": "task", "tasks": 2, "accuracy_matrix": matrix, "acc": 0.875, "bwt": -0.1,
+           "forgetting": 0.1, "timing": {"train_seconds": [1.0, 2.0]}, "memory": {"state_bytes": [10, 10]}}
+    if capacity:
+        res["capacity"] = capacity
+    (folder / "results.json").write_text(json.dumps(res))
+    return folder
+
+
+def test_report_table_and_plots(tmp_path):
+    """The table has one row per run with its figures; PNGs are written beside --out."""
+    a = fake_run(tmp_path / "a", "blip", [0.1, 0.3])
+    b = fake_run(tmp_path / "b", "finetune")
+    done = run_cli("report", a, b, "--out", tmp_path / "rep" / "report.md")
+    assert done.returncode == 0, done.stderr
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "| a | blip | task | 2 | 0.8750 | -0.1000 | 0.1000 | 0.300 | 10 | 3.0 |" in text
+    assert "| b | finetune |" in text and "| – |" in text
+    for name in ("a-accuracy-matrix.png", "b-accuracy-over-time.png", "capacity.png"):
+        assert (tmp_path / "rep" / name).stat().st_size > 1000
+
+
+def test_report_without_matplotlib_still_prints_table(tmp_path):
+    """With matplotlib unimportable the table prints and the report says plots were skipped."""
+    a = fake_run(tmp_path / "a", "blip")
+    code = ("import sys; sys.modules['matplotlib'] = None; from bitcl.cli import main; "
+            f"sys.exit(main(['report', {str(a)!r}]))")
+    import subprocess
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0 and "| a | blip |" in done.stdout and "plots skipped" in done.stdout
+
+
+def test_report_on_missing_run_is_exit_2(tmp_path):
+    """A folder without results.json: one line, exit 2."""
+    done = run_cli("report", tmp_path)
+    assert done.returncode == 2 and "no results.json" in done.stderr
