@@ -133,7 +133,51 @@ def cmd_report(argv: Sequence[str]) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "list": cmd_list, "report": cmd_report}
+def cmd_analyze(argv: Sequence[str]) -> int:
+    what = argv[0] if argv else None
+    if what == "importance":
+        from bitcl.analysis.importance import analyze_importance, format_table
+        from bitcl.config import RunConfig
+        parser = _run_parser(None)
+        parser.prog = "bitcl analyze importance"
+        parser.description = "Train one task, then compare every importance measure with the Fisher."
+        parser.add_argument("--task", type=int, default=0, help="which task of the benchmark to train")
+        parser.add_argument("--samples", type=int, default=1000, help="samples for the output/Fisher measures")
+        args = vars(parser.parse_args(argv[1:]))
+        task, samples = args.pop("task"), args.pop("samples")
+        result = analyze_importance(RunConfig(**args), task, samples, args["out"])
+        print(format_table(result))
+        if args["out"]:
+            print(f"wrote {args['out']}/importance.json")
+        return 0
+    if what == "bits":
+        from bitcl.analysis.bits import cmd_bits
+        return cmd_bits(argv[1:], _Parser)
+    raise UsageError("usage: bitcl analyze {importance,bits} ... (bitcl analyze importance --help)")
+
+
+def cmd_export(argv: Sequence[str]) -> int:
+    p = _Parser(prog="bitcl export", description="Export a checkpoint for edge deployment.")
+    p.add_argument("checkpoint", help="DIR/checkpoints/task-<t>.safetensors")
+    p.add_argument("--format", required=True, choices=("packed", "onnx"))
+    p.add_argument("--out", required=True, help="file to write")
+    p.add_argument("--task", type=int, default=None, help="task whose head (and input permutation) to export")
+    p.add_argument("--bits", type=int, default=None, help="keep only the B most significant bits of each weight")
+    args = p.parse_args(argv)
+    if args.format == "packed":
+        from bitcl.export import export_packed
+        s = export_packed(args.checkpoint, args.out, args.task, args.bits)
+        print(f"wrote {s['file']}: {s['file_bytes']:,} bytes; {s['quantized_weights']:,} quantised weights at "
+              f"{s['bits_per_weight']} bits = {s['plane_bytes']:,} bytes of planes "
+              f"({s['plane_bytes_per_weight']:.4f} bytes per weight)")
+    else:
+        from bitcl.export.onnx import export_onnx
+        s = export_onnx(args.checkpoint, args.out, args.task, args.bits)
+        print(f"wrote {s['file']}: {s['file_bytes']:,} bytes (input 'pixels': raw 0..255 floats, dynamic batch)")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "list": cmd_list, "report": cmd_report, "analyze": cmd_analyze, "export": cmd_export}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

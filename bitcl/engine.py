@@ -114,9 +114,9 @@ def derived_seed(seed: int, *parts) -> int:
 class Engine:
     """Builds data, model and strategy from a :class:`RunConfig`, then runs the task loop."""
 
-    def __init__(self, config: RunConfig, data: Optional[ArrayData] = None):
+    def __init__(self, config: RunConfig, data: Optional[ArrayData] = None, strategy_cls=None):
         self.config = config.validate()
-        strategy_cls = get_strategy(config.method)
+        strategy_cls = strategy_cls or get_strategy(config.method)
         if config.scenario not in strategy_cls.scenarios:
             raise ConfigError(f"method {config.method!r} does not support the {config.scenario!r} scenario "
                               f"(supported: {', '.join(strategy_cls.scenarios)})")
@@ -141,6 +141,7 @@ class Engine:
         self.bit_states = [state for _, state in bit_states(self.model)]
         self.strategy = strategy_cls(options, self)
         self.task_index = 0
+        self.hook_seconds = 0.0
         self.result = RunResult(config, len(self.scenario),
                                 params=sum(p.numel() for p in self.model.parameters()))
 
@@ -252,6 +253,8 @@ class Engine:
         sizes = [len(p.y_train) for p in parts]
         offsets = list(np.cumsum([0] + sizes))
         n = offsets[-1]
+        self.current_parts, self.current_offsets = parts, offsets
+        self._independent = self.generator("independent", task.index)
         if n < self.dist.world_size:
             raise ConfigError(f"task {task.index} has {n} training samples, fewer than the {self.dist.world_size} ranks")
         optimizer = self._optimizer()
@@ -279,12 +282,16 @@ class Engine:
                 optimizer.zero_grad(set_to_none=True)
                 total.backward()
                 self._sync_gradients()
+                hook_start = time.perf_counter()
                 self.strategy.after_backward()
+                self.hook_seconds += time.perf_counter() - hook_start
                 optimizer.step()
                 if scheduler is not None:
                     scheduler.step()
                 self.project()
+                hook_start = time.perf_counter()
                 self.strategy.after_step()
+                self.hook_seconds += time.perf_counter() - hook_start
                 running += value
                 seen += 1
                 if bar is not None and (step % 20 == 0 or step == steps_per_epoch - 1):
@@ -294,6 +301,27 @@ class Engine:
         if bar is not None:
             bar.close()
         return epoch_seconds
+
+    def independent_gradient(self, params: dict[str, torch.nn.Parameter]) -> dict[str, torch.Tensor]:
+        """Gradient of (task loss + penalty) on a fresh minibatch, drawn independently of the
+        step's batch, at the current parameters (for SIU, SIB and SOS). ``.grad`` is untouched."""
+        n = self.current_offsets[-1]
+        batch = torch.randint(n, (self.config.batch_size,), generator=self._independent)
+        if self.dist.enabled:
+            batch = batch[self.dist.rank::self.dist.world_size]
+        loss = self.task_loss(self.current_parts, self.current_offsets, batch)
+        penalty = self.strategy.penalty()
+        if penalty is not None:
+            loss = loss + penalty
+        names = list(params)
+        grads = torch.autograd.grad(loss, [params[k] for k in names], allow_unused=True)
+        out = {}
+        for name, g in zip(names, grads):
+            g = torch.zeros_like(params[name]) if g is None else g
+            if self.dist.enabled:
+                self.dist.all_reduce_(g).div_(self.dist.world_size)
+            out[name] = g
+        return out
 
     def _sync_gradients(self) -> None:
         """Average gradients over ranks (what DDP's reducer does), so every rank steps identically."""
@@ -341,9 +369,19 @@ class Engine:
     def _save(self, task: Task) -> None:
         if self.checkpoint_dir is None or not self.dist.is_main:
             return
-        progress = {"task": task.index, "config": self.config.to_dict(), "result": self.result.progress()}
+        progress = {"task": task.index, "config": self.config.to_dict(), "result": self.result.progress(),
+                    "model": self.model_spec()}
         ckpt.save_checkpoint(self.checkpoint_dir / f"task-{task.index}.safetensors", self.model,
                              self.strategy.state_tensors(), progress)
+
+    def model_spec(self) -> dict:
+        """What rebuilds this model without the data (stored in every checkpoint)."""
+        cfg, sc = self.config, self.scenario
+        return {"arch": cfg.arch, "input_shape": list(sc.input_shape), "hidden": list(cfg.hidden),
+                "setting": sc.setting, "head_sizes": list(sc.head_sizes), "backbone": cfg.backbone,
+                "bits": cfg.bits, "benchmark": cfg.benchmark, "seed": cfg.seed, "tasks": len(sc),
+                "permuted": any(t.permutation is not None for t in sc.tasks),
+                "active_outputs": list(sc.active_outputs), "class_order": list(sc.class_order)}
 
     def _write_outputs(self) -> None:
         if self.out is None or not self.dist.is_main:
@@ -365,12 +403,17 @@ class Engine:
                 self.model.set_active_outputs(self.scenario.active_outputs[t])
             self.strategy.before_task(task)
             start = time.perf_counter()
+            self.hook_seconds = 0.0
             epochs = self.train_task(task)
             timing["train_seconds"].append(time.perf_counter() - start)
+            timing.setdefault("step_hook_seconds", []).append(self.hook_seconds)
             timing["epoch_seconds"].append(sum(epochs) / len(epochs) if epochs else 0.0)
             start = time.perf_counter()
             self.strategy.after_task(task)
             timing["consolidate_seconds"].append(time.perf_counter() - start)
+            # importance work (per-step hooks + consolidation) relative to training time
+            timing.setdefault("importance_fraction", []).append(
+                (self.hook_seconds + timing["consolidate_seconds"][-1]) / max(timing["train_seconds"][-1], 1e-9))
             start = time.perf_counter()
             row = [self.evaluate(other) for other in self.scenario.tasks]
             timing["eval_seconds"].append(time.perf_counter() - start)

@@ -121,6 +121,15 @@ def split_scenario(data: ArrayData, num_tasks: int, setting: str, seed: int = 0,
     return Scenario(f"split-{data.name}", setting, tasks, head_sizes, order, active, data.input_shape)
 
 
+def task_permutations(seed: int, num_tasks: int, pixels: int, permute_first: bool = False) -> list:
+    """The pixel permutation of each permuted task (None for an unpermuted task 0), from ``seed``."""
+    rng = np.random.default_rng(seed)
+    perms = [torch.from_numpy(rng.permutation(pixels)) for _ in range(num_tasks)]
+    if not permute_first:
+        perms[0] = None
+    return perms
+
+
 def permuted_scenario(data: ArrayData, num_tasks: int, setting: str, seed: int = 0,
                       classes: Optional[list[int]] = None, permute_first: bool = False) -> Scenario:
     """``num_tasks`` tasks over the same classes, each with a fixed pixel permutation from ``seed``."""
@@ -132,13 +141,10 @@ def permuted_scenario(data: ArrayData, num_tasks: int, setting: str, seed: int =
     xtr, xte = data.x_train[keep_tr], data.x_test[keep_te]
     ytr = torch.tensor([index[int(v)] for v in data.y_train[keep_tr].tolist()], dtype=torch.int64)
     yte = torch.tensor([index[int(v)] for v in data.y_test[keep_te].tolist()], dtype=torch.int64)
-    pixels = int(np.prod(data.input_shape))
-    rng = np.random.default_rng(seed)
+    permutations = task_permutations(seed, num_tasks, int(np.prod(data.input_shape)), permute_first)
     k = len(order)
     tasks, active = [], []
-    for t in range(num_tasks):
-        perm = rng.permutation(pixels)
-        permutation = None if (t == 0 and not permute_first) else torch.from_numpy(perm)
+    for t, permutation in enumerate(permutations):
         offset = t * k if setting == "class" else 0
         tasks.append(_check_nonempty(Task(t, order, xtr, ytr + offset, xte, yte + offset, permutation),
                                      f"permuted-{data.name}"))

@@ -9,11 +9,17 @@ import).
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
-from brevitas.core.scaling import ScalingImplType
-from brevitas.quant.base import NarrowIntQuant
-from brevitas.quant.solver import WeightQuantSolver
-from brevitas.quant_tensor import IntQuantTensor
+
+with warnings.catch_warnings():  # brevitas warns about optional kernels at import
+    warnings.simplefilter("ignore")
+    from brevitas.core.scaling import ScalingImplType
+    from brevitas.nn import QuantConv2d, QuantLinear  # noqa: F401  (re-exported for export)
+    from brevitas.quant.base import NarrowIntQuant
+    from brevitas.quant.solver import WeightQuantSolver
+    from brevitas.quant_tensor import IntQuantTensor
 
 
 class FixedRangeWeightQuant(NarrowIntQuant, WeightQuantSolver):

@@ -47,6 +47,9 @@ class BlipOptions:
     accumulate: str = field(default="mean", metadata={
         "help": "running mean of prior and Fishers (the authors'), or their running sum",
         "choices": ("mean", "sum")})
+    rounding: str = field(default="ceil", metadata={
+        "help": "bits from the information gain: ceil (the authors') or round (a bit only once the gain "
+                "reaches half a bit)", "choices": ("ceil", "round")})
     reset_free_bits: bool = field(default=True, metadata={
         "help": "after freezing, set each weight's free bits to the middle of its window"})
 
@@ -59,9 +62,11 @@ class BlipOptions:
             raise ConfigError(f"--fisher-batch must be >= 1, got {self.fisher_batch}")
 
 
-def bits_to_freeze(fisher_old: torch.Tensor, fisher_new: torch.Tensor) -> torch.Tensor:
-    """``max(0, ceil(0.5 log2(F_new / F_old)))`` as int32: BLIP's information gain in bits."""
-    gain = torch.ceil(0.5 * torch.log2(fisher_new / fisher_old))
+def bits_to_freeze(fisher_old: torch.Tensor, fisher_new: torch.Tensor, rounding: str = "ceil") -> torch.Tensor:
+    """``max(0, ceil(0.5 log2(F_new / F_old)))`` as int32: BLIP's information gain in bits
+    (``rounding="round"`` rounds half-up instead of up)."""
+    gain = 0.5 * torch.log2(fisher_new / fisher_old)
+    gain = torch.ceil(gain) if rounding == "ceil" else torch.floor(gain + 0.5)
     return torch.nan_to_num(gain, nan=0.0, posinf=32.0).clamp_(0, 32).to(torch.int32)
 
 
@@ -113,7 +118,7 @@ class Blip(Strategy):
                 new = (old * (seen + 1) + fisher[name]) / (seen + 2)
             else:
                 new = old + fisher[name]
-            state.freeze(bits_to_freeze(old, new), reset_free_bits=self.options.reset_free_bits)
+            state.freeze(bits_to_freeze(old, new, self.options.rounding), reset_free_bits=self.options.reset_free_bits)
             self.state[f"fisher/{name}"] = new
         self.state["tasks_seen"] = torch.tensor(seen + 1)
 

@@ -1,0 +1,1 @@
+"""``bitcl analyze``: questions asked of trained models (importance measures, bits per task)."""

@@ -1,0 +1,104 @@
+"""A reference runtime in numpy for packed files: the proof that a device needs only the bits.
+
+It reads the packed file (safetensors, numpy), unpacks the bit planes with numpy
+alone, rebuilds each weight as an integer code times one scale per tensor, and
+runs the network. The first layer accumulates exactly in int64 on the raw 8-bit
+pixels (the 1/255 pixel scale is folded into the layer's single scale multiply);
+later layers run in float64 on float activations (bitcl does not quantise
+activations). Supports bitcl's MLP and conv net.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+from safetensors import safe_open
+
+
+def unpack_planes(planes: np.ndarray, bits: int, n: int) -> np.ndarray:
+    """(bits, ceil(n/8)) uint8 planes, MSB first -> n unsigned ints (numpy only)."""
+    flat = np.unpackbits(planes, axis=1)[:, :n].astype(np.int64)  # packbits order: first element = top bit
+    weights = (1 << np.arange(bits - 1, -1, -1, dtype=np.int64))[:, None]
+    return (flat * weights).sum(0)
+
+
+class NumpyRuntime:
+    """Run a packed bitcl model on raw pixels with numpy."""
+
+    def __init__(self, path: str | Path):
+        with safe_open(str(path), framework="np") as f:
+            self.meta = json.loads(f.metadata()["bitcl_packed"])
+            self.tensors = {k: f.get_tensor(k) for k in f.keys()}
+        self.spec = self.meta["model"]
+        self.layers = {}  # name -> (integer codes, scale)
+        for name, info in self.meta["quantized"].items():
+            n = int(np.prod(info["shape"]))
+            top = unpack_planes(self.tensors[f"{name}.planes"], info["bits_stored"], n)
+            b, big = info["bits_stored"], info["bits_trained"]
+            if b == big:
+                ints, mult = top - (1 << (big - 1)), 1.0
+            else:
+                ints, mult = 2 * top - (1 << b) + 1, float(2 ** (big - b - 1))
+            self.layers[name] = (ints.reshape(info["shape"]), info["scale"] * mult)
+
+    def _weight(self, name: str):
+        """(integer codes or None, float weights)"""
+        if name in self.layers:
+            ints, scale = self.layers[name]
+            return ints, ints * scale
+        value = self.tensors[name].astype(np.float64)
+        return None, value
+
+    def _linear(self, x, prefix, exact_int=False):
+        ints, w = self._weight(f"{prefix}.weight")
+        if exact_int and ints is not None:
+            acc = x.astype(np.int64) @ ints.T  # exact integer accumulation on raw pixels
+            out = acc * (self.layers[f"{prefix}.weight"][1] / self.meta["preprocessing"]["pixel_scale"])
+        else:
+            out = x @ w.T if not exact_int else (x / self.meta["preprocessing"]["pixel_scale"]) @ w.T
+        if f"{prefix}.bias" in self.layers or f"{prefix}.bias" in self.tensors:
+            out = out + self._weight(f"{prefix}.bias")[1]
+        return out
+
+    def _conv(self, x, prefix, exact_int=False):
+        ints, w = self._weight(f"{prefix}.weight")
+        xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+        windows = sliding_window_view(xp, w.shape[2:], axis=(2, 3))  # (n, C, H, W, kh, kw)
+        if exact_int and ints is not None:
+            acc = np.einsum("nchwij,ocij->nohw", windows.astype(np.int64), ints, optimize=True)
+            out = acc * (self.layers[f"{prefix}.weight"][1] / self.meta["preprocessing"]["pixel_scale"])
+        else:
+            scale = 1.0 / self.meta["preprocessing"]["pixel_scale"] if exact_int else 1.0
+            out = np.einsum("nchwij,ocij->nohw", windows * scale, w, optimize=True)
+        if f"{prefix}.bias" in self.layers or f"{prefix}.bias" in self.tensors:
+            out = out + self._weight(f"{prefix}.bias")[1][None, :, None, None]
+        return out
+
+    def __call__(self, raw_pixels: np.ndarray, task: int | None = None) -> np.ndarray:
+        """Logits for raw pixels (0..255, any numeric dtype, shape (n, ...))."""
+        x = np.asarray(raw_pixels).reshape(len(raw_pixels), -1)
+        if not np.all(x == np.round(x)) or x.min() < 0 or x.max() > 255:
+            raise ValueError("raw pixels must be integers in 0..255")
+        if "input.permutation" in self.tensors:
+            x = x[:, self.tensors["input.permutation"]]
+        x = x.astype(np.int64)
+        spec = self.spec
+        if spec["arch"] == "mlp":
+            h = x
+            for i in range(len(spec["hidden"])):
+                h = np.maximum(self._linear(h, f"backbone.layers.{1 + 2 * i}", exact_int=(i == 0)), 0)
+        else:
+            h = x.reshape(len(x), *spec["input_shape"])
+            for i, prefix in enumerate(("backbone.layers.0", "backbone.layers.3")):
+                h = np.maximum(self._conv(h, prefix, exact_int=(i == 0)), 0)
+                n, c, hh, ww = h.shape
+                h = h[:, :, :hh // 2 * 2, :ww // 2 * 2].reshape(n, c, hh // 2, 2, ww // 2, 2).max(axis=(3, 5))
+            h = np.maximum(self._linear(h.reshape(len(h), -1), "backbone.layers.7"), 0)
+        task = self.meta["task"] if task is None else task
+        head = f"heads.{task}" if spec["setting"] == "task" else "heads.0"
+        logits = self._linear(h, head)
+        if spec["setting"] == "class":
+            logits[:, self.meta["active_outputs"]:] = -np.inf
+        return logits

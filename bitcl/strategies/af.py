@@ -1,0 +1,15 @@
+"""AF, the absolute Fisher: Ω += E_x Σ_y p_y |∂ log p_y / ∂θ|.
+
+Benzing, "Unifying Importance Based Regularisation Methods for Continual
+Learning", AISTATS 2022, arXiv 2006.06357: the Fisher with |·| in place of (·)².
+"""
+from .base import register
+from .mas import MasOptions, OutputSensitivityRegularizer
+
+
+@register
+class AbsoluteFisher(OutputSensitivityRegularizer):
+    name = "af"
+    summary = "AF: absolute Fisher, sum_y p_y |d log p_y / d theta| (Benzing, AISTATS 2022)"
+    Options = MasOptions
+    measure = "af"

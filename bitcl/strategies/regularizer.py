@@ -1,0 +1,82 @@
+"""The shared machinery of importance-based regularisers (EWC, SI, MAS and their kin).
+
+Every method adds ``c * sum_i Ω_i (θ_i − θ*_i)²`` to the loss, θ* the parameters
+at the end of the previous task and Ω the importance accumulated over tasks
+(Benzing, "Unifying Importance Based Regularisation Methods for Continual
+Learning", AISTATS 2022, arXiv 2006.06357, Eq. 1). Per-task heads are not
+regularised (each is trained on its own task only); shared heads are.
+Measures are computed with the model in eval mode (dropout off) on ``samples``
+training samples of the task just learned, with vectorised per-sample gradients.
+
+A subclass implements :meth:`task_importance` (or the per-step hooks) and may
+override :meth:`accumulate` (EWC online decays the old Ω).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from bitcl.errors import ConfigError
+from bitcl.importance import layers_of
+
+from .base import Strategy
+
+
+def c_field(default: float, source: str):
+    return field(default=default, metadata={"help": f"penalty strength c ({source})"})
+
+
+def samples_field(default: int = 1000):
+    return field(default=default, metadata={"help": "training samples of the task for the importance (0: all)"})
+
+
+def batch_field(default: int = 256):
+    return field(default=default, metadata={"help": "batch size of the importance computation"})
+
+
+def check_common(options) -> None:
+    if not (math.isfinite(options.c) and options.c >= 0):
+        raise ConfigError(f"--c must be a non-negative number, got {options.c}")
+    if getattr(options, "samples", 0) < 0:
+        raise ConfigError(f"--samples must be >= 0, got {options.samples}")
+    if getattr(options, "batch", 1) < 1:
+        raise ConfigError(f"--batch must be >= 1, got {options.batch}")
+
+
+class ImportanceRegularizer(Strategy):
+    """Quadratic penalty around the previous task's parameters, weighted by accumulated importance."""
+
+    def __init__(self, options, engine):
+        super().__init__(options, engine)
+        self.params = dict(self.model.backbone_parameters())
+        self.layers = layers_of(self.model, self.params)
+        for name, p in self.params.items():
+            self.state[f"omega/{name}"] = torch.zeros_like(p.detach())
+            self.state[f"anchor/{name}"] = p.detach().clone()
+        self.state["tasks_seen"] = torch.zeros((), dtype=torch.int64)
+
+    def penalty(self):
+        if int(self.state["tasks_seen"]) == 0 or self.options.c == 0:
+            return None
+        total = 0.0
+        for name, p in self.params.items():
+            total = total + (self.state[f"omega/{name}"] * (p - self.state[f"anchor/{name}"]).pow(2)).sum()
+        return self.options.c * total
+
+    def task_importance(self, task) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def accumulate(self, name: str, importance: torch.Tensor) -> None:
+        self.state[f"omega/{name}"] = self.state[f"omega/{name}"] + importance
+
+    def after_task(self, task) -> None:
+        importance = self.task_importance(task)
+        for name, p in self.params.items():
+            self.accumulate(name, importance[name].detach())
+            self.state[f"anchor/{name}"] = p.detach().clone()
+        self.state["tasks_seen"] = self.state["tasks_seen"] + 1
+
+    def logits_fn(self, task):
+        return lambda x: self.model(x, task.index)

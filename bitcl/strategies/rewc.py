@@ -1,0 +1,35 @@
+"""rEWC: EWC with the square root of the Fisher as importance.
+
+Benzing (AISTATS 2022, arXiv 2006.06357) shows SI and MAS behave like sqrt(Fisher);
+rEWC uses sqrt(F) directly, Ω += sqrt(F_t).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bitcl.importance import FISHER_KINDS
+
+from .base import register
+from .ewc import fisher_of_task
+from .regularizer import ImportanceRegularizer, batch_field, c_field, check_common, samples_field
+
+
+@dataclass
+class RewcOptions:
+    c: float = c_field(1.0, "search on Split-MNIST, README")
+    fisher: str = field(default="exact", metadata={"help": "Fisher estimate", "choices": FISHER_KINDS})
+    samples: int = samples_field()
+    batch: int = batch_field()
+
+    def validate(self) -> None:
+        check_common(self)
+
+
+@register
+class Rewc(ImportanceRegularizer):
+    name = "rewc"
+    summary = "rEWC: quadratic penalty weighted by sqrt(Fisher) (Benzing, AISTATS 2022)"
+    Options = RewcOptions
+
+    def task_importance(self, task):
+        return {k: v.sqrt() for k, v in fisher_of_task(self, task, self.options.fisher).items()}

@@ -1,0 +1,60 @@
+"""SI: Synaptic Intelligence (Zenke, Poole & Ganguli, ICML 2017, arXiv 1703.04200).
+
+ω += −g·Δθ over every step of a task (g the minibatch gradient of the step,
+Δθ the actual update after the bit projection); at the task's end
+Ω += max(0, ω / (Δ² + ξ)), Δ the change over the task. Defaults c = 0.2 and
+ξ = 0.1 are Benzing's MNIST settings (AISTATS 2022, arXiv 2006.06357, at batch
+256). SIU, SIB and SOS (same paper) share this file's machinery.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bitcl.errors import ConfigError
+from bitcl.importance import PathIntegral
+
+from .base import register
+from .regularizer import ImportanceRegularizer, c_field, check_common
+
+
+@dataclass
+class SiOptions:
+    c: float = c_field(0.2, "Benzing's MNIST setting at batch 256")
+    xi: float = field(default=0.1, metadata={"help": "damping ξ of ω / (Δ² + ξ) (Benzing's MNIST setting)"})
+
+    def validate(self) -> None:
+        check_common(self)
+        if not self.xi > 0:
+            raise ConfigError(f"--xi must be positive, got {self.xi}")
+
+
+class PathIntegralRegularizer(ImportanceRegularizer):
+    """Ω accumulated from a :class:`PathIntegral` tracked over the task's steps."""
+
+    kind = "si"
+
+    def __init__(self, options, engine):
+        super().__init__(options, engine)
+        self.tracker = PathIntegral(self.params, self.kind, xi=getattr(options, "xi", 0.1),
+                                    alpha=getattr(options, "alpha", 1.0))
+
+    def before_task(self, task):
+        self.tracker.start_task()
+
+    def after_backward(self):
+        independent = self.engine.independent_gradient(self.params) if self.tracker.needs_independent_gradient else None
+        self.tracker.before_step(independent)
+
+    def after_step(self):
+        self.tracker.after_step()
+
+    def task_importance(self, task):
+        return self.tracker.importance()
+
+
+@register
+class Si(PathIntegralRegularizer):
+    name = "si"
+    summary = "SI: path-integral importance (ICML 2017)"
+    Options = SiOptions
+    kind = "si"

@@ -1,0 +1,164 @@
+"""Edge export: packed round trips are exact, sizes as claimed, numpy and ONNX runtimes agree."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from bitcl.config import RunConfig
+from bitcl.data import build_scenario, load_source
+from bitcl.engine import run
+from bitcl.export import NumpyRuntime, export_packed, load_checkpoint_model, load_packed
+from bitcl.quant import bit_states
+from tests.conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def mlp_run(tmp_path_factory, small_npz):
+    out = tmp_path_factory.mktemp("mlp")
+    run(RunConfig(method="blip", benchmark="permuted-mnist", tasks=2, data=small_npz, epochs=1, hidden=[64],
+                  out=str(out), quiet=True))
+    return out
+
+
+@pytest.fixture(scope="module")
+def conv_run(tmp_path_factory, small_npz):
+    out = tmp_path_factory.mktemp("conv")
+    run(RunConfig(method="blip", benchmark="split-mnist", scenario="class", data=small_npz, epochs=1, arch="conv",
+                  bits=8, out=str(out), quiet=True))
+    return out
+
+
+def raw_test_pixels(small_npz, n=64):
+    with np.load(small_npz) as f:
+        return f["x"][~f["train"]][:n].astype(np.float32)
+
+
+def test_packed_round_trip_is_exact(mlp_run, small_npz, tmp_path):
+    """load_packed gives exactly the checkpoint model's outputs; planes are N bits per weight."""
+    ckpt = mlp_run / "checkpoints" / "task-1.safetensors"
+    summary = export_packed(ckpt, tmp_path / "p.safetensors", task=1)
+    model, _ = load_checkpoint_model(ckpt)
+    packed = load_packed(tmp_path / "p.safetensors")
+    raw = torch.from_numpy(raw_test_pixels(small_npz))
+    with torch.no_grad():
+        assert torch.equal(packed(raw), model(packed.preprocess(raw), 1))
+    for name, state in bit_states(model):
+        assert torch.equal(dict(bit_states(packed.model))[name].codes, state.codes)
+    n = sum(s.codes.numel() for _, s in bit_states(model))
+    assert summary["plane_bytes"] == sum(20 * ((s.codes.numel() + 7) // 8) for _, s in bit_states(model))
+    assert summary["plane_bytes_per_weight"] == pytest.approx(20 / 8, rel=1e-3) and summary["quantized_weights"] == n
+
+
+def test_permutation_travels_with_the_file(mlp_run, small_npz, tmp_path):
+    """The packed model of a permuted task, fed raw pixels, predicts as the engine does on that task."""
+    ckpt = mlp_run / "checkpoints" / "task-1.safetensors"
+    export_packed(ckpt, tmp_path / "p.safetensors", task=1)
+    packed = load_packed(tmp_path / "p.safetensors")
+    scenario = build_scenario("permuted-mnist", load_source(small_npz), "task", 2, 0)
+    task = scenario.tasks[1]
+    raw = task.x_test[:50] * 255
+    model, _ = load_checkpoint_model(ckpt)
+    with torch.no_grad():
+        assert torch.equal(packed(raw).argmax(1), model(task.inputs(task.x_test[:50]), 1).argmax(1))
+
+
+@pytest.mark.parametrize("keep", [20, 6, 1])
+def test_numpy_runtime_matches_torch(mlp_run, small_npz, tmp_path, keep):
+    """The numpy runtime, from the planes alone, predicts exactly what torch predicts."""
+    path = tmp_path / "p.safetensors"
+    summary = export_packed(mlp_run / "checkpoints" / "task-1.safetensors", path, task=0, bits=keep)
+    assert summary["bits_per_weight"] == keep
+    raw = raw_test_pixels(small_npz)
+    got = NumpyRuntime(path)(raw)
+    with torch.no_grad():
+        want = load_packed(path)(torch.from_numpy(raw)).double().numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    assert np.array_equal(got.argmax(1), want.argmax(1))
+
+
+def test_conv_class_incremental_numpy_runtime(conv_run, small_npz, tmp_path):
+    """Conv nets and masked class-incremental heads run in numpy too."""
+    path = tmp_path / "c.safetensors"
+    export_packed(conv_run / "checkpoints" / "task-4.safetensors", path)
+    raw = raw_test_pixels(small_npz, 32)
+    got = NumpyRuntime(path)(raw)
+    with torch.no_grad():
+        want = load_packed(path)(torch.from_numpy(raw)).double().numpy()
+    assert np.array_equal(got.argmax(1), want.argmax(1))
+    finite = np.isfinite(want)
+    np.testing.assert_allclose(got[finite], want[finite], rtol=1e-4, atol=1e-4)
+
+
+def test_reduced_bits_shrink_the_file(mlp_run, tmp_path):
+    """--bits B stores exactly B planes: plane bytes scale with B."""
+    ckpt = mlp_run / "checkpoints" / "task-1.safetensors"
+    full = export_packed(ckpt, tmp_path / "a.safetensors", task=0)
+    four = export_packed(ckpt, tmp_path / "b.safetensors", task=0, bits=4)
+    assert four["plane_bytes"] * 5 == full["plane_bytes"]
+
+
+def test_onnx_export_matches_torch_with_dynamic_batch(conv_run, mlp_run, small_npz, tmp_path):
+    """ONNX (brevitas QCDQ) outputs equal torch's to 1e-5 on real digits, for batch 1 and 13."""
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed")
+    from bitcl.export.onnx import brevitas_model, export_onnx
+    raw = torch.from_numpy(raw_test_pixels(small_npz, 13))
+    for ckpt, task, bits in [(conv_run / "checkpoints" / "task-4.safetensors", None, None),
+                             (mlp_run / "checkpoints" / "task-1.safetensors", 1, 7)]:
+        path = tmp_path / f"m{bits}.onnx"
+        summary = export_onnx(ckpt, path, task=task, bits=bits, check_inputs=raw)
+        assert summary["max_abs_diff_vs_torch"] <= 1e-5
+        session = ort.InferenceSession(str(path))
+        module, _ = brevitas_model(ckpt, task, bits)
+        for batch in (raw[:1], raw):
+            got = session.run(None, {"pixels": batch.reshape(len(batch), -1).numpy()})[0]
+            with torch.no_grad():
+                want = module(batch.reshape(len(batch), -1)).numpy()
+            np.testing.assert_allclose(got, want, atol=1e-5)
+        packed = tmp_path / f"p{bits}.safetensors"
+        export_packed(ckpt, packed, task=task, bits=bits)
+        assert np.array_equal(got.argmax(1), load_packed(packed)(raw).argmax(1).numpy())
+
+
+def test_bits_analysis_writes_curves(mlp_run):
+    """analyze bits: accuracy for B = 1..N per task; full precision equals the run's final row."""
+    done = run_cli("analyze", "bits", mlp_run)
+    assert done.returncode == 0, done.stderr
+    result = json.loads((mlp_run / "bits.json").read_text())
+    final = json.loads((mlp_run / "results.json").read_text())["accuracy_matrix"][-1]
+    assert result["accuracy_full"] == pytest.approx(final)
+    assert len(result["accuracy_by_bits"]) == 20 and len(result["accuracy_frozen_bits_only"]) == 2
+
+
+def test_bad_export_inputs_are_one_line_exit_2(mlp_run, tmp_path):
+    """Truncated, foreign or mismatched checkpoints, bad task ids and bit counts: one line, exit 2."""
+    ckpt = mlp_run / "checkpoints" / "task-1.safetensors"
+    truncated = tmp_path / "trunc.safetensors"
+    truncated.write_bytes(ckpt.read_bytes()[:1000])
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"w": torch.zeros(3)}, str(foreign))
+    other = tmp_path / "other.safetensors"
+    shutil.copy(ckpt, other)
+    from safetensors import safe_open
+    with safe_open(str(ckpt), "pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        meta = dict(f.metadata())
+    progress = json.loads(meta["bitcl_progress"])
+    progress["model"]["hidden"] = [65]
+    meta["bitcl_progress"] = json.dumps(progress)
+    save_file(tensors, str(other), metadata=meta)
+    cases = [([truncated, "--format", "packed"], "not a readable"),
+             ([foreign, "--format", "packed"], "not a bitcl checkpoint"),
+             ([other, "--format", "packed"], "different architecture"),
+             ([ckpt, "--format", "packed", "--task", "7"], "does not exist"),
+             ([ckpt, "--format", "packed", "--task", "0", "--bits", "0"], "--bits must lie in 1..20"),
+             ([ckpt, "--format", "packed", "--task", "0", "--bits", "21"], "--bits must lie in 1..20"),
+             ([ckpt, "--format", "packed"], "needs --task"),
+             ([ckpt, "--format", "onnx", "--task", "0"], "at most 8-bit"),
+             ([tmp_path / "missing.safetensors", "--format", "packed"], "no such checkpoint")]
+    for args, needle in cases:
+        done = run_cli("export", *args, "--out", tmp_path / "x.bin")
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and len(lines) == 1 and needle in lines[0], (args, done.stderr)
