@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import typing
 from typing import Optional, Sequence
@@ -103,6 +104,8 @@ def cmd_run(argv: Sequence[str]) -> int:
     from bitcl.engine import run
     config = _config_from_args(argv)
     result = run(config)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
+        return 0
     print(result.format_matrix())
     if config.out:
         print(f"results: {config.out}/results.json")

@@ -1,16 +1,22 @@
 """The process group seen by the engine and the strategies.
 
-In a single process every collective is the identity, so the same code path
-serves one process and ``torchrun``. Under ``torchrun`` (``WORLD_SIZE > 1``)
-the group is initialised with gloo on CPU and nccl on CUDA.
+In a single process every collective is the identity, so one code path serves
+one process and ``torchrun``. Under ``torchrun`` (``WORLD_SIZE > 1``) the group
+is initialised with gloo on CPU and nccl on CUDA, the training forward runs
+through ``DistributedDataParallel``, and everything else (evaluation counts,
+importance sums, curvature) is all-reduced explicitly by the engine and the
+strategies, so every rank holds identical state.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from bitcl.errors import ConfigError
 
 
 @dataclass
@@ -35,6 +41,33 @@ class DistContext:
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()
+
+    def gather_ints(self, value: int) -> list[int]:
+        """Every rank's ``value`` (a 63-bit int), in rank order."""
+        if not self.enabled:
+            return [value]
+        mine = torch.tensor([value], dtype=torch.int64)
+        every = [torch.zeros(1, dtype=torch.int64) for _ in range(self.world_size)]
+        dist.all_gather(every, mine)
+        return [int(t) for t in every]
+
+    def require_agreement(self, value: int, what: str) -> None:
+        """Stop on every rank with a clear error unless all ranks hold the same ``value``."""
+        values = self.gather_ints(value)
+        if len(set(values)) > 1:
+            odd = [r for r, v in enumerate(values) if v != values[0]]
+            raise ConfigError(f"ranks disagree on {what} (ranks {odd} differ from rank 0)")
+
+
+def digest(*tensors_or_bytes) -> int:
+    """A 63-bit hash of tensors' bytes (or of bytes), equal on ranks holding equal data."""
+    h = hashlib.sha256()
+    for item in tensors_or_bytes:
+        if isinstance(item, torch.Tensor):
+            h.update(item.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        else:
+            h.update(item)
+    return int.from_bytes(h.digest()[:8], "little") & (2**63 - 1)
 
 
 def init_from_env(device: str) -> DistContext:

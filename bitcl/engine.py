@@ -31,7 +31,7 @@ from bitcl import metrics
 from bitcl.config import RunConfig
 from bitcl.data import ArrayData, build_scenario, load_source
 from bitcl.data.scenarios import Task
-from bitcl.distributed import DistContext, init_from_env
+from bitcl.distributed import DistContext, digest, init_from_env
 from bitcl.errors import ConfigError, TrainingDiverged
 from bitcl.models import build_model
 from bitcl.quant import bit_states
@@ -139,11 +139,32 @@ class Engine:
         self.model = build_model(config.arch, self.scenario.input_shape, self.scenario.head_sizes,
                                  self.scenario.setting, config.backbone, config.bits, config.hidden).to(self.device)
         self.bit_states = [state for _, state in bit_states(self.model)]
+        self.train_model = self.model
+        if self.dist.enabled:
+            self._check_ranks_agree_on_setup()
+            from torch.nn.parallel import DistributedDataParallel
+            # buffers (codes, frozen counts) are not broadcast every step: the projection is
+            # deterministic, so they stay identical; a checksum at each task end proves it.
+            # Unused parameters: the heads of other tasks.
+            self.train_model = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                broadcast_buffers=False, find_unused_parameters=True)
         self.strategy = strategy_cls(options, self)
         self.task_index = 0
         self.hook_seconds = 0.0
         self.result = RunResult(config, len(self.scenario),
                                 params=sum(p.numel() for p in self.model.parameters()))
+
+    def _check_ranks_agree_on_setup(self) -> None:
+        self.dist.require_agreement(digest(bitcl.__version__.encode()), "the bitcl version")
+        data = [t for task in self.scenario.tasks for t in (task.y_train, task.y_test)]
+        data += [self.scenario.tasks[0].x_train, self.scenario.tasks[-1].x_test]
+        self.dist.require_agreement(digest(*data), "the training data (every rank must load the same data)")
+        self.dist.require_agreement(digest(*self.model.state_dict().values()), "the initial model")
+
+    def state_checksum(self) -> int:
+        """A hash of the model's parameters and buffers (codes, frozen counts) and the strategy state."""
+        return digest(*self.model.state_dict().values(), *self.strategy.state_tensors().values())
 
     # -- files ------------------------------------------------------------------------
     @property
@@ -204,17 +225,22 @@ class Engine:
         return torch.Generator().manual_seed(derived_seed(self.config.seed, *purpose))
 
     def importance_batches(self, task: Task, samples: int, batch_size: int, purpose: str):
-        """Batches ``(x, y)`` of a fixed random subset of ``task``'s training data (this rank's share).
+        """Batches ``(x, y, u)`` of a fixed random subset of ``task``'s training data (this rank's share).
 
-        ``samples <= 0`` means all. Returns a list and the global sample count, so that
-        sums all-reduced over ranks divide into per-sample means.
+        ``samples <= 0`` means all. ``u`` holds one uniform number per sample, drawn in the
+        global sample order, so label sampling (sampled Fisher) is the same on any number of
+        ranks. Returns the batches and the global sample count, so that sums all-reduced over
+        ranks divide into per-sample means.
         """
         n = len(task.y_train)
         k = n if samples <= 0 else min(samples, n)
-        idx = torch.randperm(n, generator=self.generator(purpose, task.index))[:k]
-        idx = idx[self.dist.rank::self.dist.world_size]
+        generator = self.generator(purpose, task.index)
+        idx = torch.randperm(n, generator=generator)[:k]
+        uniforms = torch.rand(k, generator=generator, dtype=torch.float64)
+        idx, uniforms = idx[self.dist.rank::self.dist.world_size], uniforms[self.dist.rank::self.dist.world_size]
         batches = [(task.inputs(task.x_train[idx[s:s + batch_size]]).to(self.device),
-                    task.y_train[idx[s:s + batch_size]].to(self.device)) for s in range(0, len(idx), batch_size)]
+                    task.y_train[idx[s:s + batch_size]].to(self.device), uniforms[s:s + batch_size])
+                   for s in range(0, len(idx), batch_size)]
         return batches, k
 
     # -- training ------------------------------------------------------------------------
@@ -229,22 +255,25 @@ class Engine:
             return torch.optim.Adam(params, lr=self.config.lr)
         return torch.optim.SGD(params, lr=self.config.lr, momentum=self.config.momentum)
 
-    def task_loss(self, parts: list[Task], offsets: list[int], indices: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy of the samples ``indices`` of the concatenated ``parts``."""
+    def task_loss(self, parts: list[Task], offsets: list[int], indices: torch.Tensor, global_count: int) -> torch.Tensor:
+        """Cross-entropy of this rank's samples ``indices``, summed and divided by the *global*
+        batch size (times the world size, since DDP averages gradients over ranks): the
+        gradient is exactly the global batch mean, even for uneven or empty shards."""
+        scale = self.dist.world_size / global_count
         if len(parts) == 1:
             task = parts[0]
             x = task.inputs(task.x_train[indices]).to(self.device, non_blocking=True)
             y = task.y_train[indices].to(self.device, non_blocking=True)
-            return F.cross_entropy(self.model(x, task.index), y)
+            return F.cross_entropy(self.train_model(x, task.index), y, reduction="sum") * scale
         which = torch.bucketize(indices, torch.tensor(offsets[1:]), right=True)
         total = 0.0
         for k, task in enumerate(parts):
             local = indices[which == k] - offsets[k]
-            if len(local):
+            if len(local) or (k == 0 and len(indices) == 0):
                 x = task.inputs(task.x_train[local]).to(self.device)
                 y = task.y_train[local].to(self.device)
-                total = total + F.cross_entropy(self.model(x, task.index), y, reduction="sum")
-        return total / len(indices)
+                total = total + F.cross_entropy(self.train_model(x, task.index), y, reduction="sum")
+        return total * scale
 
     def train_task(self, task: Task) -> list[float]:
         """Train ``task`` for the configured epochs; returns seconds per epoch."""
@@ -270,9 +299,10 @@ class Engine:
             running, seen = 0.0, 0
             for step in range(steps_per_epoch):
                 batch = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+                global_count = len(batch)
                 if self.dist.enabled:
                     batch = batch[self.dist.rank::self.dist.world_size]
-                loss = self.task_loss(parts, offsets, batch)
+                loss = self.task_loss(parts, offsets, batch, global_count)
                 penalty = self.strategy.penalty()
                 total = loss if penalty is None else loss + penalty
                 value = total.item()
@@ -281,7 +311,6 @@ class Engine:
                                            "(lower --lr?); checkpoints of earlier tasks are intact")
                 optimizer.zero_grad(set_to_none=True)
                 total.backward()
-                self._sync_gradients()
                 hook_start = time.perf_counter()
                 self.strategy.after_backward()
                 self.hook_seconds += time.perf_counter() - hook_start
@@ -307,9 +336,14 @@ class Engine:
         step's batch, at the current parameters (for SIU, SIB and SOS). ``.grad`` is untouched."""
         n = self.current_offsets[-1]
         batch = torch.randint(n, (self.config.batch_size,), generator=self._independent)
+        global_count = len(batch)
         if self.dist.enabled:
             batch = batch[self.dist.rank::self.dist.world_size]
-        loss = self.task_loss(self.current_parts, self.current_offsets, batch)
+        train_model, self.train_model = self.train_model, self.model  # no DDP reducer for autograd.grad
+        try:
+            loss = self.task_loss(self.current_parts, self.current_offsets, batch, global_count) / self.dist.world_size
+        finally:
+            self.train_model = train_model
         penalty = self.strategy.penalty()
         if penalty is not None:
             loss = loss + penalty
@@ -322,14 +356,6 @@ class Engine:
                 self.dist.all_reduce_(g).div_(self.dist.world_size)
             out[name] = g
         return out
-
-    def _sync_gradients(self) -> None:
-        """Average gradients over ranks (what DDP's reducer does), so every rank steps identically."""
-        if not self.dist.enabled:
-            return
-        for p in self.model.parameters():
-            if p.grad is not None:
-                self.dist.all_reduce_(p.grad).div_(self.dist.world_size)
 
     def _progress_bar(self, task: Task, total: int):
         if self.config.quiet or not self.dist.is_main or not sys.stderr.isatty():
@@ -411,6 +437,12 @@ class Engine:
             start = time.perf_counter()
             self.strategy.after_task(task)
             timing["consolidate_seconds"].append(time.perf_counter() - start)
+            if self.dist.enabled:  # every rank must hold the same codes, frozen counts and state
+                checksums = self.dist.gather_ints(self.state_checksum())
+                if len(set(checksums)) > 1:
+                    raise TrainingDiverged(f"task {t}: ranks hold different model states after consolidation "
+                                           f"(checksums {checksums}); stopping")
+                self.result.extra.setdefault("rank_checksums", []).append(checksums)
             # importance work (per-step hooks + consolidation) relative to training time
             timing.setdefault("importance_fraction", []).append(
                 (self.hook_seconds + timing["consolidate_seconds"][-1]) / max(timing["train_seconds"][-1], 1e-9))

@@ -104,11 +104,11 @@ def analyze_importance(config: RunConfig, task_index: int, samples: int, out: Op
         return task_mean(engine, task, samples, 256, "importance", batch_sums, names)
 
     logits = strategy.logits_fn(task)
-    fisher = mean_of(lambda x, y: batch_fisher_sums(engine.model, strategy.layers, logits, x, y, "exact"))
+    fisher = mean_of(lambda x, y, u: batch_fisher_sums(engine.model, strategy.layers, logits, x, y, "exact"))
     measures["fisher_empirical"] = mean_of(
-        lambda x, y: batch_fisher_sums(engine.model, strategy.layers, logits, x, y, "empirical"))
+        lambda x, y, u: batch_fisher_sums(engine.model, strategy.layers, logits, x, y, "empirical"))
     for kind in ("mas", "masx", "af"):
-        measures[kind] = mean_of(lambda x, y, kind=kind: output_sensitivity_sums(engine.model, strategy.layers,
+        measures[kind] = mean_of(lambda x, y, u, kind=kind: output_sensitivity_sums(engine.model, strategy.layers,
                                                                                   logits, x, kind))
     measures["rewc"] = {k: v.sqrt() for k, v in fisher.items()}
     flat_fisher = torch.cat([fisher[n].flatten() for n in names])

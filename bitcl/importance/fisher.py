@@ -28,8 +28,12 @@ FISHER_KINDS = ("sampled", "exact", "empirical")
 
 def batch_fisher_sums(model: nn.Module, layers: dict[str, nn.Module],
                       logits_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
-                      kind: str, generator: Optional[torch.Generator] = None) -> dict[str, torch.Tensor]:
-    """``sum_n`` of per-sample squared log-likelihood gradients for one batch."""
+                      kind: str, uniforms: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
+    """``sum_n`` of per-sample squared log-likelihood gradients for one batch.
+
+    ``sampled`` draws each sample's label by inverse CDF from ``uniforms`` (one number in
+    [0, 1) per sample; random if None), so the draw does not depend on how samples are
+    split into batches or ranks."""
     if kind == "exact":
         with torch.no_grad():
             logits = logits_fn(x)
@@ -50,8 +54,10 @@ def batch_fisher_sums(model: nn.Module, layers: dict[str, nn.Module],
         logits = logits_fn(x)
         if kind == "sampled":
             with torch.no_grad():
-                probs = torch.softmax(logits.float(), 1)
-                target = torch.multinomial(probs.cpu(), 1, generator=generator).flatten().to(x.device)
+                cdf = torch.softmax(logits.double(), 1).cumsum(1)
+                u = torch.rand(len(x), dtype=torch.float64) if uniforms is None else uniforms
+                u = u.to(cdf.device).unsqueeze(1) * cdf[:, -1:]
+                target = (cdf <= u).sum(1).clamp_(max=logits.shape[1] - 1)
         else:
             target = y
         return F.cross_entropy(logits, target, reduction="sum")

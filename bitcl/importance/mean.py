@@ -13,17 +13,18 @@ import torch
 
 
 def task_mean(engine, task, samples: int, batch_size: int, purpose: str,
-              batch_sums: Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]],
+              batch_sums: Callable[..., dict[str, torch.Tensor]],
               names: Iterable[str]) -> dict[str, torch.Tensor]:
-    """``{name: mean over samples}`` of ``batch_sums(x, y)`` for ``names``, with the model in eval mode."""
+    """``{name: mean over samples}`` of ``batch_sums(x, y, u)`` for ``names``, with the model in eval
+    mode (``u``: one uniform number per sample, for label sampling)."""
     model = engine.model
     batches, count = engine.importance_batches(task, samples, batch_size, purpose)
     was_training = model.training
     model.eval()
     sums: dict[str, torch.Tensor] = {}
     with torch.enable_grad():
-        for x, y in batches:
-            for key, value in batch_sums(x, y).items():
+        for x, y, u in batches:
+            for key, value in batch_sums(x, y, u).items():
                 sums[key] = sums[key] + value if key in sums else value
     model.train(was_training)
     params = dict(model.named_parameters())

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import torch
 
 from bitcl.errors import ConfigError
-from bitcl.importance import FISHER_KINDS, batch_fisher_sums, layers_of
+from bitcl.importance import FISHER_KINDS, batch_fisher_sums, layers_of, task_mean
 from bitcl.quant import bit_states
 
 from .base import Strategy, register
@@ -42,7 +42,7 @@ class BlipOptions:
                 "empirical (true labels)", "choices": FISHER_KINDS})
     fisher_samples: int = field(default=0, metadata={"help": "training samples for the Fisher (0: all)"})
     fisher_batch: int = field(default=500, metadata={"help": "batch size of the Fisher estimation"})
-    fisher_prior: float = field(default=1e-6, metadata={
+    fisher_prior: float = field(default=1e-10, metadata={
         "help": "prior Fisher F_0 per weight, in per-sample Fisher units"})
     accumulate: str = field(default="mean", metadata={
         "help": "running mean of prior and Fishers (the authors'), or their running sum",
@@ -50,8 +50,9 @@ class BlipOptions:
     rounding: str = field(default="ceil", metadata={
         "help": "bits from the information gain: ceil (the authors') or round (a bit only once the gain "
                 "reaches half a bit)", "choices": ("ceil", "round")})
-    reset_free_bits: bool = field(default=True, metadata={
-        "help": "after freezing, set each weight's free bits to the middle of its window"})
+    reset_free_bits: bool = field(default=False, metadata={
+        "help": "after freezing, set each weight's free bits to the middle of its window (off by default: "
+                "a weight that gains its first bits would jump by up to a quarter of the range; README)"})
 
     def validate(self) -> None:
         if not self.fisher_prior > 0:
@@ -89,24 +90,11 @@ class Blip(Strategy):
 
     def estimate_fisher(self, task) -> dict[str, torch.Tensor]:
         """Per-sample mean diagonal Fisher of every quantised weight on ``task``'s training data."""
-        opts, engine = self.options, self.engine
-        batches, count = engine.importance_batches(task, opts.fisher_samples, opts.fisher_batch, "fisher")
-        generator = engine.generator("fisher-labels", task.index)
-        was_training = self.model.training
-        self.model.eval()
-        sums: dict[str, torch.Tensor] = {}
-        for x, y in batches:
-            part = batch_fisher_sums(self.model, self.layers, lambda inp: self.model(inp, task.index), x, y,
-                                     opts.fisher, generator)
-            for k, v in part.items():
-                if k in self.quantized:
-                    sums[k] = sums[k] + v if k in sums else v
-        self.model.train(was_training)
-        for name, state in self.quantized.items():  # a layer no sample reached has zero Fisher
-            sums.setdefault(name, torch.zeros(state.codes.shape, device=state.codes.device))
-            engine.dist.all_reduce_(sums[name])
-            sums[name] /= count
-        return sums
+        opts = self.options
+        return task_mean(self.engine, task, opts.fisher_samples, opts.fisher_batch, "fisher",
+                         lambda x, y, u: batch_fisher_sums(self.model, self.layers,
+                                                           lambda inp: self.model(inp, task.index), x, y,
+                                                           opts.fisher, u), self.quantized)
 
     def after_task(self, task) -> None:
         with torch.enable_grad():

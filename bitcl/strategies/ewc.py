@@ -41,11 +41,10 @@ class EwcOptions:
 
 def fisher_of_task(strategy, task, kind: str) -> dict[str, torch.Tensor]:
     """Per-sample mean Fisher of the strategy's parameters on ``task``."""
-    opts, engine = strategy.options, strategy.engine
-    generator = engine.generator("fisher-labels", task.index)
-    return task_mean(engine, task, opts.samples, opts.batch, "importance",
-                     lambda x, y: batch_fisher_sums(strategy.model, strategy.layers, strategy.logits_fn(task), x, y,
-                                                    kind, generator), strategy.params)
+    opts = strategy.options
+    return task_mean(strategy.engine, task, opts.samples, opts.batch, "importance",
+                     lambda x, y, u: batch_fisher_sums(strategy.model, strategy.layers, strategy.logits_fn(task), x, y,
+                                                       kind, u), strategy.params)
 
 
 @register

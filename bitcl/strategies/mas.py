@@ -31,7 +31,7 @@ class OutputSensitivityRegularizer(ImportanceRegularizer):
     def task_importance(self, task):
         opts = self.options
         return task_mean(self.engine, task, opts.samples, opts.batch, "importance",
-                         lambda x, y: output_sensitivity_sums(self.model, self.layers, self.logits_fn(task), x,
+                         lambda x, y, u: output_sensitivity_sums(self.model, self.layers, self.logits_fn(task), x,
                                                               self.measure), self.params)
 
 

@@ -37,7 +37,8 @@ def test_run_writes_the_results_contract(tmp_path, small_npz):
     assert res["acc"] == pytest.approx(sum(matrix[-1]) / 5)
     assert res["bwt"] == pytest.approx(sum(matrix[4][j] - matrix[j][j] for j in range(4)) / 4)
     assert len(res["capacity"]) == 5 and res["capacity"][-1] == 0.0  # finetune freezes nothing
-    assert set(res["timing"]) == {"train_seconds", "epoch_seconds", "consolidate_seconds", "eval_seconds"}
+    assert {"train_seconds", "epoch_seconds", "consolidate_seconds", "eval_seconds"} <= set(res["timing"])
+    assert all(len(v) == 5 for v in res["timing"].values())
     assert (out_dir / "accuracy_matrix.csv").read_text().count("\n") == 6
     names = sorted(os.listdir(out_dir / "checkpoints"))
     assert names == [f"task-{t}.safetensors" for t in range(5)]

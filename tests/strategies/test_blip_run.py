@@ -25,8 +25,10 @@ def frozen_prefix(codes, frozen, bits):
 @pytest.fixture(scope="module")
 def blip_run(tmp_path_factory, small_npz):
     out = tmp_path_factory.mktemp("blip")
+    # a 100-unit net on 1,600 digits has a larger per-sample Fisher than BLIP's 1200-unit
+    # default setting, so a looser prior keeps it plastic over 4 tasks
     cfg = RunConfig(method="blip", benchmark="permuted-mnist", tasks=4, data=small_npz, epochs=2, hidden=[100],
-                    out=str(out), quiet=True, method_options={"fisher_prior": 1e-12})
+                    out=str(out), quiet=True, method_options={"fisher_prior": 1e-6})
     return run(cfg), out
 
 

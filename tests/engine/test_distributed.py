@@ -1,0 +1,125 @@
+"""torchrun with 2 CPU processes (gloo): same results as one process, identical ranks, fault tolerance."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from bitcl.distributed import DistContext
+from bitcl.errors import ConfigError
+from tests.conftest import run_cli
+
+COMMON = ["--method", "blip", "--hidden", "100", "--epochs", "2", "--quiet"]
+
+
+def torchrun(*args, max_restarts=0, **kwargs):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           f"--max-restarts={max_restarts}", "-m", "bitcl", "run", *map(str, args)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return cmd, env
+
+
+def test_two_processes_equal_one_process(tmp_path, small_npz):
+    """2 ranks: the run completes, ranks agree after every task, results equal a 1-process run."""
+    cmd, env = torchrun(*COMMON, "--data", small_npz, "--out", tmp_path / "ddp")
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("ACC") == 1  # only rank 0 reports
+    single = run_cli("run", *COMMON, "--data", small_npz, "--out", tmp_path / "one")
+    assert single.returncode == 0
+    a = json.loads((tmp_path / "ddp" / "results.json").read_text())
+    b = json.loads((tmp_path / "one" / "results.json").read_text())
+    assert all(len(set(c)) == 1 and len(c) == 2 for c in a["rank_checksums"])
+    diff = np.abs(np.array(a["accuracy_matrix"]) - np.array(b["accuracy_matrix"])).max()
+    assert diff <= 0.005  # documented tolerance (README); identical on this machine
+    assert a["capacity"] == pytest.approx(b["capacity"], abs=0.005)
+    files = sorted(p.name for p in (tmp_path / "ddp").iterdir())
+    assert files == ["accuracy_matrix.csv", "checkpoints", "log.txt", "results.json"]
+    assert (tmp_path / "ddp" / "log.txt").read_text().count("task 5/5") == 1
+
+
+def worker_pids(parent: int) -> dict:
+    """{rank: pid} of torchrun's worker processes."""
+    found = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            if ppid != parent:
+                continue
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = dict(item.split(b"=", 1) for item in f.read().split(b"\0") if b"=" in item)
+            found[int(env[b"RANK"])] = int(pid)
+        except (OSError, KeyError, ValueError, IndexError):
+            continue
+    return found
+
+
+def test_killed_rank_restarts_from_last_task(tmp_path, small_npz):
+    """kill -9 one rank mid-task under --max-restarts 1: the job resumes and matches an uninterrupted run."""
+    args = ["--method", "blip", "--hidden", "300", "--epochs", "6", "--quiet", "--benchmark", "permuted-mnist",
+            "--tasks", "4", "--data", small_npz, "--resume"]
+    cmd, env = torchrun(*args, "--out", tmp_path / "whole")
+    assert subprocess.run(cmd, env=env, capture_output=True, timeout=300).returncode == 0
+    cmd, env = torchrun(*args, "--out", tmp_path / "faulty", max_restarts=1)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    target = tmp_path / "faulty" / "checkpoints" / "task-1.safetensors"
+    deadline = time.time() + 200
+    while not target.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    workers = worker_pids(proc.pid)
+    assert 1 in workers, "worker processes not found"
+    os.kill(workers[1], signal.SIGKILL)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert b"resumed from" in (tmp_path / "faulty" / "log.txt").read_bytes()
+    a = json.loads((tmp_path / "whole" / "results.json").read_text())
+    b = json.loads((tmp_path / "faulty" / "results.json").read_text())
+    assert a["accuracy_matrix"] == b["accuracy_matrix"]
+
+
+def _agreement_worker(rank, path, value_of_rank, queue):
+    dist.init_process_group("gloo", init_method=f"file://{path}", rank=rank, world_size=2)
+    try:
+        DistContext(rank, 2).require_agreement(value_of_rank[rank], "the training data")
+        queue.put((rank, "ok"))
+    except ConfigError as error:
+        queue.put((rank, str(error)))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("values, expect", [((7, 7), "ok"), ((7, 8), "ranks disagree on the training data")])
+def test_ranks_that_disagree_stop_with_a_clear_error(tmp_path, values, expect):
+    """The agreement check (data, version, initial model) raises ConfigError on every rank on mismatch."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_agreement_worker, args=(r, str(tmp_path / "store"), values, queue)) for r in (0, 1)]
+    for p in procs:
+        p.start()
+    results = dict(queue.get(timeout=60) for _ in procs)
+    for p in procs:
+        p.join(60)
+    assert all(expect in results[r] for r in (0, 1))
+
+
+def test_more_ranks_than_samples_is_refused(tmp_path):
+    """A task with fewer training samples than ranks: one clear error line."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (40, 28, 28), dtype=np.uint8)
+    y = np.repeat(np.arange(10), 4)
+    train = np.zeros(40, bool)
+    train[[0, 4, 8, 12, 16, 20, 24, 28, 32, 36]] = True  # one training digit per class
+    np.savez(tmp_path / "tiny.npz", x=x, y=y, train=train)
+    cmd, env = torchrun("--method", "finetune", "--data", tmp_path / "tiny.npz", "--tasks", "10", "--epochs", "1",
+                        "--quiet", "--hidden", "8", "--out", tmp_path / "r")
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "fewer than the 2 ranks" in done.stderr
