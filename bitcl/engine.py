@@ -275,9 +275,13 @@ class Engine:
                 total = total + F.cross_entropy(self.train_model(x, task.index), y, reduction="sum")
         return total * scale
 
-    def train_task(self, task: Task) -> list[float]:
-        """Train ``task`` for the configured epochs; returns seconds per epoch."""
+    def train_task(self, task: Task, epochs: Optional[int] = None, tag: str = "order") -> list[float]:
+        """Train ``task`` for ``epochs`` (default: the configured number); returns seconds per epoch.
+
+        ``tag`` names the batch-order stream, so that extra passes (e.g. ANPyC's retraining
+        after each pruning step) draw their own reproducible orders."""
         cfg = self.config
+        epochs = cfg.epochs if epochs is None else epochs
         parts = [self.scenario.tasks[i] for i in self.strategy.training_tasks(task.index)]
         sizes = [len(p.y_train) for p in parts]
         offsets = list(np.cumsum([0] + sizes))
@@ -288,14 +292,14 @@ class Engine:
             raise ConfigError(f"task {task.index} has {n} training samples, fewer than the {self.dist.world_size} ranks")
         optimizer = self._optimizer()
         steps_per_epoch = math.ceil(n / cfg.batch_size)
-        scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, cfg.epochs * steps_per_epoch))
+        scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, epochs * steps_per_epoch))
                      if cfg.lr_schedule == "cosine" else None)
-        bar = self._progress_bar(task, cfg.epochs * steps_per_epoch)
+        bar = self._progress_bar(task, epochs * steps_per_epoch)
         self.model.train()
         epoch_seconds = []
-        for epoch in range(cfg.epochs):
+        for epoch in range(epochs):
             start = time.perf_counter()
-            order = torch.randperm(n, generator=self.generator("order", task.index, epoch))
+            order = torch.randperm(n, generator=self.generator(tag, task.index, epoch))
             running, seen = 0.0, 0
             for step in range(steps_per_epoch):
                 batch = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]

@@ -1,0 +1,114 @@
+"""BLIP benchmarks on shared/data/mnist15k.npz (issue 4): accuracy, speed, memory, 50 tasks.
+
+    .venv/bin/python benchmarks/bench_blip.py [accuracy|speed|long|all]
+
+* accuracy: Split-MNIST (5 tasks, task-incremental, MLP 784-1200, 10 epochs) for blip,
+  finetune (quantised) and finetune --backbone float; Permuted-MNIST (10 tasks, 3 epochs)
+  for blip (default prior and 3e-7) and finetune. Table by `bitcl report`.
+* speed: BLIP's mean epoch time over finetune --backbone float's, same configuration,
+  same process; consolidation (Fisher + bit update) on 8,000 samples over one training
+  epoch over 8,000 samples.
+* long: 50 permuted tasks, 1 epoch each: capacity and new-task accuracy per task, and
+  state bytes per weight after 1, 10 and 50 tasks.
+Runs go to benchmarks/out/runs/, summaries to benchmarks/out/blip_*.json.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import torch
+
+from _timing import write_json
+from bitcl.config import RunConfig
+from bitcl.engine import run
+from bitcl.report import write_report
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DATA = os.path.join(HERE, "..", "..", "shared", "data", "mnist15k.npz")
+RUNS = os.path.join(HERE, "out", "runs")
+
+
+def go(name: str, **kw):
+    cfg = RunConfig(data=DATA, out=os.path.join(RUNS, name), overwrite=True, quiet=True, **kw)
+    result = run(cfg)
+    print(f"{name:<32} ACC {result.acc:.4f} BWT {result.bwt:+.4f} "
+          f"capacity {result.capacity[-1] if result.capacity else 0:.3f} "
+          f"train {sum(result.timing['train_seconds']):.1f}s", flush=True)
+    return result
+
+
+def accuracy() -> None:
+    names = []
+    for name, kw in [("split-blip", dict(method="blip")),
+                     ("split-finetune", dict(method="finetune")),
+                     ("split-finetune-float", dict(method="finetune", backbone="float"))]:
+        go(name, benchmark="split-mnist", epochs=10, **kw)
+        names.append(name)
+    for name, kw in [("permuted-blip", dict(method="blip")),
+                     ("permuted-blip-prior3e-7", dict(method="blip", method_options={"fisher_prior": 3e-7})),
+                     ("permuted-finetune", dict(method="finetune"))]:
+        go(name, benchmark="permuted-mnist", epochs=3, **kw)
+        names.append(name)
+    report = os.path.join(HERE, "out", "blip_report", "report.md")
+    print(write_report([os.path.join(RUNS, n) for n in names], report))
+
+
+def speed() -> None:
+    common = dict(benchmark="split-mnist", epochs=3, tasks=5)
+    float_run = go("speed-finetune-float", method="finetune", backbone="float", **common)
+    blip_run = go("speed-blip", method="blip", **common)
+    float_epoch = sum(float_run.timing["epoch_seconds"]) / 5
+    blip_epoch = sum(blip_run.timing["epoch_seconds"]) / 5
+    cons = go("speed-consolidation", method="blip", benchmark="permuted-mnist", tasks=2, epochs=1,
+              method_options={"fisher_samples": 8000})
+    n_train = 11997
+    epoch_8000 = cons.timing["epoch_seconds"][0] * 8000 / n_train
+    out = {"epoch_ratio_blip_over_float_finetune": blip_epoch / float_epoch, "target_epoch_ratio": 1.25,
+           "blip_epoch_s": blip_epoch, "float_finetune_epoch_s": float_epoch,
+           "consolidation_8000_s": cons.timing["consolidate_seconds"][0], "epoch_over_8000_s": epoch_8000,
+           "consolidation_over_epoch": cons.timing["consolidate_seconds"][0] / epoch_8000,
+           "target_consolidation_over_epoch": 1.0, "threads": torch.get_num_threads()}
+    write_json("blip_speed.json", out)
+    print(f"BLIP epoch / finetune --backbone float epoch: {out['epoch_ratio_blip_over_float_finetune']:.3f} "
+          f"(target <= 1.25)")
+    print(f"consolidation on 8,000 samples / one epoch over 8,000 samples: {out['consolidation_over_epoch']:.3f} "
+          f"(target <= 1.0; {out['consolidation_8000_s']:.2f}s vs {epoch_8000:.2f}s)")
+
+
+def long() -> None:
+    result = go("permuted50-blip", method="blip", benchmark="permuted-mnist", tasks=50, epochs=1)
+    quantised = 784 * 1200 + 1200
+    out = {"capacity": result.capacity, "new_task_accuracy": [result.accuracy_matrix[i][i] for i in range(50)],
+           "final_accuracy": result.accuracy_matrix[-1], "acc": result.acc, "bwt": result.bwt,
+           "state_bytes": result.state_bytes,
+           "state_bytes_per_quantised_weight": {str(t): result.state_bytes[t - 1] / quantised for t in (1, 10, 50)}}
+    write_json("blip_50_tasks.json", out)
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        fig, ax = plt.subplots(figsize=(6.5, 3.6))
+        ax.plot(range(1, 51), out["capacity"], label="fraction of bits frozen")
+        ax.plot(range(1, 51), out["new_task_accuracy"], label="accuracy on the task just learned")
+        ax.plot(range(1, 51), out["final_accuracy"], ".", markersize=3, label="accuracy after all 50 tasks")
+        ax.set_xlabel("task")
+        ax.set_ylim(0, 1)
+        ax.set_title("BLIP, 50 permuted-MNIST tasks (1 epoch each, MLP 784-1200, 20 bits)", fontsize=9)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(os.path.join(HERE, "out", "blip_50_tasks.png"), dpi=110)
+    except ImportError:
+        pass
+    print(f"50 tasks: capacity {out['capacity'][0]:.3f} -> {out['capacity'][-1]:.3f}; new-task accuracy "
+          f"{out['new_task_accuracy'][0]:.3f} -> {out['new_task_accuracy'][-1]:.3f}; ACC {result.acc:.4f}")
+    print("state bytes per quantised weight after 1, 10, 50 tasks:", out["state_bytes_per_quantised_weight"])
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(2)
+    which = sys.argv[1] if len(sys.argv) > 1 else "all"
+    for part in ("accuracy", "speed", "long"):
+        if which in (part, "all"):
+            globals()[part]()
