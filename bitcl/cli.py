@@ -76,6 +76,8 @@ def _run_parser(method_cls) -> argparse.ArgumentParser:
     p.add_argument("--bits", type=int, default=d.bits, help="bits per quantised weight (2..24)")
     p.add_argument("--device", default=d.device, choices=DEVICES)
     p.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size)
+    p.add_argument("--pretrained", default=None,
+                   help="start from these backbone weights (`bitcl pretrain` file, safetensors or weights-only .pt)")
     p.add_argument("--out", default=None, help="run directory (results.json, checkpoints/, log)")
     p.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last complete task")
@@ -180,7 +182,30 @@ def cmd_export(argv: Sequence[str]) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "list": cmd_list, "report": cmd_report, "analyze": cmd_analyze, "export": cmd_export}
+def cmd_pretrain(argv: Sequence[str]) -> int:
+    from bitcl.config import RunConfig
+    from bitcl.pretrain import pretrain
+    p = _Parser(prog="bitcl pretrain", description="Pre-train a backbone on source classes (training split).")
+    p.add_argument("--data", default=None)
+    p.add_argument("--classes", type=_int_list, default=None, help="source classes, e.g. 0,1,2,3,4")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=RunConfig().lr)
+    p.add_argument("--arch", default="mlp", choices=("mlp", "conv"))
+    p.add_argument("--hidden", type=_int_list, default=[1200])
+    p.add_argument("--backbone", default="quant", choices=("quant", "float"))
+    p.add_argument("--bits", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="safetensors file to write")
+    args = vars(p.parse_args(argv))
+    out = args.pop("out")
+    meta = pretrain(RunConfig(**args), out)
+    print(f"wrote {out}: {meta['arch']} backbone ({meta['backbone']}), classes {meta['classes']}, "
+          f"source test accuracy {meta['source_test_accuracy']:.4f}")
+    return 0
+
+
+COMMANDS = {"pretrain": cmd_pretrain, "run": cmd_run, "list": cmd_list, "report": cmd_report, "analyze": cmd_analyze, "export": cmd_export}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

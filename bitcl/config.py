@@ -37,6 +37,7 @@ class RunConfig:
     device: str = "cpu"
     eval_batch_size: int = 1000
     method_options: dict = field(default_factory=dict)
+    pretrained: Optional[str] = None       # backbone weights to start from (bitcl pretrain or a state dict)
     out: Optional[str] = None
     overwrite: bool = False
     resume: bool = False

@@ -23,7 +23,6 @@ from typing import Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 import bitcl
 from bitcl import checkpoint as ckpt
@@ -138,8 +137,13 @@ class Engine:
         torch.manual_seed(config.seed)
         self.model = build_model(config.arch, self.scenario.input_shape, self.scenario.head_sizes,
                                  self.scenario.setting, config.backbone, config.bits, config.hidden).to(self.device)
+        if config.pretrained:
+            from bitcl.pretrain import load_pretrained
+            load_pretrained(self.model, config.pretrained)
         self.bit_states = [state for _, state in bit_states(self.model)]
-        self.train_model = self.model
+        self.strategy = strategy_cls(options, self)
+        self.net = self.strategy.training_module() or self.model  # what is trained and evaluated
+        self.train_model = self.net
         if self.dist.enabled:
             self._check_ranks_agree_on_setup()
             from torch.nn.parallel import DistributedDataParallel
@@ -147,9 +151,8 @@ class Engine:
             # deterministic, so they stay identical; a checksum at each task end proves it.
             # Unused parameters: the heads of other tasks.
             self.train_model = DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 broadcast_buffers=False, find_unused_parameters=True)
-        self.strategy = strategy_cls(options, self)
         self.task_index = 0
         self.hook_seconds = 0.0
         self.result = RunResult(config, len(self.scenario),
@@ -264,7 +267,7 @@ class Engine:
             task = parts[0]
             x = task.inputs(task.x_train[indices]).to(self.device, non_blocking=True)
             y = task.y_train[indices].to(self.device, non_blocking=True)
-            return F.cross_entropy(self.train_model(x, task.index), y, reduction="sum") * scale
+            return self.strategy.loss(self.train_model(x, task.index), y) * scale
         which = torch.bucketize(indices, torch.tensor(offsets[1:]), right=True)
         total = 0.0
         for k, task in enumerate(parts):
@@ -272,7 +275,7 @@ class Engine:
             if len(local) or (k == 0 and len(indices) == 0):
                 x = task.inputs(task.x_train[local]).to(self.device)
                 y = task.y_train[local].to(self.device)
-                total = total + F.cross_entropy(self.train_model(x, task.index), y, reduction="sum")
+                total = total + self.strategy.loss(self.train_model(x, task.index), y)
         return total * scale
 
     def train_task(self, task: Task, epochs: Optional[int] = None, tag: str = "order") -> list[float]:
@@ -295,7 +298,7 @@ class Engine:
         scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, epochs * steps_per_epoch))
                      if cfg.lr_schedule == "cosine" else None)
         bar = self._progress_bar(task, epochs * steps_per_epoch)
-        self.model.train()
+        self.net.train()
         epoch_seconds = []
         for epoch in range(epochs):
             start = time.perf_counter()
@@ -343,7 +346,7 @@ class Engine:
         global_count = len(batch)
         if self.dist.enabled:
             batch = batch[self.dist.rank::self.dist.world_size]
-        train_model, self.train_model = self.train_model, self.model  # no DDP reducer for autograd.grad
+        train_model, self.train_model = self.train_model, self.net  # no DDP reducer for autograd.grad
         try:
             loss = self.task_loss(self.current_parts, self.current_offsets, batch, global_count) / self.dist.world_size
         finally:
@@ -371,18 +374,18 @@ class Engine:
     @torch.no_grad()
     def evaluate(self, task: Task) -> float:
         """Accuracy on ``task``'s test split (sharded over ranks, counts all-reduced)."""
-        was_training = self.model.training
-        self.model.eval()
+        was_training = self.net.training
+        self.net.eval()
         n = len(task.y_test)
         indices = torch.arange(self.dist.rank, n, self.dist.world_size)
         correct = torch.zeros((), dtype=torch.int64, device=self.device)
         for start in range(0, len(indices), self.config.eval_batch_size):
             idx = indices[start:start + self.config.eval_batch_size]
             x = task.inputs(task.x_test[idx]).to(self.device)
-            pred = self.model(x, task.index).argmax(1)
+            pred = self.net(x, task.index).argmax(1)
             correct += (pred == task.y_test[idx].to(self.device)).sum()
         self.dist.all_reduce_(correct)
-        self.model.train(was_training)
+        self.net.train(was_training)
         return int(correct) / n
 
     # -- bookkeeping -------------------------------------------------------------------------

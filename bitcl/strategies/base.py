@@ -45,6 +45,15 @@ class Strategy:
         self.state: dict[str, torch.Tensor] = {}
 
     # -- hooks ------------------------------------------------------------------
+    def training_module(self) -> Optional[torch.nn.Module]:
+        """The module trained and evaluated, ``forward(x, task) -> outputs`` (None: the model).
+        DLCFT returns its linearised model; under DDP the engine wraps this module."""
+        return None
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The task loss *summed* over the samples (the engine divides by the batch size)."""
+        return torch.nn.functional.cross_entropy(outputs, targets, reduction="sum")
+
     def training_tasks(self, task_index: int) -> list[int]:
         """Indices of the tasks whose training data this task trains on."""
         return [task_index]

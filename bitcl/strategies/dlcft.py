@@ -1,0 +1,231 @@
+"""DLCFT: continual fine-tuning of a linearised pre-trained network.
+
+Shon, Lee, Kim & Kim, "Deep Linear Continual Fine-Tuning for General Incremental
+Learning", ECCV 2022, arXiv 2208.08112 (no public code; written from the paper).
+
+The network is linearised around its (pre-trained) weights θ0,
+f_lin(x; θ) = f(x; θ0) + J(x)(θ − θ0), computed with one ``torch.func.jvp`` per
+batch (no Jacobian is materialised), and trained with the MSE to scaled one-hot
+targets, L_t(θ) = (1/N_t) Σ_n ||f_lin(x_n; θ) − s·onehot(y_n)||² over the live outputs.
+Each L_t is exactly quadratic, so the sum of the past tasks' losses is
+½ (θ − θ*)ᵀ A (θ − θ*) + const with A = Σ_t (2/N_t) Σ_n J(x_n)ᵀ J(x_n) and θ* the
+parameters after the last task (the minimiser of the past losses): adding it as the
+penalty makes sequential training reach the joint solution (Sec. 3). Curvature:
+``exact`` (P×P, a few thousand parameters), ``kfac`` (per linear layer; exact for one
+layer; its factors are kept per task) or ``diagonal`` (``bitcl.importance.curvature``).
+
+Linearised: the last ``layers`` layers (the heads count as one; 0 = all); the rest is
+frozen at θ0. ``--loss ce`` trains the linearised model with cross-entropy instead
+(then the penalty is no longer the exact past loss: the paper's point about EWC).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, jvp
+
+from bitcl.errors import ConfigError
+from bitcl.importance.curvature import CURVATURES, diagonal_sum, exact_sum, kfac_sums
+from bitcl.importance.per_sample import layers_of
+
+from .base import Strategy, register
+
+
+@dataclass
+class DlcftOptions:
+    curvature: str = field(default="kfac", metadata={"help": "curvature of the quadratic penalty",
+                                                      "choices": CURVATURES})
+    layers: int = field(default=1, metadata={"help": "linearise the last N layers (heads = 1 layer; 0: all)"})
+    loss: str = field(default="mse", metadata={"help": "task loss of the linearised model",
+                                                "choices": ("mse", "ce")})
+    target_scale: float = field(default=1.0, metadata={"help": "one-hot target value s for the MSE"})
+    c: float = field(default=1.0, metadata={"help": "penalty multiplier (1: exactly the past tasks' losses)"})
+    samples: int = field(default=0, metadata={"help": "training samples for the curvature (0: all)"})
+    batch: int = field(default=256, metadata={"help": "batch size of the curvature computation"})
+
+    def validate(self) -> None:
+        if self.layers < 0:
+            raise ConfigError(f"--layers must be >= 0, got {self.layers}")
+        if not self.target_scale > 0:
+            raise ConfigError(f"--target-scale must be positive, got {self.target_scale}")
+        if not self.c >= 0:
+            raise ConfigError(f"--c must be >= 0, got {self.c}")
+        if self.samples < 0 or self.batch < 1:
+            raise ConfigError("--samples must be >= 0 and --batch >= 1")
+
+
+class LinearizedModel(nn.Module):
+    """f(x; θ0) + J(x)(θ − θ0) for the parameters in ``names``; forward(x, task) like the model."""
+
+    def __init__(self, model: nn.Module, names: list[str], theta0: dict[str, torch.Tensor]):
+        super().__init__()
+        self.model, self.names, self.theta0 = model, names, theta0
+
+    def forward(self, x: torch.Tensor, task: int = 0) -> torch.Tensor:
+        params = dict(self.model.named_parameters())
+        primal = {n: self.theta0[n] for n in self.names}
+        tangent = {n: params[n] - self.theta0[n] for n in self.names}
+        out0, change = jvp(lambda p: functional_call(self.model, p, (x, task)), (primal,), (tangent,))
+        return out0 + change
+
+
+def linear_layers(model) -> list[str]:
+    """Module names of the backbone's Linear/Conv layers, in order, then "heads"."""
+    names = [n for n, m in model.backbone.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    return [f"backbone.{n}" for n in names] + ["heads"]
+
+
+@register
+class Dlcft(Strategy):
+    name = "dlcft"
+    summary = "DLCFT: linearised fine-tuning with the optimal quadratic penalty (ECCV 2022)"
+    Options = DlcftOptions
+
+    def __init__(self, options: DlcftOptions, engine):
+        super().__init__(options, engine)
+        groups = linear_layers(self.model)
+        chosen = groups if options.layers == 0 else groups[-options.layers:]
+        params = dict(self.model.named_parameters())
+        self.names = [n for n in params if any(n == g or n.startswith(g + ".") for g in chosen)]
+        for n, p in params.items():
+            p.requires_grad_(n in self.names)
+        self.params = {n: params[n] for n in self.names}
+        for n in self.names:
+            self.state[f"theta0/{n}"] = params[n].detach().clone()
+            self.state[f"anchor/{n}"] = params[n].detach().clone()
+        size = sum(params[n].numel() for n in self.names)
+        if options.curvature == "exact":
+            if size > 20000:
+                raise ConfigError(f"exact curvature for {size:,} linearised parameters needs a {size}x{size} "
+                                  "matrix: use --curvature kfac or diagonal, or fewer --layers")
+            self.state["curvature"] = torch.zeros(size, size, device=engine.device)
+        elif options.curvature == "diagonal":
+            for n in self.names:
+                self.state[f"diag/{n}"] = torch.zeros_like(params[n].detach())
+        self.state["tasks_seen"] = torch.zeros((), dtype=torch.int64)
+        self.layers = layers_of(self.model, self.names)
+        self.linearized = LinearizedModel(self.model, self.names, self._theta0())
+
+    def _theta0(self) -> dict[str, torch.Tensor]:
+        return {n: self.state[f"theta0/{n}"] for n in self.names}
+
+    def load_state_tensors(self, tensors):
+        super().load_state_tensors(tensors)
+        self.linearized.theta0 = self._theta0()
+
+    def training_module(self) -> Optional[nn.Module]:
+        return self.linearized
+
+    def live_outputs(self, outputs: torch.Tensor) -> int:
+        if self.model.setting == "class":
+            return int(self.model.active_outputs)
+        return outputs.shape[1]
+
+    def loss(self, outputs, targets):
+        if self.options.loss == "ce":
+            return F.cross_entropy(outputs, targets, reduction="sum")
+        live = self.live_outputs(outputs)
+        target = F.one_hot(targets, live).to(outputs.dtype) * self.options.target_scale
+        return (outputs[:, :live] - target).pow(2).sum()
+
+    def penalty(self):
+        if int(self.state["tasks_seen"]) == 0 or self.options.c == 0:
+            return None
+        delta = {n: self.params[n] - self.state[f"anchor/{n}"] for n in self.names}
+        kind = self.options.curvature
+        if kind == "exact":
+            flat = torch.cat([delta[n].flatten() for n in self.names])
+            quad = flat @ (self.state["curvature"] @ flat)
+        elif kind == "diagonal":
+            quad = sum((self.state[f"diag/{n}"] * delta[n].pow(2)).sum() for n in self.names)
+        else:
+            quad = 0.0
+            for t in range(int(self.state["tasks_seen"])):
+                for layer, module in self.layers.items():
+                    key = f"kfac/{t}/{layer}"
+                    if f"{key}/G" not in self.state:
+                        continue
+                    dw = delta[f"{layer}.weight"]
+                    if module.bias is not None:
+                        dw = torch.cat([dw, delta[f"{layer}.bias"].unsqueeze(1)], 1)
+                    quad = quad + (self.state[f"{key}/G"] * (dw @ self.state[f"{key}/S"] @ dw.t())).sum()
+        return self.options.c * 0.5 * quad
+
+    @torch.no_grad()
+    def _at_theta0(self):
+        """Swap θ0 into the parameters (Jacobians of the linearised model are taken there)."""
+        saved = {n: p.detach().clone() for n, p in self.params.items()}
+        for n, p in self.params.items():
+            p.copy_(self.state[f"theta0/{n}"])
+        return saved
+
+    def curvature(self, task) -> dict:
+        """This task's Hessian of the MSE loss, (2/N) Σ JᵀJ, in the chosen form."""
+        opts, engine, model = self.options, self.engine, self.model
+        batches, count = engine.importance_batches(task, opts.samples, opts.batch, "curvature")
+        saved = self._at_theta0()
+        was_training = model.training
+        model.eval()
+        logits = lambda inp: model(inp, task.index)
+        live = self.live_outputs(torch.zeros(1, self.model.heads[task.index if self.model.multi_head else 0]
+                                             .out_features))
+        try:
+            with torch.enable_grad():
+                if opts.curvature == "exact":
+                    theta0 = {k: v.detach() for k, v in model.named_parameters()}
+                    total = sum(exact_sum(model, self.names, theta0,
+                                          lambda p, xi: functional_call(model, p, (xi, task.index)), x, live)
+                                for x, _, _ in batches)
+                    out = {"curvature": engine.dist.all_reduce_(total) * (2.0 / count)}
+                elif opts.curvature == "diagonal":
+                    sums: dict = {}
+                    for x, _, _ in batches:
+                        for k, v in diagonal_sum(model, self.layers, logits, x, live).items():
+                            sums[k] = sums[k] + v if k in sums else v
+                    out = {n: engine.dist.all_reduce_(sums.get(n, torch.zeros_like(self.params[n])))
+                           * (2.0 / count) for n in self.names}
+                else:
+                    sums = {}
+                    for x, _, _ in batches:
+                        for k, (g, s) in kfac_sums(model, self.layers, logits, x, live).items():
+                            if k in sums:
+                                sums[k][0] += g
+                                sums[k][1] += s
+                            else:
+                                sums[k] = [g, s]
+                    # A ≈ 2 Ḡ ⊗ S̄ with Ḡ = ΣΣ ggᵀ / N and S̄ = Σ aaᵀ / N
+                    out = {k: (engine.dist.all_reduce_(g) * (2.0 / count), engine.dist.all_reduce_(s) / count)
+                           for k, (g, s) in sums.items()}
+        finally:
+            with torch.no_grad():
+                for n, p in self.params.items():
+                    p.copy_(saved[n])
+            model.train(was_training)
+        return out
+
+    def after_task(self, task) -> None:
+        part = self.curvature(task)
+        t = int(self.state["tasks_seen"])
+        if self.options.curvature == "exact":
+            self.state["curvature"] = self.state["curvature"] + part["curvature"]
+        elif self.options.curvature == "diagonal":
+            for n in self.names:
+                self.state[f"diag/{n}"] = self.state[f"diag/{n}"] + part[n]
+        else:
+            for layer, (g, s) in part.items():
+                self.state[f"kfac/{t}/{layer}/G"] = g
+                self.state[f"kfac/{t}/{layer}/S"] = s
+        for n in self.names:
+            self.state[f"anchor/{n}"] = self.params[n].detach().clone()
+        self.state["tasks_seen"] = self.state["tasks_seen"] + 1
+
+    def extra_results(self) -> dict:
+        keys = [k for k in self.state if k.startswith(("curvature", "diag/", "kfac/"))]
+        size = sum(self.state[k].numel() * self.state[k].element_size() for k in keys)
+        previous = self.engine.result.extra.get("curvature_bytes", [])
+        return {"curvature_bytes": previous + [size], "curvature": self.options.curvature,
+                "linearized_parameters": sum(p.numel() for p in self.params.values())}

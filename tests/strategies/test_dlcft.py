@@ -1,0 +1,131 @@
+"""DLCFT: the linearisation, its curvatures, and the claim that sequential = joint with exact curvature."""
+import numpy as np
+import pytest
+import torch
+
+from bitcl.config import RunConfig
+from bitcl.engine import Engine
+from tests.conftest import run_cli
+
+
+def engine_for(small_npz, **options):
+    cfg = RunConfig(method="dlcft", benchmark="split-mnist", scenario="class", classes=[0, 1, 2, 3], tasks=2,
+                    data=small_npz, hidden=[8], backbone="float", quiet=True, epochs=0, method_options=options)
+    return Engine(cfg)
+
+
+def test_linearised_model_equals_network_at_theta0_and_first_order_nearby(small_npz):
+    """f_lin = f at θ0; near θ0 the linearised change matches a finite difference of the network."""
+    engine = engine_for(small_npz, layers=0, curvature="diagonal")
+    strategy, model = engine.strategy, engine.model
+    x = engine.scenario.tasks[0].x_train[:16]
+    model.set_active_outputs(4)
+    with torch.no_grad():
+        base = model(x, 0)
+        torch.testing.assert_close(strategy.linearized(x, 0), base)
+    torch.manual_seed(0)
+    direction = {n: torch.randn_like(p) * p.detach().abs().mean() for n, p in strategy.params.items()}
+    eps = 1e-3
+    with torch.no_grad():
+        for n, p in strategy.params.items():
+            p.copy_(strategy.state[f"theta0/{n}"] + eps * direction[n])
+        finite_difference = model(x, 0) - base
+        linear_change = strategy.linearized(x, 0) - base
+    live = slice(0, 4)
+    rel = (finite_difference[:, live] - linear_change[:, live]).norm() / linear_change[:, live].norm()
+    assert float(rel) < 0.02
+
+
+def test_kfac_and_diagonal_match_exact_for_a_single_layer(small_npz):
+    """With only the head linearised, K-FAC (G ⊗ S) and the diagonal equal the exact curvature."""
+    curv = {}
+    for kind in ("exact", "kfac", "diagonal"):
+        engine = engine_for(small_npz, layers=1, curvature=kind, samples=200)
+        engine.model.set_active_outputs(2)
+        curv[kind] = (engine.strategy.curvature(engine.scenario.tasks[0]), engine)
+    exact = curv["exact"][0]["curvature"]
+    head = curv["exact"][1].model.heads[0]
+    out, inp = head.weight.shape
+    (g, s), = curv["kfac"][0].values()
+    index = lambda o, j: o * inp + j if j < inp else out * inp + o  # [W row-major, b] vs [W | b] per row
+    order = [index(o, j) for o in range(out) for j in range(inp + 1)]
+    rebuilt = torch.zeros_like(exact)
+    rebuilt[np.ix_(order, order)] = torch.kron(g, s)
+    torch.testing.assert_close(rebuilt, exact, rtol=1e-4, atol=1e-6)
+    diag = curv["diagonal"][0]
+    flat = torch.cat([diag["heads.0.weight"].flatten(), diag["heads.0.bias"]])
+    torch.testing.assert_close(flat, torch.diagonal(exact), rtol=1e-4, atol=1e-6)
+
+
+def joint_solution(engine):
+    """Closed form of min Σ_t L_t for the head on fixed features (per output, weighted normal equations)."""
+    model = engine.model
+    tasks = engine.scenario.tasks
+    with torch.no_grad():
+        feats = [torch.cat([model.backbone(t.x_train).double(), torch.ones(len(t.y_train), 1, dtype=torch.float64)], 1)
+                 for t in tasks]
+    live = engine.scenario.active_outputs
+    w = torch.zeros(live[-1], feats[0].shape[1], dtype=torch.float64)
+    for o in range(live[-1]):
+        lhs, rhs = 0, 0
+        for t, h in enumerate(feats):
+            if o < live[t]:
+                y = (tasks[t].y_train == o).double()
+                lhs = lhs + h.t() @ h / len(h)
+                rhs = rhs + h.t() @ y / len(h)
+        w[o] = torch.linalg.solve(lhs, rhs)
+    return w
+
+
+def test_exact_penalty_reaches_the_joint_solution_and_finetune_does_not(small_npz):
+    """Task by task with the exact accumulated curvature = joint least squares of the linearised model."""
+    results = {}
+    for c in (1.0, 0.0):
+        cfg = RunConfig(method="dlcft", benchmark="split-mnist", scenario="class", classes=[0, 1, 2, 3], tasks=2,
+                        data=small_npz, hidden=[8], backbone="float", quiet=True, epochs=600, batch_size=4000,
+                        lr=0.05, method_options={"curvature": "exact", "layers": 1, "c": c})
+        engine = Engine(cfg)
+        engine.run()
+        head = engine.model.heads[0]
+        results[c] = torch.cat([head.weight.detach().double(), head.bias.detach().double().unsqueeze(1)], 1)
+        target = joint_solution(engine)
+        x = engine.scenario.tasks[1].x_test
+        with torch.no_grad():
+            feats = torch.cat([engine.model.backbone(x).double(), torch.ones(len(x), 1, dtype=torch.float64)], 1)
+        results[f"pred{c}"], results["pred_joint"] = feats @ results[c].t(), feats @ target.t()
+        results["joint"] = target
+    torch.testing.assert_close(results[1.0], results["joint"], rtol=1e-3, atol=2e-3)
+    torch.testing.assert_close(results["pred1.0"], results["pred_joint"], rtol=1e-3, atol=2e-3)
+    assert float((results[0.0] - results["joint"]).abs().max()) > 0.05  # finetune lands elsewhere
+
+
+def test_pretrain_then_every_method_can_start_from_it(tmp_path, small_npz):
+    """`bitcl pretrain` writes a backbone that dlcft and finetune load; bad files are refused (exit 2)."""
+    pre = tmp_path / "pre.safetensors"
+    done = run_cli("pretrain", "--data", small_npz, "--classes", "0,1,2,3,4", "--epochs", "1", "--hidden", "32",
+                   "--out", pre)
+    assert done.returncode == 0, done.stderr
+    for method in ("dlcft", "finetune"):
+        r = run_cli("run", "--method", method, "--pretrained", pre, "--data", small_npz, "--classes", "5,6,7,8,9",
+                    "--tasks", "5", "--scenario", "class", "--hidden", "32", "--epochs", "1", "--quiet")
+        assert r.returncode == 0, r.stderr
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"\x80\x04not a state dict")
+    for path, needle in ((pre, "does not fit"), (garbage, "neither safetensors nor"),
+                         (tmp_path / "none.pt", "no such")):
+        r = run_cli("run", "--method", "finetune", "--pretrained", path, "--data", small_npz, "--hidden", "64",
+                    "--epochs", "1", "--quiet")
+        assert r.returncode == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_user_state_dict_in_weights_only_torch_format(tmp_path, small_npz):
+    """A plain torch state dict (saved with torch.save) of the backbone is accepted and used as θ0."""
+    torch.manual_seed(123)
+    engine = Engine(RunConfig(method="finetune", data=small_npz, hidden=[16], epochs=0, quiet=True, seed=5))
+    saved = {k: v for k, v in engine.model.backbone.state_dict().items() if not k.endswith(("_codes", "_frozen"))}
+    torch.save(saved, tmp_path / "user.pt")
+    dl = Engine(RunConfig(method="dlcft", pretrained=str(tmp_path / "user.pt"), data=small_npz, hidden=[16],
+                          epochs=1, quiet=True))
+    dl.run()  # only the heads are linearised: the backbone stays at the loaded θ0
+    for key, value in saved.items():
+        assert torch.equal(dl.model.backbone.state_dict()[key], value), key
