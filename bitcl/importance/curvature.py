@@ -38,8 +38,8 @@ def exact_sum(model: nn.Module, names: list[str], theta0: dict[str, torch.Tensor
         return forward(params, xi.unsqueeze(0))[0, :outputs]
 
     flat0 = torch.cat([theta0[n].flatten() for n in names])
-    jac = vmap(jacrev(f), in_dims=(None, 0))(flat0, x)  # (n, O, P)
-    return torch.einsum("nop,noq->pq", jac, jac)
+    jac = vmap(jacrev(f), in_dims=(None, 0))(flat0, x).reshape(-1, flat0.numel())  # (n * O, P)
+    return jac.t() @ jac
 
 
 def diagonal_sum(model: nn.Module, layers: dict[str, nn.Module], logits: Callable, x: torch.Tensor,

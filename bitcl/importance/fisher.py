@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .per_sample import per_sample_power_sums
+from .per_sample import class_weighted_power_sums, per_sample_power_sums
 
 FISHER_KINDS = ("sampled", "exact", "empirical")
 
@@ -34,21 +34,8 @@ def batch_fisher_sums(model: nn.Module, layers: dict[str, nn.Module],
     ``sampled`` draws each sample's label by inverse CDF from ``uniforms`` (one number in
     [0, 1) per sample; random if None), so the draw does not depend on how samples are
     split into batches or ranks."""
-    if kind == "exact":
-        with torch.no_grad():
-            logits = logits_fn(x)
-            live = torch.isfinite(logits[0])
-            probs = torch.softmax(logits, 1)
-        total: dict[str, torch.Tensor] = {}
-        for c in torch.nonzero(live).flatten().tolist():
-            weight = probs[:, c].sqrt()  # squared later: weights each sample's term by p_c
-
-            def summed_loss(c=c, weight=weight):
-                return -(torch.log_softmax(logits_fn(x), 1)[:, c] * weight).sum()
-
-            for k, v in per_sample_power_sums(model, layers, summed_loss, 2).items():
-                total[k] = total[k] + v if k in total else v
-        return total
+    if kind == "exact":  # squared later: sqrt(p_c) weights each sample's term by p_c
+        return class_weighted_power_sums(model, layers, logits_fn, x, torch.sqrt, 2)
 
     def summed_loss():
         logits = logits_fn(x)

@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .per_sample import per_sample_power_sums
+from .per_sample import class_weighted_power_sums, per_sample_power_sums
 
 OUTPUT_MEASURES = ("mas", "masx", "af")
 
@@ -31,14 +31,4 @@ def output_sensitivity_sums(model: nn.Module, layers: dict[str, nn.Module],
         return per_sample_power_sums(model, layers, lambda: torch.softmax(logits_fn(x), 1).max(1).values.pow(2).sum(), 1)
     if measure != "af":
         raise ValueError(f"unknown output-sensitivity measure {measure!r}")
-    with torch.no_grad():
-        logits = logits_fn(x)
-        live = torch.isfinite(logits[0])
-        probs = torch.softmax(logits, 1)
-    total: dict[str, torch.Tensor] = {}
-    for c in torch.nonzero(live).flatten().tolist():
-        def summed(c=c):  # p_c >= 0, so |p_c g_c| = p_c |g_c|
-            return (torch.log_softmax(logits_fn(x), 1)[:, c] * probs[:, c]).sum()
-        for k, v in per_sample_power_sums(model, layers, summed, 1).items():
-            total[k] = total[k] + v if k in total else v
-    return total
+    return class_weighted_power_sums(model, layers, logits_fn, x, lambda p: p, 1)  # p_c >= 0: |p g| = p |g|

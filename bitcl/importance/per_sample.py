@@ -114,3 +114,28 @@ def per_sample_power_sums(model: nn.Module, layers: dict[str, nn.Module],
         if bias is not None:
             sums[f"{name}.bias"] = bias
     return sums
+
+
+def class_weighted_power_sums(model: nn.Module, layers: dict[str, nn.Module],
+                              logits_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+                              weight: Callable[[torch.Tensor], torch.Tensor], power: int) -> dict[str, torch.Tensor]:
+    """``Σ_c Σ_n |w(p_nc) ∂ log p_nc / ∂θ|^power`` over the live (finite-logit) classes c.
+
+    One backward pass per class; ``weight`` maps the predicted probabilities of class c
+    (detached) to per-sample weights: sqrt(p) with power 2 gives the exact Fisher, p with
+    power 1 the absolute Fisher.
+    """
+    with torch.no_grad():
+        logits = logits_fn(x)
+        live = torch.isfinite(logits[0])
+        probs = torch.softmax(logits, 1)
+    total: dict[str, torch.Tensor] = {}
+    for c in torch.nonzero(live).flatten().tolist():
+        w = weight(probs[:, c])
+
+        def summed(c=c, w=w):
+            return (torch.log_softmax(logits_fn(x), 1)[:, c] * w).sum()
+
+        for k, v in per_sample_power_sums(model, layers, summed, power).items():
+            total[k] = total[k] + v if k in total else v
+    return total

@@ -93,13 +93,9 @@ class Anpyc(ImportanceRegularizer):
             self.state[f"kept/{name}"] = torch.zeros(p.shape, dtype=torch.bool, device=p.device)
         self.pruned: dict[str, torch.Tensor] = {}
 
-    def penalty(self):
-        if int(self.state["tasks_seen"]) == 0 or self.options.lam == 0:
-            return None
-        total = 0.0
-        for name, p in self.params.items():
-            total = total + (self.state[f"omega/{name}"] * (p - self.state[f"anchor/{name}"]).pow(2)).sum()
-        return self.options.lam * total
+    @property
+    def strength(self) -> float:
+        return self.options.lam
 
     # -- scores and pruning ---------------------------------------------------------------
     def scores(self, task) -> dict[str, torch.Tensor]:

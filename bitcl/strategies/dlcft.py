@@ -99,7 +99,7 @@ class Dlcft(Strategy):
             self.state[f"anchor/{n}"] = params[n].detach().clone()
         size = sum(params[n].numel() for n in self.names)
         if options.curvature == "exact":
-            if size > 20000:
+            if size > 10000:
                 raise ConfigError(f"exact curvature for {size:,} linearised parameters needs a {size}x{size} "
                                   "matrix: use --curvature kfac or diagonal, or fewer --layers")
             self.state["curvature"] = torch.zeros(size, size, device=engine.device)

@@ -82,10 +82,10 @@ class Ewc(ImportanceRegularizer):
         if self.options.mode == "online":
             return super().penalty()
         tasks = int(self.state["tasks_seen"])
-        if tasks == 0 or self.options.c == 0:
+        if tasks == 0 or self.strength == 0:
             return None
         total = 0.0
         for t in range(tasks):
             for name, p in self.params.items():
                 total = total + (self.state[f"omega/{t}/{name}"] * (p - self.state[f"anchor/{t}/{name}"]).pow(2)).sum()
-        return self.options.c * total
+        return self.strength * total

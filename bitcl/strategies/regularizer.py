@@ -57,13 +57,18 @@ class ImportanceRegularizer(Strategy):
             self.state[f"anchor/{name}"] = p.detach().clone()
         self.state["tasks_seen"] = torch.zeros((), dtype=torch.int64)
 
+    @property
+    def strength(self) -> float:
+        """The penalty's multiplier (c; ANPyC calls it λ)."""
+        return self.options.c
+
     def penalty(self):
-        if int(self.state["tasks_seen"]) == 0 or self.options.c == 0:
+        if int(self.state["tasks_seen"]) == 0 or self.strength == 0:
             return None
         total = 0.0
         for name, p in self.params.items():
             total = total + (self.state[f"omega/{name}"] * (p - self.state[f"anchor/{name}"]).pow(2)).sum()
-        return self.options.c * total
+        return self.strength * total
 
     def task_importance(self, task) -> dict[str, torch.Tensor]:
         raise NotImplementedError

@@ -1,0 +1,71 @@
+"""Long task sequences: does ANPyC forget less than the plain regularisers? (issue 7)
+
+    .venv/bin/python benchmarks/bench_long_sequence.py [TASKS]
+
+Permuted-MNIST (shared/data/mnist15k.npz), TASKS tasks (default 20), task-incremental,
+MLP 784-1200, 1 epoch per task, for anpyc, ewc (online), si, mas, blip and finetune.
+Per method: ACC after every task (mean over the tasks seen), the first task's accuracy
+over time, the fraction of weights still free (ANPyC: unpruned-by-nobody; BLIP:
+1 - capacity), seconds per task. Writes benchmarks/out/long_sequence.json and .png.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import torch
+
+from _timing import write_json
+from bitcl.config import RunConfig
+from bitcl.engine import run
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DATA = os.path.join(HERE, "..", "..", "shared", "data", "mnist15k.npz")
+SEARCH = os.path.join(HERE, "out", "regularizers_search.json")
+
+METHODS = {"anpyc": {}, "ewc": {"mode": "online"}, "si": {}, "mas": {}, "blip": {}, "finetune": {}}
+
+
+def main(tasks: int) -> None:
+    torch.set_num_threads(2)
+    best = json.load(open(SEARCH)) if os.path.exists(SEARCH) else {}
+    curves = {}
+    for method, options in METHODS.items():
+        options = dict(options)
+        if method in best:
+            options["c"] = best[method]["best_c"]
+        r = run(RunConfig(method=method, benchmark="permuted-mnist", tasks=tasks, epochs=1, data=DATA, quiet=True,
+                          out=os.path.join(HERE, "out", "runs", f"long{tasks}-{method}"), overwrite=True,
+                          method_options=options))
+        m = r.accuracy_matrix
+        free = r.extra.get("free_fraction") or ([1 - c for c in r.capacity] if method == "blip" else None)
+        secs = [a + b for a, b in zip(r.timing["train_seconds"], r.timing["consolidate_seconds"])]
+        curves[method] = {"acc_after_task": [sum(m[i][:i + 1]) / (i + 1) for i in range(tasks)],
+                          "first_task": [m[i][0] for i in range(tasks)], "free_fraction": free,
+                          "seconds_per_task": sum(secs) / tasks, "acc": r.acc, "bwt": r.bwt, "options": options}
+        print(f"{method:<9} ACC {r.acc:.4f} BWT {r.bwt:+.4f} first task {m[0][0]:.3f} -> {m[-1][0]:.3f} "
+              f"{sum(secs) / tasks:.1f}s/task", flush=True)
+    write_json(f"long_sequence_{tasks}.json", curves)
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+        for method, c in curves.items():
+            axes[0].plot(range(1, tasks + 1), c["acc_after_task"], label=method)
+            axes[1].plot(range(1, tasks + 1), c["first_task"], label=method)
+            if c["free_fraction"]:
+                axes[2].plot(range(1, tasks + 1), c["free_fraction"], label=method)
+        for ax, title in zip(axes, ("mean accuracy over tasks seen", "accuracy on task 1", "fraction still free")):
+            ax.set_title(title, fontsize=9)
+            ax.set_xlabel("tasks learned")
+        axes[0].legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(os.path.join(HERE, "out", f"long_sequence_{tasks}.png"), dpi=100)
+    except ImportError:
+        pass
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 20)
