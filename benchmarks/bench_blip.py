@@ -1,10 +1,11 @@
 """BLIP benchmarks on shared/data/mnist15k.npz (issue 4): accuracy, speed, memory, 50 tasks.
 
-    .venv/bin/python benchmarks/bench_blip.py [accuracy|speed|long|all]
+    .venv/bin/python benchmarks/bench_blip.py [accuracy|scenarios|speed|long|all]
 
 * accuracy: Split-MNIST (5 tasks, task-incremental, MLP 784-1200, 10 epochs) for blip,
   finetune (quantised) and finetune --backbone float; Permuted-MNIST (10 tasks, 3 epochs)
   for blip (default prior and 3e-7) and finetune. Table by `bitcl report`.
+* scenarios: BLIP and finetune on Split-MNIST, domain- and class-incremental, 10 epochs.
 * speed: BLIP's mean epoch time over finetune --backbone float's, same configuration,
   same process; consolidation (Fisher + bit update) on 8,000 samples over one training
   epoch over 8,000 samples.
@@ -53,6 +54,17 @@ def accuracy() -> None:
         names.append(name)
     report = os.path.join(HERE, "out", "blip_report", "report.md")
     print(write_report([os.path.join(RUNS, n) for n in names], report))
+
+
+def scenarios() -> None:
+    """BLIP (and finetune for reference) in the domain- and class-incremental settings."""
+    dirs = []
+    for scenario in ("domain", "class"):
+        for method in ("blip", "finetune"):
+            name = f"split-{scenario}-{method}"
+            go(name, method=method, benchmark="split-mnist", scenario=scenario, epochs=10)
+            dirs.append(os.path.join(RUNS, name))
+    print(write_report(dirs, os.path.join(HERE, "out", "blip_scenarios", "report.md")))
 
 
 def speed() -> None:
@@ -109,6 +121,6 @@ def long() -> None:
 if __name__ == "__main__":
     torch.set_num_threads(2)
     which = sys.argv[1] if len(sys.argv) > 1 else "all"
-    for part in ("accuracy", "speed", "long"):
+    for part in ("accuracy", "scenarios", "speed", "long"):
         if which in (part, "all"):
             globals()[part]()

@@ -13,6 +13,7 @@ strategies' importance sums are all-reduced; only rank 0 writes files.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import shutil
 import sys
@@ -419,7 +420,6 @@ class Engine:
     def _write_outputs(self) -> None:
         if self.out is None or not self.dist.is_main:
             return
-        import json
         ckpt.atomic_write_text(self.out / "results.json", json.dumps(self.result.to_json(), indent=2))
         rows = [",".join(f"task{j}" for j in range(self.result.tasks))]
         rows += [",".join(f"{a:.6f}" for a in row) for row in self.result.accuracy_matrix]

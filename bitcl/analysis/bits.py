@@ -14,7 +14,7 @@ from typing import Optional
 
 import torch
 
-from bitcl.checkpoint import atomic_write_text, latest_checkpoint
+from bitcl.checkpoint import atomic_write_text, latest_checkpoint, read_checkpoint
 from bitcl.config import RunConfig
 from bitcl.data import build_scenario, load_source
 from bitcl.errors import BitclError
@@ -41,9 +41,7 @@ def analyze_bits(run_dir: str | Path) -> dict:
     model, spec = load_checkpoint_model(path)
     if spec["backbone"] != "quant":
         raise BitclError(f"{run_dir}: a float-backbone run has no bits to analyse")
-    cfg = json.loads(json.dumps(__import__("bitcl.checkpoint", fromlist=["x"]).read_checkpoint(path)[1]
-                                ["bitcl_progress"]["config"]))
-    config = RunConfig(**{k: v for k, v in cfg.items()})
+    config = RunConfig(**read_checkpoint(path)[1]["bitcl_progress"]["config"])
     scenario = build_scenario(config.benchmark, load_source(config.data), config.scenario, config.tasks,
                               config.seed, config.classes)
     tasks = scenario.tasks[:t_last + 1]

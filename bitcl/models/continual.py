@@ -44,21 +44,22 @@ class ContinualModel(nn.Module):
     def head_for(self, task: int) -> nn.Module:
         return self.heads[task] if self.multi_head else self.heads[0]
 
-    def logits(self, features: torch.Tensor, task: int) -> torch.Tensor:
+    def logits(self, features: torch.Tensor, task: int, mask: bool = True) -> torch.Tensor:
         out = self.head_for(task)(features)
-        if self.setting == "class":
+        if mask and self.setting == "class":
             n = int(self.active_outputs)
             if n < out.shape[1]:
                 out = out.masked_fill(torch.arange(out.shape[1], device=out.device) >= n, float("-inf"))
         return out
 
-    def forward(self, x: torch.Tensor, task: Union[int, torch.Tensor] = 0) -> torch.Tensor:
-        """Logits for ``task``'s head; ``task`` may be a per-sample tensor of task ids."""
+    def forward(self, x: torch.Tensor, task: Union[int, torch.Tensor] = 0, mask: bool = True) -> torch.Tensor:
+        """Logits for ``task``'s head (class-incremental: outputs of unseen classes are -inf
+        unless ``mask=False``); ``task`` may be a per-sample tensor of task ids."""
         features = self.backbone(x)
         if isinstance(task, int):
-            return self.logits(features, task)
+            return self.logits(features, task, mask)
         if not self.multi_head:
-            return self.logits(features, 0)
+            return self.logits(features, 0, mask)
         raise ConfigError("per-sample task ids need the engine's grouped loss; call per task instead")
 
     def backbone_parameters(self):

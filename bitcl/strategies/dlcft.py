@@ -6,7 +6,11 @@ Learning", ECCV 2022, arXiv 2208.08112 (no public code; written from the paper).
 The network is linearised around its (pre-trained) weights θ0,
 f_lin(x; θ) = f(x; θ0) + J(x)(θ − θ0), computed with one ``torch.func.jvp`` per
 batch (no Jacobian is materialised), and trained with the MSE to scaled one-hot
-targets, L_t(θ) = (1/N_t) Σ_n ||f_lin(x_n; θ) − s·onehot(y_n)||² over the live outputs.
+targets, L_t(θ) = (1/N_t) Σ_n ||f_lin(x_n; θ) − s·onehot(y_n)||² over *all* outputs of the
+head: in class-incremental learning the outputs of classes not in the task (past and
+future) are trained towards 0 on its data, so the sum of the tasks' losses is the joint
+least-squares problem over all classes (the paper's class-incremental extension);
+outputs of classes not yet seen are masked only when predicting.
 Each L_t is exactly quadratic, so the sum of the past tasks' losses is
 ½ (θ − θ*)ᵀ A (θ − θ*) + const with A = Σ_t (2/N_t) Σ_n J(x_n)ᵀ J(x_n) and θ* the
 parameters after the last task (the minimiser of the past losses): adding it as the
@@ -69,8 +73,12 @@ class LinearizedModel(nn.Module):
         params = dict(self.model.named_parameters())
         primal = {n: self.theta0[n] for n in self.names}
         tangent = {n: params[n] - self.theta0[n] for n in self.names}
-        out0, change = jvp(lambda p: functional_call(self.model, p, (x, task)), (primal,), (tangent,))
-        return out0 + change
+        out0, change = jvp(lambda p: functional_call(self.model, p, (x, task), {"mask": False}), (primal,), (tangent,))
+        out = out0 + change
+        if not self.training and self.model.setting == "class":  # predict among the classes seen
+            live = int(self.model.active_outputs)
+            out = out.masked_fill(torch.arange(out.shape[1], device=out.device) >= live, float("-inf"))
+        return out
 
 
 def linear_layers(model) -> list[str]:
@@ -120,17 +128,15 @@ class Dlcft(Strategy):
     def training_module(self) -> Optional[nn.Module]:
         return self.linearized
 
-    def live_outputs(self, outputs: torch.Tensor) -> int:
-        if self.model.setting == "class":
-            return int(self.model.active_outputs)
-        return outputs.shape[1]
-
     def loss(self, outputs, targets):
         if self.options.loss == "ce":
+            if self.model.setting == "class":  # cross-entropy only among the classes seen
+                live = int(self.model.active_outputs)
+                outputs = outputs.masked_fill(torch.arange(outputs.shape[1], device=outputs.device) >= live,
+                                              float("-inf"))
             return F.cross_entropy(outputs, targets, reduction="sum")
-        live = self.live_outputs(outputs)
-        target = F.one_hot(targets, live).to(outputs.dtype) * self.options.target_scale
-        return (outputs[:, :live] - target).pow(2).sum()
+        target = F.one_hot(targets, outputs.shape[1]).to(outputs.dtype) * self.options.target_scale
+        return (outputs - target).pow(2).sum()
 
     def penalty(self):
         if int(self.state["tasks_seen"]) == 0 or self.options.c == 0:
@@ -170,15 +176,15 @@ class Dlcft(Strategy):
         saved = self._at_theta0()
         was_training = model.training
         model.eval()
-        logits = lambda inp: model(inp, task.index)
-        live = self.live_outputs(torch.zeros(1, self.model.heads[task.index if self.model.multi_head else 0]
-                                             .out_features))
+        logits = lambda inp: model(inp, task.index, mask=False)
+        live = self.model.head_for(task.index).out_features  # every output is in the loss
         try:
             with torch.enable_grad():
                 if opts.curvature == "exact":
                     theta0 = {k: v.detach() for k, v in model.named_parameters()}
                     total = sum(exact_sum(model, self.names, theta0,
-                                          lambda p, xi: functional_call(model, p, (xi, task.index)), x, live)
+                                          lambda p, xi: functional_call(model, p, (xi, task.index),
+                                                                        {"mask": False}), x, live)
                                 for x, _, _ in batches)
                     out = {"curvature": engine.dist.all_reduce_(total) * (2.0 / count)}
                 elif opts.curvature == "diagonal":
