@@ -28,6 +28,12 @@ STRATEGY_PREFIX = "strategy/"
 _TASK_FILE = re.compile(r"^task-(\d+)\.safetensors$")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, write) -> None:
     """Call ``write(tmp_path)``, fsync, then rename over ``path``: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -37,6 +43,7 @@ def atomic_write(path: Path, write) -> None:
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual mode
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
