@@ -186,6 +186,11 @@ class Engine:
         if not self.config.overwrite:
             raise ConfigError(f"--out {self.out}: already holds a run (use --overwrite to replace it "
                               "or --resume to continue it)")
+
+    def _clear_out_dir(self) -> None:
+        """--overwrite: remove the previous run, only once everything has been validated."""
+        if self.out is None or not self.config.overwrite:
+            return
         if self.dist.is_main:
             for name in ("results.json", "accuracy_matrix.csv", "log.txt"):
                 (self.out / name).unlink(missing_ok=True)
@@ -427,6 +432,7 @@ class Engine:
 
     # -- the loop ------------------------------------------------------------------------------
     def run(self) -> RunResult:
+        self._clear_out_dir()
         if self.config.resume:
             self._resume()
         timing = self.result.timing

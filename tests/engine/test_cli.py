@@ -82,6 +82,8 @@ def test_existing_run_is_never_overwritten_unless_asked(tmp_path, small_npz):
                     "--benchmark", "permuted-mnist", *FAST)
     assert again.returncode == 2 and "already holds a run" in again.stderr
     assert (out_dir / "results.json").read_bytes() == before
+    bad = run_cli("run", "--method", "finetune", "--data", "/no/such.npz", "--out", out_dir, "--overwrite", *FAST)
+    assert bad.returncode == 2 and (out_dir / "results.json").read_bytes() == before  # bad input deletes nothing
     assert run_cli("run", "--method", "finetune", "--data", small_npz, "--out", out_dir, "--tasks", "1",
                    "--benchmark", "permuted-mnist", "--overwrite", *FAST).returncode == 0
 
