@@ -112,13 +112,15 @@ def test_siu_second_minibatch_is_independent(small_npz):
 
 
 def test_separate_ewc_memory_grows_and_others_stay_constant(small_npz):
-    """state_bytes: ewc --mode separate grows with tasks; online EWC and SI do not."""
+    """state_bytes: ewc --mode separate and joint grow with tasks; online EWC and SI do not."""
     common = dict(data=small_npz, epochs=1, hidden=[16], quiet=True)
     sep = run(RunConfig(method="ewc", **common)).state_bytes
     online = run(RunConfig(method="ewc", method_options={"mode": "online"}, **common)).state_bytes
     si = run(RunConfig(method="si", **common)).state_bytes
     assert sep == sorted(sep) and sep[-1] - 8 == 5 * (sep[0] - 8)  # 8 bytes count the tasks seen
     assert len(set(online)) == 1 and len(set(si)) == 1
+    joint = run(RunConfig(method="joint", **common)).state_bytes  # keeps every past task's data
+    assert joint == sorted(joint) and joint[-1] > 4 * joint[0]
 
 
 @pytest.mark.parametrize("method, options, needle", [
