@@ -48,6 +48,8 @@ def _option_flags(options_cls) -> list[tuple[str, dict]]:
             kwargs["type"] = kind if kind in (int, float, str) else str
             if "choices" in f.metadata:
                 kwargs["choices"] = f.metadata["choices"]
+            else:
+                kwargs["metavar"] = f.name.upper()
         flags.append(("--" + f.name.replace("_", "-"), kwargs))
     return flags
 
