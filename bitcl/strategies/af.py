@@ -3,13 +3,26 @@
 Benzing, "Unifying Importance Based Regularisation Methods for Continual
 Learning", AISTATS 2022, arXiv 2006.06357: the Fisher with |·| in place of (·)².
 """
+from dataclasses import dataclass
+
 from .base import register
-from .mas import MasOptions, OutputSensitivityRegularizer
+from .mas import OutputSensitivityRegularizer
+from .regularizer import batch_field, c_field, check_common, samples_field
+
+
+@dataclass
+class AfOptions:
+    c: float = c_field(10.0, "best of the c search on Split-MNIST, README")
+    samples: int = samples_field()
+    batch: int = batch_field()
+
+    def validate(self) -> None:
+        check_common(self)
 
 
 @register
 class AbsoluteFisher(OutputSensitivityRegularizer):
     name = "af"
     summary = "AF: absolute Fisher, sum_y p_y |d log p_y / d theta| (Benzing, AISTATS 2022)"
-    Options = MasOptions
+    Options = AfOptions
     measure = "af"

@@ -15,7 +15,7 @@ from .regularizer import ImportanceRegularizer, batch_field, c_field, check_comm
 
 @dataclass
 class MasOptions:
-    c: float = c_field(1.0, "search on Split-MNIST, README")
+    c: float = c_field(100.0, "best of the c search on Split-MNIST, README")
     samples: int = samples_field()
     batch: int = batch_field()
 

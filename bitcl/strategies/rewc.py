@@ -16,7 +16,7 @@ from .regularizer import ImportanceRegularizer, batch_field, c_field, check_comm
 
 @dataclass
 class RewcOptions:
-    c: float = c_field(1.0, "search on Split-MNIST, README")
+    c: float = c_field(1.0, "best of the c search on Split-MNIST, README")
     fisher: str = field(default="exact", metadata={"help": "Fisher estimate", "choices": FISHER_KINDS})
     samples: int = samples_field()
     batch: int = batch_field()
