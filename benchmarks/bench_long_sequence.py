@@ -33,7 +33,7 @@ def main(tasks: int) -> None:
     curves = {}
     for method, options in METHODS.items():
         options = dict(options)
-        if method in best:
+        if method in best:  # the c chosen by bench_regularizers.py search (also the default)
             options["c"] = best[method]["best_c"]
         r = run(RunConfig(method=method, benchmark="permuted-mnist", tasks=tasks, epochs=1, data=DATA, quiet=True,
                           out=os.path.join(HERE, "out", "runs", f"long{tasks}-{method}"), overwrite=True,
