@@ -76,5 +76,10 @@ def init_from_env(device: str) -> DistContext:
     if world <= 1:
         return DistContext()
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device == "cuda" else "gloo")
+        # torchrun's rendezvous store outlives a restart (--max-restarts): prefix every key with
+        # the attempt, so a restarted group never reads the dead attempt's gloo addresses
+        store, rank, world = next(dist.rendezvous("env://"))
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        dist.init_process_group(backend="nccl" if device == "cuda" else "gloo",
+                                store=dist.PrefixStore(f"bitcl/attempt-{attempt}", store), rank=rank, world_size=world)
     return DistContext(dist.get_rank(), dist.get_world_size())
