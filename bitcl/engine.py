@@ -445,7 +445,8 @@ class Engine:
             self.hook_seconds = 0.0
             epochs = self.train_task(task)
             timing["train_seconds"].append(time.perf_counter() - start)
-            timing.setdefault("step_hook_seconds", []).append(self.hook_seconds)
+            hooks = self.hook_seconds  # before consolidation, which may train again (ANPyC)
+            timing.setdefault("step_hook_seconds", []).append(hooks)
             timing["epoch_seconds"].append(sum(epochs) / len(epochs) if epochs else 0.0)
             start = time.perf_counter()
             self.strategy.after_task(task)
@@ -458,7 +459,7 @@ class Engine:
                 self.result.extra.setdefault("rank_checksums", []).append(checksums)
             # importance work (per-step hooks + consolidation) relative to training time
             timing.setdefault("importance_fraction", []).append(
-                (self.hook_seconds + timing["consolidate_seconds"][-1]) / max(timing["train_seconds"][-1], 1e-9))
+                (hooks + timing["consolidate_seconds"][-1]) / max(timing["train_seconds"][-1], 1e-9))
             start = time.perf_counter()
             row = [self.evaluate(other) for other in self.scenario.tasks]
             timing["eval_seconds"].append(time.perf_counter() - start)
