@@ -1,5 +1,3 @@
-import sys
+from bitcl.cli import entry
 
-from bitcl.cli import main
-
-sys.exit(main())
+entry()

@@ -229,5 +229,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 130
 
 
+def exit_process(code: int) -> None:
+    """Leave with ``code``; a torchrun worker skips interpreter teardown (``os._exit``).
+
+    gloo's worker thread frees the last collective's work object (and the tensors it holds)
+    just after the main thread has seen it complete. If the interpreter is already
+    finalising, that thread cannot take the GIL to release the tensors and the process
+    aborts (``terminate called without an active exception``, SIGABRT) although the run
+    finished: seen in 1 to 7 % of two-rank runs on this machine. Every file bitcl writes is closed by
+    then, so only the standard streams need flushing.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
+def entry() -> None:
+    """The ``bitcl`` console script and ``python -m bitcl``."""
+    exit_process(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

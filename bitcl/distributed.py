@@ -23,6 +23,7 @@ from bitcl.errors import ConfigError
 class DistContext:
     rank: int = 0
     world_size: int = 1
+    owns_group: bool = False  # this context initialised the process group, so it also tears it down
 
     @property
     def enabled(self) -> bool:
@@ -41,6 +42,22 @@ class DistContext:
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()
+
+    def shutdown(self, clean: bool = True) -> None:
+        """Tear down the process group this context created (no-op otherwise).
+
+        Without it gloo's worker threads are still joinable when the interpreter exits, and a rank
+        can die with ``terminate called without an active exception`` (SIGABRT) after a
+        successful run. ``clean``: all ranks reached the end, so wait for each other first.
+        """
+        if not (self.owns_group and dist.is_initialized()):
+            return
+        try:
+            if clean:
+                dist.barrier()
+        finally:
+            dist.destroy_process_group()
+            self.owns_group = False
 
     def gather_ints(self, value: int) -> list[int]:
         """Every rank's ``value`` (a 63-bit int), in rank order."""
@@ -75,11 +92,12 @@ def init_from_env(device: str) -> DistContext:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistContext()
-    if not dist.is_initialized():
+    owns = not dist.is_initialized()
+    if owns:
         # torchrun's rendezvous store outlives a restart (--max-restarts): prefix every key with
         # the attempt, so a restarted group never reads the dead attempt's gloo addresses
         store, rank, world = next(dist.rendezvous("env://"))
         attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
         dist.init_process_group(backend="nccl" if device == "cuda" else "gloo",
                                 store=dist.PrefixStore(f"bitcl/attempt-{attempt}", store), rank=rank, world_size=world)
-    return DistContext(dist.get_rank(), dist.get_world_size())
+    return DistContext(dist.get_rank(), dist.get_world_size(), owns_group=owns)

@@ -126,6 +126,18 @@ class Engine:
         if config.device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("--device cuda requested but CUDA is not available")
         self.dist: DistContext = init_from_env(config.device)
+        try:
+            self._build(config, data, strategy_cls, options)
+        except BaseException:
+            self.dist.shutdown(clean=False)  # a rank that fails setup must not leave gloo threads behind
+            raise
+        self.task_index = 0
+        self.hook_seconds = 0.0
+        self.result = RunResult(config, len(self.scenario),
+                                params=sum(p.numel() for p in self.model.parameters()))
+
+    def _build(self, config: RunConfig, data: Optional[ArrayData], strategy_cls, options) -> None:
+        """Device, output folder, scenario, model, strategy and (under torchrun) the DDP wrapper."""
         self.device = torch.device(config.device)
         if self.dist.enabled and config.device == "cuda":
             self.device = torch.device("cuda", self.dist.rank % torch.cuda.device_count())
@@ -151,13 +163,14 @@ class Engine:
             # buffers (codes, frozen counts) are not broadcast every step: the projection is
             # deterministic, so they stay identical; a checksum at each task end proves it.
             # Unused parameters: the heads of other tasks.
+            # torch >= 2.13 renamed broadcast_buffers (and warns on the old name)
+            import inspect
+            no_sync = ({"forward_sync_buffers": False}
+                       if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+                       else {"broadcast_buffers": False})
             self.train_model = DistributedDataParallel(
                 self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                broadcast_buffers=False, find_unused_parameters=True)
-        self.task_index = 0
-        self.hook_seconds = 0.0
-        self.result = RunResult(config, len(self.scenario),
-                                params=sum(p.numel() for p in self.model.parameters()))
+                find_unused_parameters=True, **no_sync)
 
     def _check_ranks_agree_on_setup(self) -> None:
         self.dist.require_agreement(digest(bitcl.__version__.encode()), "the bitcl version")
@@ -430,6 +443,12 @@ class Engine:
         rows += [",".join(f"{a:.6f}" for a in row) for row in self.result.accuracy_matrix]
         ckpt.atomic_write_text(self.out / "accuracy_matrix.csv", "\n".join(rows) + "\n")
 
+    def close(self, clean: bool = True) -> None:
+        """Release the process group if this engine created it (see ``DistContext.shutdown``)."""
+        if hasattr(self, "net"):
+            self.train_model = self.net  # drop DDP's reducer (and its gloo work) before the group goes
+        self.dist.shutdown(clean)
+
     # -- the loop ------------------------------------------------------------------------------
     def run(self) -> RunResult:
         self._clear_out_dir()
@@ -481,5 +500,16 @@ class Engine:
 
 
 def run(config: RunConfig, data: Optional[ArrayData] = None) -> RunResult:
-    """Run a continual-learning experiment (the Python twin of ``bitcl run``)."""
-    return Engine(config, data).run()
+    """Run a continual-learning experiment (the Python twin of ``bitcl run``).
+
+    Under ``torchrun`` the process group is created here and destroyed before returning, on
+    success and on error alike.
+    """
+    engine = Engine(config, data)
+    clean = False
+    try:
+        result = engine.run()
+        clean = True
+        return result
+    finally:
+        engine.close(clean)

@@ -29,7 +29,7 @@ def test_two_processes_equal_one_process(tmp_path, small_npz):
     """2 ranks: the run completes, ranks agree after every task, results equal a 1-process run."""
     cmd, env = torchrun(*COMMON, "--data", small_npz, "--out", tmp_path / "ddp")
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.returncode == 0, done.stderr[:2000] + "\n...\n" + done.stderr[-1000:]
     assert done.stdout.count("ACC") == 1  # only rank 0 reports
     single = run_cli("run", *COMMON, "--data", small_npz, "--out", tmp_path / "one")
     assert single.returncode == 0
@@ -123,3 +123,32 @@ def test_more_ranks_than_samples_is_refused(tmp_path):
                         "--quiet", "--hidden", "8", "--out", tmp_path / "r")
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "fewer than the 2 ranks" in done.stderr
+
+
+def _shutdown_worker(rank, port, queue):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2")
+    from bitcl.distributed import init_from_env
+    ctx = init_from_env("cpu")
+    borrowed = DistContext(rank, 2)  # a context that did not create the group must leave it alone
+    borrowed.shutdown()
+    alive_after_borrowed = dist.is_initialized()
+    ctx.shutdown()
+    queue.put((rank, ctx.owns_group, alive_after_borrowed, dist.is_initialized()))
+
+
+def test_the_context_that_created_the_group_destroys_it():
+    """init_from_env's context owns the group: shutdown() destroys it (after a barrier); others do not."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_shutdown_worker, args=(r, port, queue)) for r in (0, 1)]
+    for p in procs:
+        p.start()
+    results = dict((r, rest) for r, *rest in (queue.get(timeout=60) for _ in procs))
+    for p in procs:
+        p.join(60)
+    assert all(p.exitcode == 0 for p in procs)
+    assert results == {0: [False, True, False], 1: [False, True, False]}
