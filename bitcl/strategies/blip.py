@@ -10,7 +10,8 @@ per-sample gradients (true Fisher by default). With F̄ the running mean of a
 prior F_0 and the Fishers seen so far, F̄_t = (F_0 + F_1 + ... + F_t) / (t + 1),
 each weight freezes ``ceil(0.5 log2(F̄_t / F̄_{t-1}))`` more bits (Eq. 8-9 of the
 paper: the information gain in bits), clamped to [0, N - k]. ``--accumulate
-sum`` uses the running sum F_0 + ... + F_t instead of the mean.
+sum`` uses the running sum F_0 + ... + F_t instead of the mean; ``--rounding
+once`` rounds the gain accumulated since the prior instead of each task's gain.
 
 The prior ``--fisher-prior`` is in per-sample Fisher units (the Fisher here is a
 mean over samples, not a sum), so its meaning does not depend on batch size or
@@ -48,8 +49,9 @@ class BlipOptions:
         "help": "running mean of prior and Fishers (the authors'), or their running sum",
         "choices": ("mean", "sum")})
     rounding: str = field(default="ceil", metadata={
-        "help": "bits from the information gain: ceil (the authors') or round (a bit only once the gain "
-                "reaches half a bit)", "choices": ("ceil", "round")})
+        "help": "bits from the information gain: ceil of each task's gain (the authors'), round (half-up), "
+                "or once: ceil of the gain accumulated since the prior, so per-task round-ups never add up",
+        "choices": ("ceil", "round", "once")})
     reset_free_bits: bool = field(default=False, metadata={
         "help": "after freezing, set each weight's free bits to the middle of its window (off by default: "
                 "a weight that gains its first bits would jump by up to a quarter of the range; README)"})
@@ -69,6 +71,22 @@ def bits_to_freeze(fisher_old: torch.Tensor, fisher_new: torch.Tensor, rounding:
     gain = 0.5 * torch.log2(fisher_new / fisher_old)
     gain = torch.ceil(gain) if rounding == "ceil" else torch.floor(gain + 0.5)
     return torch.nan_to_num(gain, nan=0.0, posinf=32.0).clamp_(0, 32).to(torch.int32)
+
+
+def extra_bits(fisher_old: torch.Tensor, fisher_new: torch.Tensor, frozen: torch.Tensor, prior: float,
+               rounding: str = "ceil") -> torch.Tensor:
+    """Bits to freeze after a task, given the running Fisher before and after it.
+
+    ``ceil`` / ``round``: the task's own information gain, rounded (Eq. 8-9 of the paper).
+    ``once``: the gain accumulated since the prior, ``ceil(0.5 log2(F_new / F_0))``, minus the
+    bits already frozen. Rounding every task up adds close to half a bit per task to every
+    weight whose Fisher grew at all; rounding once keeps the total within one bit of the
+    information actually gained.
+    """
+    if rounding == "once":
+        total = bits_to_freeze(torch.full_like(fisher_new, prior), fisher_new)
+        return (total - frozen.to(torch.int32)).clamp_(min=0)
+    return bits_to_freeze(fisher_old, fisher_new, rounding)
 
 
 @register
@@ -106,7 +124,8 @@ class Blip(Strategy):
                 new = (old * (seen + 1) + fisher[name]) / (seen + 2)
             else:
                 new = old + fisher[name]
-            state.freeze(bits_to_freeze(old, new, self.options.rounding), reset_free_bits=self.options.reset_free_bits)
+            extra = extra_bits(old, new, state.frozen, self.options.fisher_prior, self.options.rounding)
+            state.freeze(extra, reset_free_bits=self.options.reset_free_bits)
             self.state[f"fisher/{name}"] = new
         self.state["tasks_seen"] = torch.tensor(seen + 1)
 
