@@ -1,6 +1,6 @@
 """Long task sequences: does ANPyC forget less than the plain regularisers? (issue 7)
 
-    .venv/bin/python benchmarks/bench_long_sequence.py [TASKS]
+    .venv/bin/python benchmarks/bench_long_sequence.py [TASKS] [--plot-only]
 
 Permuted-MNIST (shared/data/mnist15k.npz), TASKS tasks (default 20), task-incremental,
 MLP 784-1200, 1 epoch per task, for anpyc, ewc (online), si, mas, blip and finetune.
@@ -47,25 +47,38 @@ def main(tasks: int) -> None:
         print(f"{method:<9} ACC {r.acc:.4f} BWT {r.bwt:+.4f} first task {m[0][0]:.3f} -> {m[-1][0]:.3f} "
               f"{sum(secs) / tasks:.1f}s/task", flush=True)
     write_json(f"long_sequence_{tasks}.json", curves)
+    plot(curves, tasks)
+
+
+def plot(curves: dict, tasks: int) -> None:
+    """Three panels; one colour per method in every panel (the last holds only anpyc and blip)."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-        for method, c in curves.items():
-            axes[0].plot(range(1, tasks + 1), c["acc_after_task"], label=method)
-            axes[1].plot(range(1, tasks + 1), c["first_task"], label=method)
-            if c["free_fraction"]:
-                axes[2].plot(range(1, tasks + 1), c["free_fraction"], label=method)
-        for ax, title in zip(axes, ("mean accuracy over tasks seen", "accuracy on task 1", "fraction still free")):
-            ax.set_title(title, fontsize=9)
-            ax.set_xlabel("tasks learned")
-        axes[0].legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(os.path.join(HERE, "out", f"long_sequence_{tasks}.png"), dpi=100)
     except ImportError:
-        pass
+        return
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for i, (method, c) in enumerate(curves.items()):
+        style = dict(label=method, color=f"C{i}")
+        axes[0].plot(range(1, tasks + 1), c["acc_after_task"], **style)
+        axes[1].plot(range(1, tasks + 1), c["first_task"], **style)
+        if c["free_fraction"]:
+            axes[2].plot(range(1, tasks + 1), c["free_fraction"], **style)
+    titles = ("mean accuracy over tasks seen", "accuracy on task 1",
+              "fraction still free (anpyc: weights, blip: bits)")
+    for ax, title in zip(axes, titles):
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("tasks learned")
+    axes[0].legend(fontsize=7)
+    axes[2].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(HERE, "out", f"long_sequence_{tasks}.png"), dpi=100)
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 20)
+    if len(sys.argv) > 2 and sys.argv[2] == "--plot-only":  # redraw from the saved JSON
+        n = int(sys.argv[1])
+        plot(json.load(open(os.path.join(HERE, "out", f"long_sequence_{n}.json"))), n)
+    else:
+        main(int(sys.argv[1]) if len(sys.argv) > 1 else 20)
