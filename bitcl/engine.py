@@ -13,6 +13,7 @@ strategies' importance sums are all-reduced; only rank 0 writes files.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import math
 import shutil
@@ -164,7 +165,6 @@ class Engine:
             # deterministic, so they stay identical; a checksum at each task end proves it.
             # Unused parameters: the heads of other tasks.
             # torch >= 2.13 renamed broadcast_buffers (and warns on the old name)
-            import inspect
             no_sync = ({"forward_sync_buffers": False}
                        if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
                        else {"broadcast_buffers": False})
@@ -445,8 +445,7 @@ class Engine:
 
     def close(self, clean: bool = True) -> None:
         """Release the process group if this engine created it (see ``DistContext.shutdown``)."""
-        if hasattr(self, "net"):
-            self.train_model = self.net  # drop DDP's reducer (and its gloo work) before the group goes
+        self.train_model = self.net  # drop DDP's reducer (and its gloo work) before the group goes
         self.dist.shutdown(clean)
 
     # -- the loop ------------------------------------------------------------------------------

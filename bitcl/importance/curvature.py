@@ -17,7 +17,7 @@ from typing import Callable
 
 import torch
 from torch import nn
-from torch.func import functional_call, jacrev, vmap
+from torch.func import jacrev, vmap
 
 from .per_sample import _Capture, per_sample_power_sums
 

@@ -7,17 +7,12 @@ from dataclasses import dataclass
 
 from .base import register
 from .mas import OutputSensitivityRegularizer
-from .regularizer import batch_field, c_field, check_common, samples_field
+from .regularizer import SampledImportanceOptions, c_field
 
 
 @dataclass
-class AfOptions:
+class AfOptions(SampledImportanceOptions):
     c: float = c_field(10.0, "best of the c search on Split-MNIST, README")
-    samples: int = samples_field()
-    batch: int = batch_field()
-
-    def validate(self) -> None:
-        check_common(self)
 
 
 @register

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import torch
 
 from bitcl.errors import ConfigError
-from bitcl.importance import entropy_scores, task_mean
+from bitcl.importance import entropy_scores
 
 from .base import register
 from .regularizer import ImportanceRegularizer, batch_field, samples_field

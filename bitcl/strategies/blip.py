@@ -84,7 +84,7 @@ def extra_bits(fisher_old: torch.Tensor, fisher_new: torch.Tensor, frozen: torch
     information actually gained.
     """
     if rounding == "once":
-        total = bits_to_freeze(torch.full_like(fisher_new, prior), fisher_new)
+        total = bits_to_freeze(fisher_new.new_tensor(prior), fisher_new)
         return (total - frozen.to(torch.int32)).clamp_(min=0)
     return bits_to_freeze(fisher_old, fisher_new, rounding)
 

@@ -10,17 +10,12 @@ from dataclasses import dataclass
 from bitcl.importance import output_sensitivity_sums, task_mean
 
 from .base import register
-from .regularizer import ImportanceRegularizer, batch_field, c_field, check_common, samples_field
+from .regularizer import ImportanceRegularizer, SampledImportanceOptions, c_field
 
 
 @dataclass
-class MasOptions:
+class MasOptions(SampledImportanceOptions):
     c: float = c_field(100.0, "best of the c search on Split-MNIST, README")
-    samples: int = samples_field()
-    batch: int = batch_field()
-
-    def validate(self) -> None:
-        check_common(self)
 
 
 class OutputSensitivityRegularizer(ImportanceRegularizer):

@@ -45,6 +45,18 @@ def check_common(options) -> None:
         raise ConfigError(f"--batch must be >= 1, got {options.batch}")
 
 
+@dataclass
+class SampledImportanceOptions:
+    """c plus the samples and batch of an end-of-task importance measure; a method
+    subclasses it to set its own default c (and add options)."""
+    c: float = c_field(1.0, "penalty strength")
+    samples: int = samples_field()
+    batch: int = batch_field()
+
+    def validate(self) -> None:
+        check_common(self)
+
+
 class ImportanceRegularizer(Strategy):
     """Quadratic penalty around the previous task's parameters, weighted by accumulated importance."""
 

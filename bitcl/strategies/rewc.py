@@ -11,18 +11,13 @@ from bitcl.importance import FISHER_KINDS
 
 from .base import register
 from .ewc import fisher_of_task
-from .regularizer import ImportanceRegularizer, batch_field, c_field, check_common, samples_field
+from .regularizer import ImportanceRegularizer, SampledImportanceOptions, c_field
 
 
 @dataclass
-class RewcOptions:
+class RewcOptions(SampledImportanceOptions):
     c: float = c_field(1.0, "best of the c search on Split-MNIST, README")
     fisher: str = field(default="exact", metadata={"help": "Fisher estimate", "choices": FISHER_KINDS})
-    samples: int = samples_field()
-    batch: int = batch_field()
-
-    def validate(self) -> None:
-        check_common(self)
 
 
 @register
