@@ -1,0 +1,130 @@
+"""Batch-norm policies in a continual sequence: first-task, per-task and train."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bitcl.errors import ConfigError
+from bitcl.models import build_model
+from bitcl.models.norm import ContinualBatchNorm2d
+
+
+def small(arch, bn, setting="task", tasks=3):
+    torch.manual_seed(0)
+    return build_model(arch, (1, 32, 32), [2] * tasks, setting, kind="float", width=8, bn=bn)
+
+
+def norms(model):
+    return [m for m in model.modules() if isinstance(m, ContinualBatchNorm2d)]
+
+
+def train_steps(model, task, steps=3, seed=1):
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    model.train()
+    for _ in range(steps):
+        x = torch.randn(16, 1, 32, 32, generator=gen) * 2 + 1
+        loss = F.cross_entropy(model(x, task), torch.randint(0, 2, (16,), generator=gen))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+def bn_state(model):
+    return {k: v.clone() for k, v in model.state_dict().items() if ".norms." in k}
+
+
+@pytest.mark.parametrize("arch", ["alexnet", "resnet18"])
+def test_first_task_learns_on_task_0_then_freezes(arch):
+    """first-task: task 0 updates statistics and affine; after end_task(0) later training changes
+    neither, and a training-mode forward equals the eval-mode one."""
+    model = small(arch, "first-task")
+    before = bn_state(model)
+    train_steps(model, 0)
+    after0 = bn_state(model)
+    assert all(not torch.equal(before[k], after0[k]) for k in before if "running_mean" in k or "weight" in k)
+    model.end_task(0)
+    train_steps(model, 1)
+    assert all(torch.equal(after0[k], v) for k, v in bn_state(model).items())
+    x = torch.randn(4, 1, 32, 32)
+    model.train()
+    train_out = model(x, 1)
+    model.eval()
+    assert torch.equal(train_out, model(x, 1))
+
+
+def test_first_task_freeze_survives_a_checkpoint():
+    """The freeze is a buffer: a fresh model loading the state dict (resume) is frozen too."""
+    model = small("resnet18", "first-task")
+    train_steps(model, 0)
+    model.end_task(0)
+    fresh = small("resnet18", "first-task")
+    fresh.load_state_dict(model.state_dict())
+    assert all(bool(n.frozen) and n._frozen for n in norms(fresh))
+    frozen = bn_state(fresh)
+    train_steps(fresh, 1)
+    assert all(torch.equal(frozen[k], v) for k, v in bn_state(fresh).items())
+
+
+def test_first_task_affine_gets_no_gradient():
+    """After the freeze the affine parameters receive no gradient (optimisers skip them)."""
+    model = small("alexnet", "first-task")
+    model.end_task(0)
+    model(torch.randn(4, 1, 32, 32), 1).sum().backward()
+    assert all(n.norms[0].weight.grad is None and n.norms[0].bias.grad is None for n in norms(model))
+    assert all(p.grad is not None for name, p in model.named_parameters()
+               if "norms" not in name and "heads.1" not in name and "heads." not in name)
+
+
+@pytest.mark.parametrize("arch", ["alexnet", "resnet18"])
+def test_per_task_norms_are_isolated(arch):
+    """per-task: one norm per task; training task 1 leaves task 0's statistics and affine intact,
+    and tasks 0 and 1 normalise the same input differently."""
+    model = small(arch, "per-task")
+    assert all(len(n.norms) == 3 for n in norms(model))
+    train_steps(model, 0)
+    task0 = {k: v for k, v in bn_state(model).items() if ".norms.0." in k}
+    train_steps(model, 1, seed=2)
+    assert all(torch.equal(task0[k], bn_state(model)[k]) for k in task0)
+    assert any(not torch.equal(v, bn_state(model)[k.replace(".norms.0.", ".norms.1.")]) for k, v in task0.items())
+
+
+@pytest.mark.parametrize("setting", ["domain", "class", "data"])
+def test_per_task_is_refused_without_task_ids(setting):
+    """per-task needs the task id at test time: other scenarios raise ConfigError."""
+    with pytest.raises(ConfigError, match="per-task"):
+        small("alexnet", "per-task", setting=setting)
+
+
+def test_per_task_refuses_an_unknown_task():
+    """A task id beyond the model's tasks is a ConfigError, not an IndexError."""
+    with pytest.raises(ConfigError, match="task 5"):
+        small("resnet18", "per-task")(torch.randn(2, 1, 32, 32), 5)
+
+
+def test_train_policy_keeps_learning():
+    """train: plain batch norm, statistics still move after end_task (forgetting-prone)."""
+    model = small("alexnet", "train")
+    train_steps(model, 0)
+    model.end_task(0)
+    after0 = bn_state(model)
+    train_steps(model, 1)
+    assert any(not torch.equal(after0[k], v) for k, v in bn_state(model).items())
+
+
+def test_unknown_policy_is_refused():
+    """--bn outside first-task, per-task, train: ConfigError."""
+    with pytest.raises(ConfigError, match="--bn"):
+        small("alexnet", "frozen")
+
+
+def test_eval_mode_makes_samples_independent():
+    """In eval mode (how importance is computed) a sample's output does not depend on its batch;
+    in training mode with live batch statistics it does (why importance must use eval)."""
+    model = small("resnet18", "train")
+    train_steps(model, 0)
+    x = torch.randn(8, 1, 32, 32)
+    model.eval()
+    assert torch.allclose(model(x, 0)[:1], model(x[:1], 0), atol=1e-6)
+    model.train()
+    assert not torch.allclose(model(x, 0)[:2], model(x[:2], 0), atol=1e-4)
