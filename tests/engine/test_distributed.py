@@ -5,15 +5,102 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from bitcl.distributed import DistContext
 from bitcl.errors import ConfigError
-from tests.conftest import run_cli
+from tests.conftest import SHARED_DATA, run_cli
+
+WORKER = Path(__file__).with_name("dist_equivalence_worker.py")
+# Stated tolerances of "2 ranks = 1 process" (README): every float tensor of every checkpoint
+# (strategy/* importances, anchors, Fishers, curvatures; the model) within FLOAT_RTOL of its
+# largest magnitude (gloo sums shards in another order: observed at most 9e-6); integer and
+# bool tensors (frozen counts, kept masks, task counters) equal; codes, the rounding of latents
+# that agree to FLOAT_RTOL, within one step; accuracies within one test digit of 80.
+FLOAT_RTOL = 1e-4
+TEST_PER_TASK = 80
+ACC_TOL = 1 / TEST_PER_TASK
+
+
+@pytest.fixture(scope="module")
+def tiny_npz(tmp_path_factory):
+    """Digits 0-3 of shared/data/mnist15k.npz: 80 training and 40 test digits each (2 tasks of 2)."""
+    path = os.path.join(SHARED_DATA, "mnist15k.npz")
+    if not os.path.exists(path):
+        pytest.skip("../shared/data/mnist15k.npz not present")
+    with np.load(path) as f:
+        x, y, train = f["x"], f["y"], f["train"]
+    rng = np.random.default_rng(0)
+    keep = np.sort(np.concatenate([rng.choice(np.flatnonzero((y == c) & (train == is_train)), n, replace=False)
+                                   for c in range(4) for is_train, n in ((True, 80), (False, 40))]))
+    out = tmp_path_factory.mktemp("tiny") / "digits0123.npz"
+    np.savez(out, x=x[keep], y=y[keep], train=train[keep])
+    return str(out)
+
+
+def compare_runs(one: Path, two: Path) -> list[str]:
+    """Every difference between two run directories beyond the stated tolerances."""
+    from safetensors.torch import load_file
+    problems = []
+    a, b = (json.loads((d / "results.json").read_text()) for d in (one, two))
+    acc = np.abs(np.array(a["accuracy_matrix"]) - np.array(b["accuracy_matrix"])).max()
+    if acc > ACC_TOL + 1e-12:
+        problems.append(f"{one.name}: accuracy matrices differ by {acc:.4f}")
+    if len(b["rank_checksums"]) != 2 or any(len(set(c)) != 1 for c in b["rank_checksums"]):
+        problems.append(f"{one.name}: rank checksums {b['rank_checksums']}")
+    for t in range(2):
+        ta, tb = (load_file(d / "checkpoints" / f"task-{t}.safetensors") for d in (one, two))
+        if ta.keys() != tb.keys():
+            problems.append(f"{one.name} task {t}: tensors {sorted(ta.keys() ^ tb.keys())[:4]} in one run only")
+            continue
+        for key in ta:
+            x, y = ta[key], tb[key]
+            if x.is_floating_point():
+                gap, scale = float((x.double() - y.double()).abs().max()), float(x.double().abs().max())
+                bad = gap > FLOAT_RTOL * scale + 1e-7
+            elif key.endswith(".codes"):
+                gap = int((x.long() - y.long()).abs().max())
+                bad = gap > 1
+            else:
+                gap = int((x != y).sum())
+                bad = gap > 0
+            if bad:
+                problems.append(f"{one.name} task {t}: {key} differs by {gap:g}")
+    return problems
+
+
+def test_every_method_two_processes_equal_one_process(tmp_path, tiny_npz):
+    """Every registered method and variant: 2 gloo ranks hold the 1-process state after each task."""
+    from bitcl.strategies import get_strategy
+    from tests.engine.dist_equivalence_worker import plan
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    single = subprocess.Popen([sys.executable, str(WORKER), tiny_npz, str(tmp_path / "one")], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(WORKER),
+           tiny_npz, str(tmp_path / "two")]
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    two = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    one_log = single.communicate(timeout=240)[0]
+    errors = "".join(p.read_text() for p in sorted(tmp_path.glob("*/error-rank*.txt")))
+    assert two.returncode == 0 and single.returncode == 0, errors or (two.stderr[-2000:] + one_log[-2000:])
+    status_one, status_two = (json.loads((tmp_path / d / "status.json").read_text()) for d in ("one", "two"))
+    problems = []
+    for label, (method, _, _, cls) in plan().items():
+        assert status_one[label] == "ran", (label, status_one[label])
+        if not (cls or get_strategy(method)).distributable:
+            refusal = status_two[label]
+            assert refusal.startswith("refused: ") and "torchrun" in refusal and "\n" not in refusal, refusal
+            continue
+        assert status_two[label] == "ran", (label, status_two[label])
+        problems += compare_runs(tmp_path / "one" / label, tmp_path / "two" / label)
+    assert not problems, "\n".join(problems)
 
 COMMON = ["--method", "blip", "--hidden", "100", "--epochs", "2", "--quiet"]
 
