@@ -10,6 +10,7 @@ entry (results so far) so that ``--resume`` can continue exactly.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import tempfile
@@ -18,11 +19,13 @@ from typing import Optional
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
-from bitcl.errors import CheckpointError
+from bitcl.errors import BitError, CheckpointError
 from bitcl.quant import bit_states
+from bitcl.quant.codes import check_codes
+from bitcl.train.validate import Fields, decode_json, read_safetensors, validate_progress
 
 STRATEGY_PREFIX = "strategy/"
 _TASK_FILE = re.compile(r"^task-(\d+)\.safetensors$")
@@ -76,45 +79,101 @@ def model_tensors(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, 
 
 def save_checkpoint(path: Path, model: nn.Module, strategy_state: Optional[dict] = None,
                     progress: Optional[dict] = None) -> None:
+    """Write a checkpoint atomically. A failed write (a full disk) raises CheckpointError and
+    leaves whatever ``path`` held before (and every other checkpoint) intact."""
     tensors, meta = model_tensors(model)
     for key, value in (strategy_state or {}).items():
         tensors[STRATEGY_PREFIX + key] = value.detach().cpu().contiguous()
     metadata = {"bitcl": json.dumps(meta)}
     if progress is not None:
         metadata["bitcl_progress"] = json.dumps(progress)
-    atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=metadata))
-
-
-def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """Tensors and decoded metadata of a checkpoint; CheckpointError if it is not a valid one."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint")
     try:
-        tensors = load_file(str(path))
-        from safetensors import safe_open
-        with safe_open(str(path), framework="pt") as f:
-            raw = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
-        raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({str(error).splitlines()[0]})") from None
-    if "bitcl" not in raw:
-        raise CheckpointError(f"{path}: not a bitcl checkpoint (no 'bitcl' metadata)")
-    try:
-        meta = {k: json.loads(v) for k, v in raw.items() if k.startswith("bitcl")}
-    except json.JSONDecodeError:
-        raise CheckpointError(f"{path}: corrupt bitcl metadata") from None
+        atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    except (OSError, SafetensorError) as error:
+        reason = getattr(error, "strerror", None) or str(error).splitlines()[0]
+        kept = "the previous file there is unchanged" if path.exists() else "nothing was written"
+        raise CheckpointError(f"{path}: checkpoint not written ({reason}); {kept}") from None
+
+
+def read_checkpoint(path: Path, task: Optional[int] = None) -> tuple[dict[str, torch.Tensor], dict]:
+    """Tensors and decoded metadata of a checkpoint, validated; CheckpointError if it is not a valid one.
+
+    Checked (DESIGN.md part 2): every quantised ``<name>`` of the ``bitcl`` metadata has bits
+    in 2..24 and a finite positive scale, an int32 ``.codes`` inside the N-bit window and a
+    uint8 ``.frozen`` of counts <= N, of one shape with its float32 latent; no codes without
+    metadata; no complex tensors, no non-finite model weights; ``bitcl_progress`` (when
+    present) typed and consistent, for task ``task`` (default: the ``<t>`` of a file named
+    ``task-<t>.safetensors``).
+    """
+    path = Path(path)
+    if task is None and (named := _TASK_FILE.match(path.name)):
+        task = int(named.group(1))
+    where = str(path)
+    raw, tensors = read_safetensors(path, "bitcl", "pt", "checkpoint")
+    meta = {key: decode_json(raw, key, where) for key in raw if key.startswith("bitcl")}
+    validate_checkpoint(tensors, meta, where)
+    if "bitcl_progress" in meta:
+        validate_progress(meta["bitcl_progress"], where, task)
     return tensors, meta
 
 
-def load_model_state(model: nn.Module, tensors: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
-    """Load contract-form tensors into ``model``; CheckpointError when they do not fit it."""
+def validate_checkpoint(tensors: dict[str, torch.Tensor], meta: dict, where: str) -> None:
+    """The tensors and ``bitcl`` metadata of a checkpoint against the contract (see read_checkpoint)."""
+    quantized = Fields(meta.get("bitcl"), where, CheckpointError, "bitcl")
+    for name, info in quantized.obj.items():
+        entry = Fields(info, where, CheckpointError, f"bitcl[{name!r}]")
+        bits = entry.integer("bits", 2, 24)
+        scale = entry.number("scale")
+        if not scale > 0:
+            entry.fail(f"scale must be > 0, got {scale}")
+        for key in (name, f"{name}.codes", f"{name}.frozen"):
+            if key not in tensors:
+                raise CheckpointError(f"{where}: quantised tensor {name!r} has no {key!r} tensor")
+        latent = tensors[name]
+        if latent.dtype != torch.float32 or tuple(latent.shape) != tuple(tensors[f"{name}.codes"].shape):
+            raise CheckpointError(f"{where}: {name!r} must be float32 of the shape of its codes, got "
+                                  f"{latent.dtype} {tuple(latent.shape)}")
+        try:
+            check_codes(tensors[f"{name}.codes"], tensors[f"{name}.frozen"], bits, f"{name!r}")
+        except BitError as error:
+            raise CheckpointError(f"{where}: {error}") from None
+    for key, value in tensors.items():
+        for suffix in (".codes", ".frozen"):
+            if key.endswith(suffix) and not key.startswith(STRATEGY_PREFIX) and key[: -len(suffix)] not in quantized.obj:
+                raise CheckpointError(f"{where}: tensor {key!r} has no entry in the 'bitcl' metadata")
+        if value.is_complex():
+            raise CheckpointError(f"{where}: tensor {key!r} is complex ({value.dtype}); bitcl stores real tensors")
+        if value.is_floating_point() and not key.startswith(STRATEGY_PREFIX) and not bool(torch.isfinite(value).all()):
+            raise CheckpointError(f"{where}: tensor {key!r} holds NaN or infinite values")
+
+
+def load_model_state(model: nn.Module, tensors: dict[str, torch.Tensor], source: str = "checkpoint",
+                     meta: Optional[dict] = None) -> None:
+    """Load contract-form tensors into ``model``; CheckpointError when they do not fit it.
+
+    With ``meta`` (the checkpoint's decoded metadata), every quantised tensor's recorded bits
+    and scale must be the model's: codes are meaningless under another width or scale.
+    """
     state = {}
-    names = {n for n, _ in bit_states(model)}
+    bit = dict(bit_states(model))
+    if meta is not None:
+        recorded = meta.get("bitcl") or {}
+        for name, s in bit.items():
+            info = recorded.get(name)
+            if info is None:
+                raise CheckpointError(f"{source}: no bits/scale recorded for quantised tensor {name!r}")
+            if info["bits"] != s.bits:
+                raise CheckpointError(f"{source}: {name!r} has {info['bits']} bits in the checkpoint but "
+                                      f"{s.bits} in the model")
+            if not math.isclose(info["scale"], s.scale, rel_tol=1e-6):
+                raise CheckpointError(f"{source}: {name!r} has scale {info['scale']} in the checkpoint but "
+                                      f"{s.scale} in the model")
     for key, value in tensors.items():
         if key.startswith(STRATEGY_PREFIX):
             continue
         for suffix, buffer in ((".codes", "_codes"), (".frozen", "_frozen")):
-            if key.endswith(suffix) and key[: -len(suffix)] in names:
+            if key.endswith(suffix) and key[: -len(suffix)] in bit:
                 key = key[: -len(suffix)] + buffer
                 break
         state[key] = value
@@ -125,6 +184,17 @@ def load_model_state(model: nn.Module, tensors: dict[str, torch.Tensor], source:
         detail = (f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}" if unexpected
                   else f"shape mismatch for {wrong[:3]}")
         raise CheckpointError(f"{source}: written for a different architecture ({detail})")
+    kinds = [k for k in expected if state[k].dtype != expected[k].dtype
+             and not (state[k].is_floating_point() and expected[k].is_floating_point())]
+    if kinds:
+        k = kinds[0]
+        raise CheckpointError(f"{source}: tensor {k!r} is {state[k].dtype}, the model needs {expected[k].dtype}")
+    for name, s in bit.items():  # codes must lie in the model's own window (not only the recorded one)
+        prefix = name
+        try:
+            check_codes(state[prefix + "_codes"], state[prefix + "_frozen"], s.bits, f"{source}: {name!r}")
+        except BitError as error:
+            raise CheckpointError(str(error)) from None
     model.load_state_dict(state)
 
 

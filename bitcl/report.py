@@ -6,29 +6,41 @@ beside the report file (``--out``), or to ``<first run>/report/`` without it.
 """
 from __future__ import annotations
 
-import json
+import re
 from pathlib import Path
 from typing import Optional, Sequence
 
 from bitcl.checkpoint import atomic_write_text
 from bitcl.errors import BitclError
+from bitcl.train.rundir import refuse_run_file
+from bitcl.train.validate import read_results
 
 COLUMNS = ("run", "method", "scenario", "tasks", "ACC", "BWT", "forgetting", "final capacity", "state bytes",
            "train s")
 
 
 def load_results(run_dir: str | Path) -> dict:
-    path = Path(run_dir) / "results.json"
-    try:
-        results = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise BitclError(f"{run_dir}: no results.json (not a finished bitcl run)") from None
-    except (OSError, json.JSONDecodeError) as error:
-        raise BitclError(f"{path}: unreadable results ({error})") from None
-    for key in ("method", "accuracy_matrix", "acc", "bwt", "forgetting"):
-        if key not in results:
-            raise BitclError(f"{path}: not a bitcl results file (no {key!r})")
+    """A run's results.json, validated (``bitcl.train.validate.read_results``); supervised runs only."""
+    path = Path(run_dir)
+    if path.is_dir() and not (path / "results.json").exists():
+        raise BitclError(f"{run_dir}: no results.json (not a finished bitcl run)")
+    results = read_results(path)
+    if "accuracy_matrix" not in results:
+        raise BitclError(f"{run_dir}: an RL run (return_matrix); bitcl report compares supervised runs")
     return results
+
+
+def run_names(run_dirs: Sequence[str]) -> list[str]:
+    """One distinct, file-name-safe label per run: its folder name, with as many parent folders
+    as it takes to tell runs apart (``a/run`` and ``b/run`` become ``a-run`` and ``b-run``)."""
+    paths = [Path(d).resolve() for d in run_dirs]
+    for depth in range(1, max(len(p.parts) for p in paths) + 1):
+        names = ["-".join(p.parts[-depth:]).lstrip("/-") or "run" for p in paths]
+        if len(set(names)) == len(names):
+            break
+    else:  # the same folder given twice
+        names = [f"{n}-{i}" for i, n in enumerate(names)]
+    return [re.sub(r"[^A-Za-z0-9._+-]+", "_", n) for n in names]
 
 
 def table(runs: Sequence[tuple[str, dict]]) -> str:
@@ -97,7 +109,9 @@ def _plots(runs: Sequence[tuple[str, dict]], folder: Path) -> list[Path]:
 
 def write_report(run_dirs: Sequence[str], out: Optional[str] = None) -> str:
     """Build the report; returns the markdown (also written to ``out`` when given)."""
-    runs = [(Path(d).resolve().name, load_results(d)) for d in run_dirs]
+    if out is not None:
+        refuse_run_file(out, "--out")
+    runs = list(zip(run_names(run_dirs), (load_results(d) for d in run_dirs)))
     text = "# bitcl report\n\n" + table(runs) + "\n"
     folder = Path(out).parent if out else Path(run_dirs[0]) / "report"
     try:

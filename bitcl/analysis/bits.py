@@ -34,14 +34,17 @@ def _accuracy(model, task, batch: int = 1000) -> float:
 
 def analyze_bits(run_dir: str | Path) -> dict:
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise BitclError(f"{run_dir}: no such run directory")
     found = latest_checkpoint(run_dir / "checkpoints")
     if found is None:
         raise BitclError(f"{run_dir}: no checkpoints (not a bitcl run directory?)")
     t_last, path = found
-    model, spec = load_checkpoint_model(path)
+    model, spec = load_checkpoint_model(path)  # validated: tensors, metadata, progress, model description
     if spec["backbone"] != "quant":
         raise BitclError(f"{run_dir}: a float-backbone run has no bits to analyse")
-    config = RunConfig(**read_checkpoint(path)[1]["bitcl_progress"]["config"])
+    progress = read_checkpoint(path, task=t_last)[1]["bitcl_progress"]
+    config = RunConfig.from_dict(progress["config"], f"{path}: bitcl_progress.config")
     scenario = build_scenario(config.benchmark, load_source(config.data), config.scenario, config.tasks,
                               config.seed, config.classes)
     tasks = scenario.tasks[:t_last + 1]

@@ -8,9 +8,12 @@ train/test split. Sources without a split get the stratified 80/20 split of
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import pickle
 import struct
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,8 +21,10 @@ import numpy as np
 import torch
 
 from bitcl.errors import DataError
+from bitcl.train.validate import check_fits_memory
 
 PIXEL_SCALE = 255.0  # raw 8-bit pixels are divided by this; no further normalisation
+MAX_LABEL = 9999  # class labels; far more classes than any benchmark has means a corrupt file
 
 
 @dataclass
@@ -53,7 +58,11 @@ def stratified_split(y: np.ndarray, train_fraction: float = 0.8, seed: int = 0) 
 
 
 def _images(x: np.ndarray, where: str) -> torch.Tensor:
-    """Images as float32 (n, C, H, W) in [0, 1]; accepts (n, D), (n, H, W), (n, C, H, W)."""
+    """Images as float32 (n, C, H, W) in [0, 1]; accepts (n, D), (n, H, W), (n, C, H, W).
+
+    Integer or real pixels only (no bool, complex or object arrays), finite, in 0..1 or 0..255
+    (the latter divided by 255), and no empty image dimension.
+    """
     if x.ndim == 2:
         side = int(round(np.sqrt(x.shape[1])))
         if side * side != x.shape[1]:
@@ -63,28 +72,30 @@ def _images(x: np.ndarray, where: str) -> torch.Tensor:
         x = x[:, None]
     elif x.ndim != 4:
         raise DataError(f"{where}: x must have shape (n, D), (n, H, W) or (n, C, H, W), got {x.shape}")
+    if 0 in x.shape[1:]:
+        raise DataError(f"{where}: images of shape {x.shape[1:]} have an empty dimension")
+    if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+        raise DataError(f"{where}: x must hold integer or real pixels, got dtype {x.dtype}")
     if x.dtype == np.uint8:
-        out = torch.from_numpy(np.ascontiguousarray(x)).to(torch.float32) / PIXEL_SCALE
-    elif np.issubdtype(x.dtype, np.number):
-        out = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-        if out.numel() and float(out.max()) > 1.5:  # raw 0..255 pixels stored as floats
-            out = out / PIXEL_SCALE
-    else:
-        raise DataError(f"{where}: x must be numeric, got dtype {x.dtype}")
-    if not torch.isfinite(out).all():
+        return torch.from_numpy(np.ascontiguousarray(x)).to(torch.float32) / PIXEL_SCALE
+    if x.size and np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
         raise DataError(f"{where}: x contains NaN or infinite values")
-    return out
+    lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
+    if lo < 0 or hi > PIXEL_SCALE:
+        raise DataError(f"{where}: pixels must lie in 0..1 or 0..255, got {lo:g}..{hi:g}")
+    out = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    return out / PIXEL_SCALE if hi > 1.5 else out  # raw 0..255 pixels stored as numbers
 
 
-def _labels(y: np.ndarray, n: int, where: str) -> torch.Tensor:
+def _labels(y: np.ndarray, n: int, where: str, max_label: int = MAX_LABEL) -> torch.Tensor:
     y = np.asarray(y)
     if y.ndim != 1 or len(y) != n:
         raise DataError(f"{where}: y must be a vector of {n} labels, got shape {y.shape}")
     if not np.issubdtype(y.dtype, np.integer):
         if not np.issubdtype(y.dtype, np.floating) or not np.all(np.mod(y, 1) == 0):
             raise DataError(f"{where}: labels must be integers, got dtype {y.dtype}")
-    if len(y) and (y.min() < 0 or y.max() > 9999):
-        raise DataError(f"{where}: labels must lie in 0..9999, got {y.min()}..{y.max()}")
+    if len(y) and (y.min() < 0 or y.max() > max_label):
+        raise DataError(f"{where}: labels must lie in 0..{max_label}, got {y.min()}..{y.max()}")
     return torch.from_numpy(y.astype(np.int64))
 
 
@@ -111,37 +122,97 @@ def load_embedded() -> ArrayData:
 
 
 def load_npz(path: str | os.PathLike) -> ArrayData:
-    """An ``.npz`` with ``x``, ``y`` and optionally a bool ``train`` mask."""
+    """An ``.npz`` with ``x``, ``y`` and optionally a bool ``train`` mask.
+
+    Before any array is read, each member's ``.npy`` header is checked: its shape and dtype
+    must fit in the member's stored size (and in memory), so a forged header claiming 10^12
+    elements is refused without allocating. Truncated or CRC-corrupt archives are DataErrors.
+    """
     try:
+        sizes = _npz_member_sizes(Path(path))
+        missing = {"x", "y"} - set(sizes)
+        if missing:
+            raise DataError(f"{path}: missing arrays {sorted(missing)} (need x, y and optionally train)")
         with np.load(path, allow_pickle=False) as f:
-            missing = {"x", "y"} - set(f.files)
-            if missing:
-                raise DataError(f"{path}: missing arrays {sorted(missing)} (need x, y and optionally train)")
             return from_arrays(Path(path).stem, f["x"], f["y"], f["train"] if "train" in f.files else None)
-    except (OSError, ValueError, EOFError) as error:
-        if isinstance(error, DataError):
-            raise
-        raise DataError(f"{path}: not a readable .npz file ({error})") from None
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError, NotImplementedError,
+            RuntimeError, struct.error, MemoryError) as error:
+        reason = (str(error).splitlines() or [type(error).__name__])[0][:160]
+        raise DataError(f"{path}: not a readable .npz file ({reason})") from None
 
 
-def _read_idx(path: Path) -> np.ndarray:
+def _npz_member_sizes(path: Path) -> dict[str, int]:
+    """Name -> element count of each ``.npy`` member, validated against the archive before reading."""
+    sizes = {}
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            name = info.filename[:-4]
+            with archive.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+                else:
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+                header = member.tell()
+            if dtype.hasobject:
+                raise DataError(f"{path}: array {name!r} holds Python objects; bitcl reads numeric arrays only")
+            count = math.prod(shape)
+            nbytes = count * dtype.itemsize
+            if nbytes > info.file_size - header:
+                raise DataError(f"{path}: array {name!r} claims shape {shape} ({nbytes:,} bytes) but the "
+                                f"file stores {max(info.file_size - header, 0):,}")
+            check_fits_memory(4 * nbytes if name == "x" else nbytes, f"{path}: array {name!r}")
+            sizes[name] = count
+    return sizes
+
+
+def _read_idx(path: Path, ndim: int) -> np.ndarray:
+    """An unsigned-byte IDX file (raw or gzip) of ``ndim`` dimensions, header checked before reading."""
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as f:
-            data = f.read()
-    except (OSError, EOFError) as error:
+            head = f.read(4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] != 0x08:
+                raise DataError(f"{path}: not an unsigned-byte IDX file")
+            if head[3] != ndim:
+                raise DataError(f"{path}: an IDX file of {head[3]} dimensions, expected {ndim}")
+            dims = f.read(4 * ndim)
+            if len(dims) < 4 * ndim:
+                raise DataError(f"{path}: truncated IDX header")
+            shape = struct.unpack(f">{ndim}I", dims)
+            if 0 in shape:
+                raise DataError(f"{path}: IDX shape {shape} is empty")
+            expected = math.prod(shape)
+            if path.suffix != ".gz" and expected != path.stat().st_size - 4 - 4 * ndim:
+                raise DataError(f"{path}: IDX body has {path.stat().st_size - 4 - 4 * ndim} bytes, "
+                                f"header says {expected}")
+            check_fits_memory(4 * expected, str(path))
+            body = _read_exactly(f, expected)
+            extra = len(f.read(1))
+    except DataError:
+        raise
+    except (OSError, EOFError, zlib.error) as error:
         raise DataError(f"{path}: unreadable IDX file ({error})") from None
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        raise DataError(f"{path}: not an unsigned-byte IDX file")
-    ndim = data[3]
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise DataError(f"{path}: truncated IDX header")
-    shape = struct.unpack(f">{ndim}I", data[4:header])
-    expected = int(np.prod(shape))
-    if len(data) - header != expected:
-        raise DataError(f"{path}: IDX body has {len(data) - header} bytes, header says {expected}")
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape).copy()
+    if len(body) != expected or extra:
+        size = f"{len(body)}" if len(body) != expected else f"more than {expected}"
+        raise DataError(f"{path}: IDX body has {size} bytes, header says {expected}")
+    return np.frombuffer(body, dtype=np.uint8).reshape(shape).copy()
+
+
+def _read_exactly(f, count: int, chunk: int = 1 << 24) -> bytes:
+    """Up to ``count`` bytes, read in chunks, so a lying header costs no more than the data present."""
+    parts, got = [], 0
+    while got < count:
+        part = f.read(min(chunk, count - got))
+        if not part:
+            break
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)
 
 
 def _find(folder: Path, stem: str) -> Path | None:
@@ -162,7 +233,7 @@ def load_idx_dir(folder: str | os.PathLike) -> ArrayData:
     for prefix in ("train", "t10k"):
         images, labels = _find(folder, f"{prefix}-images-idx3-ubyte"), _find(folder, f"{prefix}-labels-idx1-ubyte")
         if images and labels:
-            pairs[prefix] = (_read_idx(images), _read_idx(labels))
+            pairs[prefix] = (_read_idx(images, 3), _read_idx(labels, 1))
     if not pairs:
         raise DataError(f"{folder}: no MNIST IDX files (train-images-idx3-ubyte[.gz] / t10k-...) found")
     for prefix, (x, y) in pairs.items():
@@ -191,29 +262,48 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
 
 
-def _read_cifar_batch(path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
+def _read_cifar_batch(path: Path, label_key: bytes, classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR python batch: ``data`` uint8 (n, 3072), ``n`` integer labels in 0..classes-1."""
     try:
         with open(path, "rb") as f:
             batch = _ArrayOnlyUnpickler(f, encoding="bytes").load()
-        x = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-        y = np.asarray(batch[label_key], dtype=np.int64)
-    except (OSError, EOFError, KeyError, ValueError, TypeError, pickle.UnpicklingError) as error:
-        raise DataError(f"{path}: not a CIFAR python batch ({error})") from None
-    return x, y
+    except OSError as error:
+        raise DataError(f"{path}: unreadable ({error.strerror or error})") from None
+    except Exception as error:  # noqa: BLE001 - a malformed pickle can raise almost anything
+        raise DataError(f"{path}: not a CIFAR python batch ({type(error).__name__}: "
+                        f"{(str(error).splitlines() or [''])[0][:120]})") from None
+    if not isinstance(batch, dict) or b"data" not in batch or label_key not in batch:
+        raise DataError(f"{path}: not a CIFAR python batch (need a dict with {b'data'!r} and {label_key!r})")
+    data, labels = batch[b"data"], batch[label_key]
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        shape = getattr(data, "shape", None)
+        raise DataError(f"{path}: data must be a uint8 array of shape (n, 3072), got "
+                        f"{getattr(data, 'dtype', type(data).__name__)} {shape}")
+    if isinstance(labels, np.ndarray):
+        labels = labels.tolist() if labels.ndim == 1 else None
+    if not isinstance(labels, list) or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                                                for v in labels):
+        raise DataError(f"{path}: {label_key.decode()} must be a list of integers")
+    if len(labels) != len(data):
+        raise DataError(f"{path}: {len(data)} images but {len(labels)} labels")
+    bad = [v for v in labels if not 0 <= v < classes]
+    if bad:
+        raise DataError(f"{path}: label {bad[0]} outside 0..{classes - 1}")
+    return data.reshape(-1, 3, 32, 32), np.asarray(labels, dtype=np.int64)
 
 
 def load_cifar_dir(folder: str | os.PathLike) -> ArrayData:
     """``cifar-10-batches-py`` (data_batch_1..5, test_batch) or ``cifar-100-python`` (train, test)."""
     folder = Path(folder)
     if (folder / "test_batch").exists():
-        parts = [_read_cifar_batch(p, b"labels") for p in sorted(folder.glob("data_batch_*"))]
+        parts = [_read_cifar_batch(p, b"labels", 10) for p in sorted(folder.glob("data_batch_*"))]
         if not parts:
             raise DataError(f"{folder}: no data_batch_* files")
-        test = _read_cifar_batch(folder / "test_batch", b"labels")
+        test = _read_cifar_batch(folder / "test_batch", b"labels", 10)
         name = "cifar10"
     elif (folder / "train").exists() and (folder / "test").exists():
-        parts = [_read_cifar_batch(folder / "train", b"fine_labels")]
-        test = _read_cifar_batch(folder / "test", b"fine_labels")
+        parts = [_read_cifar_batch(folder / "train", b"fine_labels", 100)]
+        test = _read_cifar_batch(folder / "test", b"fine_labels", 100)
         name = "cifar100"
     else:
         raise DataError(f"{folder}: not a CIFAR-10/100 python folder")

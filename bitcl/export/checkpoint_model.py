@@ -1,7 +1,10 @@
 """Rebuild the model a checkpoint describes, with the weights a device would run.
 
 The deployed weights are the quantised values ``scale * codes``; the float
-latent the optimiser kept (within half a code step of them) is dropped.
+latent the optimiser kept (within half a code step of them) is dropped. The
+checkpoint is validated first (``bitcl.checkpoint.read_checkpoint``), its model
+description is checked against the tensors it holds before the model is built,
+and the recorded bits and scales must be the model's.
 """
 from __future__ import annotations
 
@@ -13,31 +16,37 @@ from bitcl.checkpoint import load_model_state, read_checkpoint
 from bitcl.errors import CheckpointError
 from bitcl.models import ContinualModel, build_model
 from bitcl.quant import bit_states
+from bitcl.train.validate import check_spec_size, validate_model_spec
 
 SPEC_KEYS = ("arch", "input_shape", "hidden", "setting", "head_sizes", "backbone", "bits")
 
 
 def checkpoint_spec(meta: dict, path) -> dict:
-    spec = (meta.get("bitcl_progress") or {}).get("model")
-    if not spec or any(k not in spec for k in SPEC_KEYS):
+    """The validated model description of a checkpoint written by ``bitcl run``."""
+    progress = meta.get("bitcl_progress")
+    spec = progress.get("model") if isinstance(progress, dict) else None
+    if spec is None:
         raise CheckpointError(f"{path}: checkpoint has no model description (written by bitcl run?)")
-    return spec
+    return validate_model_spec(spec, str(path))
 
 
-def model_from_spec(spec: dict) -> ContinualModel:
+def model_from_spec(spec: dict, where: str = "checkpoint") -> ContinualModel:
+    """Build the model of a validated spec (``width``, ``bn``, ``dropout`` default as in RunConfig)."""
     try:
         return build_model(spec["arch"], spec["input_shape"], spec["head_sizes"], spec["setting"], spec["backbone"],
-                           spec["bits"], spec["hidden"])
-    except (ValueError, TypeError) as error:
-        raise CheckpointError(f"invalid model description in checkpoint ({error})") from None
+                           spec["bits"], spec["hidden"], spec.get("width", 0), spec.get("bn", "first-task"),
+                           spec.get("dropout", 0.0))
+    except (ValueError, TypeError, KeyError) as error:
+        raise CheckpointError(f"{where}: invalid model description ({str(error).splitlines()[0]})") from None
 
 
 def load_checkpoint_model(path: str | Path) -> tuple[ContinualModel, dict]:
     """The checkpoint's model in eval mode, weights set to ``scale * codes``, and its spec."""
     tensors, meta = read_checkpoint(Path(path))
     spec = checkpoint_spec(meta, path)
-    model = model_from_spec(spec)
-    load_model_state(model, tensors, str(path))
+    check_spec_size(spec, sum(t.numel() for t in tensors.values()), str(path))
+    model = model_from_spec(spec, str(path))
+    load_model_state(model, tensors, str(path), meta)
     with torch.no_grad():
         for _, state in bit_states(model):
             state.latent.copy_(state.dequantized())

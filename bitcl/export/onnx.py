@@ -20,7 +20,8 @@ from torch import nn
 
 from bitcl.errors import BitclError
 from bitcl.quant import BitConv2d, BitLinear, bit_states
-from bitcl.quant.reduce import codes_from_top_bits, top_bits
+from bitcl.quant.codes import codes_from_top_bits, top_bits
+from bitcl.train.rundir import refuse_run_file
 
 from .checkpoint_model import load_checkpoint_model
 from .packed import check_keep, check_task, input_permutation
@@ -116,6 +117,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, task: Optional[int] = N
             from brevitas.export import export_onnx_qcdq
     except ImportError as error:
         raise BitclError(f"ONNX export needs the export extra (pip install 'bitcl[export]'): {error}") from None
+    refuse_run_file(out, "--out")
     module, spec = brevitas_model(checkpoint, task, bits)
     pixels = 1
     for d in spec["input_shape"]:

@@ -22,8 +22,7 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from bitcl.checkpoint import atomic_write
@@ -32,18 +31,20 @@ from bitcl.data.sources import PIXEL_SCALE
 from bitcl.errors import BitclError, CheckpointError
 from bitcl.kernels import pack_bitplanes, unpack_bitplanes
 from bitcl.quant import bit_states
-from bitcl.quant.reduce import codes_from_top_bits, top_bits
+from bitcl.quant.codes import codes_from_top_bits, top_bits
+from bitcl.train.rundir import refuse_run_file
+from bitcl.train.validate import decode_json, read_safetensors
 
 from .checkpoint_model import load_checkpoint_model, model_from_spec
-
-FORMAT_VERSION = 1
+from .validate import FORMAT_VERSION, validate_packed
 
 
 def check_task(spec: dict, task: Optional[int]) -> Optional[int]:
     if task is None:
         return None
-    if not 0 <= task < spec["tasks"]:
-        raise BitclError(f"--task {task} does not exist (the checkpoint has tasks 0..{spec['tasks'] - 1})")
+    tasks = spec.get("tasks") or len(spec["head_sizes"])
+    if not 0 <= task < tasks:
+        raise BitclError(f"--task {task} does not exist (the checkpoint has tasks 0..{tasks - 1})")
     return task
 
 
@@ -69,7 +70,10 @@ def input_permutation(spec: dict, task: Optional[int]) -> Optional[torch.Tensor]
 
 def export_packed(checkpoint: str | Path, out: str | Path, task: Optional[int] = None,
                   bits: Optional[int] = None) -> dict:
-    """Write the packed file; returns a summary (sizes in bytes and bytes per weight)."""
+    """Write the packed file; returns a summary (sizes in bytes and bytes per weight).
+
+    Refuses to write inside a run's checkpoints/ or over a run's files (``refuse_run_file``)."""
+    refuse_run_file(out, "--out")
     model, spec = load_checkpoint_model(checkpoint)
     task = check_task(spec, task)
     if spec["backbone"] != "quant" and bits is not None:
@@ -111,16 +115,13 @@ def export_packed(checkpoint: str | Path, out: str | Path, task: Optional[int] =
 
 
 def read_packed(path: str | Path) -> tuple[dict, dict]:
-    """Tensors and metadata of a packed file (no unpickling)."""
-    try:
-        tensors = load_file(str(path))
-        with safe_open(str(path), framework="pt") as f:
-            raw = (f.metadata() or {}).get("bitcl_packed")
-    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
-        raise CheckpointError(f"{path}: not a readable packed file ({str(error).splitlines()[0]})") from None
-    if raw is None:
-        raise CheckpointError(f"{path}: not a bitcl packed file")
-    return tensors, json.loads(raw)
+    """Tensors and metadata of a packed file (no unpickling), validated (``validate_packed``)."""
+    path = Path(path)
+    raw, tensors = read_safetensors(path, "bitcl_packed", "pt", "packed file")
+    meta = decode_json(raw, "bitcl_packed", str(path))
+    validate_packed({k: (str(v.dtype).replace("torch.", ""), tuple(v.shape)) for k, v in tensors.items()}, meta,
+                    str(path), values={k: v for k, v in tensors.items() if v.dtype != torch.uint8})
+    return tensors, meta
 
 
 class PackedModel(nn.Module):
@@ -145,11 +146,40 @@ class PackedModel(nn.Module):
 
 
 def load_packed(path: str | Path) -> PackedModel:
-    """Rebuild the model from a packed file alone; its outputs equal the checkpoint model's."""
+    """Rebuild the model from a packed file alone; its outputs equal the checkpoint model's.
+
+    Every tensor the model needs must be in the file, with the model's shape, and nothing else:
+    a file that would leave a layer at its random initialisation is refused, never half-used.
+    """
     tensors, meta = read_packed(path)
-    model = model_from_spec(meta["model"])
+    model = model_from_spec(meta["model"], str(path))
+    states = dict(bit_states(model))
+    for name, state in states.items():
+        info = meta["quantized"].get(name)
+        if info is None:
+            raise CheckpointError(f"{path}: no packed planes for quantised tensor {name!r}")
+        if tuple(info["shape"]) != tuple(state.codes.shape) or info["bits_trained"] != state.bits:
+            raise CheckpointError(f"{path}: {name!r} is {info['bits_trained']}-bit {tuple(info['shape'])} in the file "
+                                  f"but {state.bits}-bit {tuple(state.codes.shape)} in the model it describes")
+    extra = sorted(set(meta["quantized"]) - set(states))
+    if extra:
+        raise CheckpointError(f"{path}: packed planes for {extra[0]!r}, which the model does not have")
+    params = dict(model.named_parameters())
+    needed = set(params) - set(states)  # quantised parameters come from their planes
+    task = meta["task"]
+    if meta["model"]["setting"] == "task" and task is not None:
+        needed = {k for k in needed if not k.startswith("heads.") or k.startswith(f"heads.{task}.")}
+    stored = {k for k in tensors if not k.endswith(".planes") and k != "input.permutation"}
+    if needed - stored:
+        raise CheckpointError(f"{path}: missing tensor {sorted(needed - stored)[0]!r} of the model")
+    for key in sorted(stored):
+        if key not in params:
+            raise CheckpointError(f"{path}: tensor {key!r} is not a parameter of the model it describes")
+        if tuple(tensors[key].shape) != tuple(params[key].shape):
+            raise CheckpointError(f"{path}: tensor {key!r} has shape {tuple(tensors[key].shape)}, the model "
+                                  f"needs {tuple(params[key].shape)}")
     with torch.no_grad():
-        for name, state in bit_states(model):
+        for name, state in states.items():
             info = meta["quantized"][name]
             n = state.codes.numel()
             keep = info["bits_stored"]
@@ -159,10 +189,8 @@ def load_packed(path: str | Path) -> PackedModel:
             state.latent.copy_(value)
             if info["bits_stored"] == info["bits_trained"]:
                 state.codes.copy_(ints)
-        params = dict(model.named_parameters())
-        for key, value in tensors.items():
-            if key in params:
-                params[key].copy_(value)
+        for key in stored:
+            params[key].copy_(tensors[key])
     model.set_active_outputs(meta["active_outputs"])
     permutation = tensors.get("input.permutation")
     return PackedModel(model.eval(), meta, permutation).eval()

@@ -9,12 +9,14 @@ activations). Supports bitcl's MLP and conv net.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
-from safetensors import safe_open
+from bitcl.errors import CheckpointError, DataError
+from bitcl.train.validate import decode_json, read_safetensors
+
+from .validate import validate_packed
 
 
 def unpack_planes(planes: np.ndarray, bits: int, n: int) -> np.ndarray:
@@ -28,9 +30,7 @@ class NumpyRuntime:
     """Run a packed bitcl model on raw pixels with numpy."""
 
     def __init__(self, path: str | Path):
-        with safe_open(str(path), framework="np") as f:
-            self.meta = json.loads(f.metadata()["bitcl_packed"])
-            self.tensors = {k: f.get_tensor(k) for k in f.keys()}
+        self.meta, self.tensors = _read(Path(path))
         self.spec = self.meta["model"]
         self.layers = {}  # name -> (integer codes, scale)
         for name, info in self.meta["quantized"].items():
@@ -42,6 +42,44 @@ class NumpyRuntime:
             else:
                 ints, mult = 2 * top - (1 << b) + 1, float(2 ** (big - b - 1))
             self.layers[name] = (ints.reshape(info["shape"]), info["scale"] * mult)
+        self._check_layers(str(path))
+
+    def _shape(self, name: str):
+        if name in self.layers:
+            return tuple(self.layers[name][0].shape)
+        if name in self.tensors:
+            return tuple(self.tensors[name].shape)
+        return None
+
+    def _check_layers(self, where: str) -> None:
+        """The layers this runtime will read exist and chain (MLP and conv net only)."""
+        spec = self.spec
+        task = self.meta["task"]
+        head = f"heads.{task if task is not None else 0}" if spec["setting"] == "task" else "heads.0"
+        if spec["arch"] == "mlp":
+            prefixes = [f"backbone.layers.{1 + 2 * i}" for i in range(len(spec["hidden"]))] + [head]
+            inputs = [int(np.prod(spec["input_shape"]))] + list(spec["hidden"])
+            layers = [(p, 2, (None, n)) for p, n in zip(prefixes, inputs)]
+        elif spec["arch"] == "conv":
+            layers = [("backbone.layers.0", 4, (None, spec["input_shape"][0], 3, 3)),
+                      ("backbone.layers.3", 4, None), ("backbone.layers.7", 2, None), (head, 2, None)]
+        else:
+            raise CheckpointError(f"{where}: the numpy runtime runs the mlp and conv architectures, "
+                                  f"not {spec['arch']!r}")
+        previous = None
+        for prefix, ndim, want in layers:
+            shape = self._shape(f"{prefix}.weight")
+            if shape is None or len(shape) != ndim:
+                raise CheckpointError(f"{where}: missing or malformed {prefix}.weight for the {spec['arch']} runtime")
+            if want is not None and any(w is not None and w != s for w, s in zip(want, shape)):
+                raise CheckpointError(f"{where}: {prefix}.weight has shape {shape}, expected {want}")
+            if previous is not None and ndim == 4 and shape[1] != previous:
+                raise CheckpointError(f"{where}: {prefix}.weight takes {shape[1]} channels, the layer before "
+                                      f"gives {previous}")
+            bias = self._shape(f"{prefix}.bias")
+            if bias is not None and bias != (shape[0],):
+                raise CheckpointError(f"{where}: {prefix}.bias has shape {bias}, expected {(shape[0],)}")
+            previous = shape[0]
 
     def _weight(self, name: str):
         """(integer codes or None, float weights)"""
@@ -78,9 +116,14 @@ class NumpyRuntime:
 
     def __call__(self, raw_pixels: np.ndarray, task: int | None = None) -> np.ndarray:
         """Logits for raw pixels (0..255, any numeric dtype, shape (n, ...))."""
-        x = np.asarray(raw_pixels).reshape(len(raw_pixels), -1)
-        if not np.all(x == np.round(x)) or x.min() < 0 or x.max() > 255:
-            raise ValueError("raw pixels must be integers in 0..255")
+        x = np.asarray(raw_pixels)
+        pixels = int(np.prod(self.spec["input_shape"]))
+        if x.ndim < 1 or not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)) \
+                or x.size != len(x) * pixels:
+            raise DataError(f"raw pixels must be a real array of n x {pixels} values, got {x.dtype} {x.shape}")
+        x = x.reshape(len(x), -1)
+        if x.size and (not np.all(x == np.round(x)) or x.min() < 0 or x.max() > 255):
+            raise DataError("raw pixels must be integers in 0..255")
         if "input.permutation" in self.tensors:
             x = x[:, self.tensors["input.permutation"]]
         x = x.astype(np.int64)
@@ -102,3 +145,12 @@ class NumpyRuntime:
         if spec["setting"] == "class":
             logits[:, self.meta["active_outputs"]:] = -np.inf
         return logits
+
+
+def _read(path: Path) -> tuple[dict, dict]:
+    """Metadata and tensors of a packed file with numpy, validated (``bitcl.export.validate``)."""
+    raw, tensors = read_safetensors(path, "bitcl_packed", "np", "packed file")
+    meta = decode_json(raw, "bitcl_packed", str(path))
+    validate_packed({k: (str(v.dtype), tuple(v.shape)) for k, v in tensors.items()}, meta, str(path),
+                    values={k: v for k, v in tensors.items() if v.dtype != np.uint8})
+    return meta, tensors

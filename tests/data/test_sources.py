@@ -77,9 +77,18 @@ def test_cifar_pickle_with_code_is_refused(tmp_path):
     ({"x": np.zeros((4, 5, 5, 5, 5), np.uint8), "y": np.zeros(4, int)}, "shape"),
     ({"x": np.full((4, 4), np.nan), "y": np.zeros(4, int)}, "NaN"),
     ({"x": np.zeros((4, 28, 28), np.uint8), "y": np.zeros(3, int)}, "labels"),
+    ({"x": np.zeros((4, 8, 8), np.complex64), "y": np.zeros(4, int)}, "integer or real pixels"),
+    ({"x": np.zeros((4, 8, 8), bool), "y": np.zeros(4, int)}, "integer or real pixels"),
+    ({"x": np.full((4, 8, 8), 300.0), "y": np.zeros(4, int)}, "0..1 or 0..255"),
+    ({"x": np.full((4, 8, 8), -1.0), "y": np.zeros(4, int)}, "0..1 or 0..255"),
+    ({"x": np.zeros((4, 0, 8), np.uint8), "y": np.zeros(4, int)}, "empty dimension"),
+    ({"x": np.zeros((4, 8, 8), np.uint8), "y": np.array([0.5, 1, 2, 3])}, "integers"),
+    ({"x": np.zeros((4, 8, 8), np.uint8), "y": np.array([0, 1, 2, 10 ** 6])}, "0..9999"),
+    ({"x": np.zeros((4, 8, 8), np.uint8), "y": np.zeros(4, int), "train": np.ones(4, np.int8)}, "bool vector"),
 ])
 def test_bad_npz_is_refused(tmp_path, arrays, message):
-    """Missing arrays, negative labels, wrong shapes, NaN pixels, length mismatch: DataError."""
+    """Missing arrays, negative labels, wrong shapes, NaN pixels, length mismatch, complex/bool pixels,
+    pixels outside 0..255, empty image dims, fractional or huge labels, a non-bool split: DataError."""
     path = tmp_path / "bad.npz"
     np.savez(path, **arrays)
     with pytest.raises(DataError, match=message):
@@ -110,3 +119,171 @@ def test_scenarios_map_targets_per_setting():
         build_scenario("split-mnist", data, "task", 3, 0)
     with pytest.raises(DataError, match="do not occur"):
         build_scenario("split-mnist", data, "task", 1, 0, classes=[3, 42])
+
+
+# -- malformed files: refused with one line naming the file, before allocating -------------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from tests.robustness import fixtures as fx  # noqa: E402
+
+
+def _npz_bytes(tmp_path) -> bytes:
+    return fx.write_npz(tmp_path / "ok.npz").read_bytes()
+
+
+def _forged_npz(path, shape, dtype="<u1"):
+    """An .npz whose x.npy header claims ``shape`` but stores 64 bytes."""
+    import io
+    import zipfile
+    header = {"descr": dtype, "fortran_order": False, "shape": shape}
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, header)
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("x.npy", buf.getvalue() + bytes(64))
+        z.writestr("y.npy", _npy(np.zeros(4, np.int64)))
+    return path
+
+
+def _npy(array) -> bytes:
+    import io
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda b: b[: len(b) // 2], "not a readable .npz"),
+    (lambda b: b[: len(b) - 30], "not a readable .npz"),
+    (lambda b: b[:200] + bytes([b[200] ^ 0xFF]) + b[201:], "not a readable .npz"),  # CRC mismatch
+    (lambda b: b"", "not a readable .npz"),
+])
+def test_truncated_or_crc_corrupt_npz(tmp_path, damage, message):
+    """Truncated archives and flipped bytes (CRC errors) are DataErrors naming the file."""
+    path = tmp_path / "bad.npz"
+    path.write_bytes(damage(_npz_bytes(tmp_path)))
+    with pytest.raises(DataError, match=message) as caught:
+        load_source(path)
+    assert str(caught.value).startswith(str(path))
+
+
+def test_npz_header_claiming_1e12_elements_is_refused_without_allocating(tmp_path):
+    """A forged .npy header (10^12 elements, 64 stored bytes) is refused from the header alone."""
+    path = _forged_npz(tmp_path / "huge.npz", (10 ** 6, 10 ** 3, 10 ** 3))
+    with pytest.raises(DataError, match=r"claims shape \(1000000, 1000, 1000\)"):
+        load_source(path)
+
+
+def test_npz_with_an_object_array_is_refused(tmp_path):
+    """An object (pickled) array inside an .npz is refused, never unpickled."""
+    path = tmp_path / "obj.npz"
+    np.savez(path, x=np.array([os.system], dtype=object), y=np.zeros(1, int))
+    with pytest.raises(DataError, match="Python objects"):
+        load_source(path)
+
+
+@pytest.mark.parametrize("images, labels, message", [
+    (b"\x00\x00\x08\x03" + (10 ** 4).to_bytes(4, "big") * 3, None, "claims 4,000,000,000,000 bytes .* refusing"),
+    (b"\x00\x00\x08\x03" + (100).to_bytes(4, "big") * 3, None, "IDX body has 0 bytes, header says 1000000"),
+    (b"\x00\x00\x08\x02" + (4).to_bytes(4, "big") * 2 + bytes(16), None, "2 dimensions, expected 3"),
+    (b"\x00\x00\x0d\x03", None, "not an unsigned-byte IDX"),
+    (None, b"\x00\x00\x08\x01" + (40).to_bytes(4, "big") + bytes(41), "more than 40 bytes"),
+    (b"\x00\x00\x08\x03" + (0).to_bytes(4, "big") * 3, None, "is empty"),
+])
+def test_malformed_idx_headers(tmp_path, images, labels, message):
+    """Lying, truncated or wrong-kind IDX headers are refused before the body is read or allocated."""
+    folder = fx.write_idx_dir(tmp_path / "idx", images, labels)
+    with pytest.raises(DataError, match=message):
+        load_source(folder)
+
+
+def test_raw_idx_header_claiming_more_than_the_file_is_refused(tmp_path):
+    """An uncompressed IDX file whose header claims 10^12 bytes is refused from its size alone."""
+    folder = fx.write_idx_dir(tmp_path / "idx")
+    x, y = fx.digits()
+    (folder / "t10k-images-idx3-ubyte.gz").unlink()
+    (folder / "t10k-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03" + (10 ** 4).to_bytes(4, "big") * 3)
+    with pytest.raises(DataError, match="header says 1000000000000"):
+        load_source(folder)
+
+
+@pytest.mark.parametrize("damage", [lambda b: b[: len(b) // 2], lambda b: b[:len(b) // 2] + b"\xff" * 8 + b[len(b) // 2 + 8:],
+                                    lambda b: b[:-8] + b"\0\0\0\0\0\0\0\0"])
+def test_corrupt_gzip_idx_is_refused(tmp_path, damage):
+    """Truncated gzip, a corrupt deflate stream and a CRC mismatch are DataErrors naming the file."""
+    folder = fx.write_idx_dir(tmp_path / "idx")
+    path = folder / "t10k-images-idx3-ubyte.gz"
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(DataError, match="t10k-images-idx3-ubyte.gz: unreadable IDX file"):
+        load_source(folder)
+
+
+@pytest.mark.parametrize("batch, message", [
+    ({**fx.cifar_batch(), b"labels": [10] * 10}, "label 10 outside 0..9"),
+    ({**fx.cifar_batch(), b"labels": [-1] * 10}, "label -1 outside 0..9"),
+    ({**fx.cifar_batch(), b"labels": [0.5] * 10}, "list of integers"),
+    ({**fx.cifar_batch(), b"labels": [0] * 9}, "10 images but 9 labels"),
+    ({**fx.cifar_batch(), b"data": np.zeros((10, 3000), np.uint8)}, r"shape \(n, 3072\)"),
+    ({**fx.cifar_batch(), b"data": np.zeros((10, 3072), np.float32)}, "uint8 array"),
+    ({b"data": np.zeros((10, 3072), np.uint8)}, "need a dict"),
+    ([1, 2, 3], "need a dict"),
+    ({**fx.cifar_batch(), b"labels": [2 ** 80] * 10}, "outside 0..9"),
+    (b"\x80\x04\x95garbage", "not a CIFAR python batch"),
+    (b"", "not a CIFAR python batch"),
+])
+def test_malformed_cifar_batches(tmp_path, batch, message):
+    """Out-of-range labels, wrong shapes or dtypes, non-dict pickles and garbage: DataError naming the batch."""
+    folder = fx.write_cifar_dir(tmp_path / "cifar", test=batch)
+    with pytest.raises(DataError, match=message) as caught:
+        load_source(folder)
+    assert "test_batch" in str(caught.value)
+
+
+def _load_as(kind: int, blob: bytes) -> None:
+    """Load ``blob`` as an .npz (0), a gzip IDX images file (1) or a CIFAR test batch (2);
+    only data or a one-line DataError may come out."""
+    import tempfile
+    from pathlib import Path
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        if kind == 0:
+            target = tmp / "d.npz"
+            target.write_bytes(blob)
+        elif kind == 1:
+            target = fx.write_idx_dir(tmp / "idx", images=blob)
+        else:
+            target = fx.write_cifar_dir(tmp / "cifar", test=blob)
+        try:
+            load_source(target)
+        except DataError as error:
+            assert "\n" not in str(error)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.binary(max_size=400), st.integers(0, 2))
+def test_any_bytes_are_loaded_or_refused_cleanly(blob, kind):
+    """Property: arbitrary bytes as an .npz, a gzip IDX file or a CIFAR batch give data or DataError."""
+    _load_as(kind, blob)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_mutated_valid_files_are_loaded_or_refused_cleanly(data):
+    """Property: a valid .npz / IDX / CIFAR file with some bytes changed or cut gives data or DataError."""
+    import pickle
+    import tempfile
+    from pathlib import Path
+    kind = data.draw(st.integers(0, 2))
+    if kind == 0:
+        with tempfile.TemporaryDirectory() as tmp:
+            blob = fx.write_npz(Path(tmp) / "ok.npz").read_bytes()
+    elif kind == 1:
+        blob = fx.idx_bytes(fx.digits()[0])
+    else:
+        blob = pickle.dumps(fx.cifar_batch())
+    blob = bytearray(blob)
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(blob) - 1))
+        blob[i] = data.draw(st.integers(0, 255))
+    blob = bytes(blob[: data.draw(st.integers(0, len(blob)))]) if data.draw(st.booleans()) else bytes(blob)
+    _load_as(kind, blob)

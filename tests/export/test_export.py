@@ -132,8 +132,10 @@ def test_bits_analysis_writes_curves(mlp_run):
     assert len(result["accuracy_by_bits"]) == 20 and len(result["accuracy_frozen_bits_only"]) == 2
 
 
-def test_bad_export_inputs_are_one_line_exit_2(mlp_run, tmp_path):
-    """Truncated, foreign or mismatched checkpoints, bad task ids and bit counts: one line, exit 2."""
+def test_bad_export_inputs_are_one_line_exit_2(mlp_run, tmp_path, capsys):
+    """Truncated, foreign or mismatched checkpoints, bad task ids and bit counts, outputs that would
+    overwrite the run: one line, exit 2 (in-process; one case also as a real subprocess)."""
+    from bitcl.cli import main
     ckpt = mlp_run / "checkpoints" / "task-1.safetensors"
     truncated = tmp_path / "trunc.safetensors"
     truncated.write_bytes(ckpt.read_bytes()[:1000])
@@ -158,7 +160,14 @@ def test_bad_export_inputs_are_one_line_exit_2(mlp_run, tmp_path):
              ([ckpt, "--format", "packed"], "needs --task"),
              ([ckpt, "--format", "onnx", "--task", "0"], "at most 8-bit"),
              ([tmp_path / "missing.safetensors", "--format", "packed"], "no such checkpoint")]
+    before = ckpt.read_bytes()
+    for out in (ckpt, mlp_run / "checkpoints" / "task-9.safetensors", mlp_run / "results.json"):
+        cases.append(([ckpt, "--format", "packed", "--task", "0", "--out", out], "write it elsewhere"))
     for args, needle in cases:
-        done = run_cli("export", *args, "--out", tmp_path / "x.bin")
-        lines = done.stderr.strip().splitlines()
-        assert done.returncode == 2 and len(lines) == 1 and needle in lines[0], (args, done.stderr)
+        out = [] if "--out" in args else ["--out", tmp_path / "x.bin"]
+        code = main(["export", *map(str, args), *map(str, out)])
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and needle in lines[0], (args, lines)
+    assert ckpt.read_bytes() == before and not (mlp_run / "checkpoints" / "task-9.safetensors").exists()
+    done = run_cli("export", truncated, "--format", "packed", "--out", tmp_path / "x.bin")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "not a readable" in done.stderr
