@@ -23,3 +23,17 @@ test: setup
 
 bench: setup
 	$(BIN)/python benchmarks/bench_kernels.py
+
+# Fuzzing: each tests/fuzz/fuzz_*.py is an atheris harness (libFuzzer flags), run for
+# FUZZ_SECONDS seconds. The test suite runs the same harness bodies briefly, without atheris.
+FUZZ_SECONDS ?= 60
+.PHONY: fuzz fuzz-deps
+
+fuzz-deps: setup
+	$(BIN)/pip install -q -c requirements.txt "atheris>=2.3"
+
+fuzz: fuzz-deps
+	@for f in tests/fuzz/fuzz_*.py; do \
+	  echo "== $$f ($(FUZZ_SECONDS) s)"; \
+	  $(BIN)/python $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 || exit 1; \
+	done

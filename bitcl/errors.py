@@ -19,3 +19,16 @@ class CheckpointError(BitclError):
 
 class TrainingDiverged(BitclError, FloatingPointError):
     """A NaN or infinite loss: the run stops; checkpoints already written stay intact."""
+
+
+class BitError(BitclError):
+    """Invalid bit-level state or arguments: codes outside the N-bit window, frozen counts
+    above N, bit widths outside 2..24, tensors whose shapes disagree, non-positive scales."""
+
+
+class BitTypeError(BitError, TypeError):
+    """A tensor of the wrong dtype or device (or not a tensor) given to the bit kernels or layers."""
+
+
+class NonFiniteError(BitError, FloatingPointError):
+    """A NaN or infinite latent weight met by the projection: nothing was changed."""

@@ -1,15 +1,24 @@
-"""bitcl.kernels: the per-step bit operations, with a fast path and a reference.
+"""bitcl.kernels: the per-step bit operations, with a C fast path and a torch reference.
 
-* :func:`project_` keeps every frozen bit fixed after an optimiser step (one
-  fused pass over the latent weights, the int32 codes and the uint8 frozen
-  counts; no allocation proportional to the model).
+* :func:`project_` keeps every frozen bit fixed after an optimiser step (BLIP,
+  Shi et al., CVPR 2021, arXiv 2105.04444, Sec. 3.3): one read-only check pass
+  and one fused projection pass over the latent weights, the int32 codes and
+  the uint8 frozen counts, with no allocation proportional to the model.
 * :func:`pack_bitplanes` / :func:`unpack_bitplanes` convert N-bit codes to and
   from packed bit planes (N bits per weight) for checkpoints and export.
+* :func:`first_nonfinite` finds the first NaN/inf of a float32 tensor.
 
-The C fast path is used for contiguous CPU tensors when it can be built; the
-torch reference (``kernels/reference.py``) serves everything else (CUDA tensors
-included) and is what the fast path is tested against. Set
-``BITCL_KERNELS=reference`` to force the reference.
+The C fast path is the extension ``bitcl.kernels._bitops``, compiled when the
+package is installed (``setup.py``); nothing is compiled at run time. It serves
+CPU tensors; the torch reference (``kernels/reference.py``) serves CUDA tensors,
+and everything when the extension is missing (a source tree never installed),
+with a one-line notice. ``BITCL_KERNELS=reference`` forces the reference;
+``BITCL_KERNELS=c`` makes a missing extension an error.
+
+Every entry point checks types, dtypes, shapes, devices, memory overlap, bit
+widths, scales and the values it reads before it writes anything, and raises a
+:mod:`bitcl.errors` exception (:class:`~bitcl.errors.BitError`,
+:class:`~bitcl.errors.BitTypeError`, :class:`~bitcl.errors.NonFiniteError`).
 """
 from __future__ import annotations
 
@@ -19,81 +28,178 @@ from typing import Optional
 
 import torch
 
-from . import reference
-from ._fast import FastPathUnavailable, load
+from bitcl.errors import BitError, ConfigError
+from bitcl.quant import codes as bitcodes
 
-__all__ = ["backend", "project_", "pack_bitplanes", "unpack_bitplanes", "first_nonfinite"]
+from . import checks, reference
 
-_lib = None
-_tried = False
+__all__ = ["backend", "build_info", "project_", "pack_bitplanes", "unpack_bitplanes", "first_nonfinite"]
+
+# status codes of bitops.h
+_OK, _NONFINITE, _CODE, _FROZEN = 0, 1, 2, 3
+_ARGUMENT_ERRORS = {-1: "null pointer", -2: "bad element count or buffer length", -3: "bits out of range",
+                    -4: "scale not finite and > 0", -5: "inv_scale not finite and > 0"}
+
+_native = None
+_gpu = None  # kernels.gpu when usable, False when not, None before the first CUDA tensor
+_why_not: Optional[str] = None
+_loaded = False
 
 
-def _fast():
-    """The loaded C library, or None (with a one-line notice the first time)."""
-    global _lib, _tried
-    if not _tried:
-        _tried = True
-        if os.environ.get("BITCL_KERNELS", "").lower() != "reference":
+def _extension():
+    """The C extension module, or None (with a one-line notice the first time)."""
+    global _native, _why_not, _loaded
+    if not _loaded:
+        _loaded = True
+        choice = os.environ.get("BITCL_KERNELS", "").strip().lower()
+        if choice not in ("", "c", "reference"):
+            raise ConfigError(f"BITCL_KERNELS must be 'c' or 'reference', got {choice!r}")
+        if choice == "reference":
+            _why_not = "BITCL_KERNELS=reference"
+        else:
             try:
-                _lib = load()
-            except FastPathUnavailable as error:
-                print(f"bitcl: C fast path unavailable ({error}); using the torch reference kernels",
+                from . import _bitops
+                _native = _bitops
+            except ImportError as error:
+                _why_not = f"the C extension is not built ({error})"
+                if choice == "c":
+                    raise ConfigError(f"BITCL_KERNELS=c but {_why_not}; run `pip install -e .`") from error
+                print(f"bitcl: {_why_not}; using the torch reference kernels (install the package to build it)",
                       file=sys.stderr)
-    return _lib
+    return _native
 
 
 def backend() -> str:
-    """``"c"`` when the fast path is loaded, else ``"reference"``."""
-    return "c" if _fast() is not None else "reference"
+    """``"c"`` when the compiled extension serves CPU tensors, else ``"reference"``."""
+    return "c" if _extension() is not None else "reference"
 
 
-def _use_fast(*tensors: torch.Tensor) -> bool:
-    return all(t.device.type == "cpu" and t.is_contiguous() for t in tensors) and _fast() is not None
+def build_info() -> dict:
+    """How the kernels were built: backend, OpenMP or single-threaded, instruction set, flags."""
+    native = _extension()
+    if native is None:
+        return {"backend": "reference", "openmp": False, "isa": None, "flags": None, "why": _why_not}
+    info = native.build_info()
+    return {"backend": "c", "openmp": bool(info["openmp"]), "isa": info["isa"], "flags": info["flags"],
+            "threads": "OpenMP" if info["openmp"] else "single-threaded build", "path": native.__file__}
+
+
+def _fast(t: torch.Tensor):
+    """The extension when it should serve tensor ``t`` (a checked tensor), else None."""
+    native = _extension()
+    return native if native is not None and t.device.type == "cpu" else None
+
+
+def _raise_status(status: int, index: int, where: str, latent=None, codes=None, frozen=None, bits=0) -> None:
+    """Turn a non-zero status of bitops.c into the same exception the reference raises."""
+    if status == _OK:
+        return
+    if status == _NONFINITE:
+        raise checks.nonfinite_error(latent, index, where)
+    if status == _CODE:
+        if frozen is None:  # pack: the plane range
+            raise checks.code_range_error(codes, index, bits, where)
+        raise bitcodes.code_error(codes, index, bits, where)
+    if status == _FROZEN:
+        raise bitcodes.frozen_error(frozen, index, bits, where)
+    raise BitError(f"{where}: the C kernel refused its arguments ({_ARGUMENT_ERRORS.get(status, status)})")
+
+
+def _fused_gpu() -> bool:
+    """Whether the Triton projection (kernels/gpu.py) can run; imported on first CUDA use only."""
+    global _gpu
+    if _gpu is None:
+        try:
+            from . import gpu
+            _gpu = gpu if gpu.available() else False
+        except ImportError:
+            _gpu = False
+    return _gpu is not False
+
+
+def _project_gpu(latent, codes, frozen, bits, scale, inv_scale, where) -> None:
+    """The reference's checks, then the fused Triton kernel on contiguous CUDA tensors."""
+    checks.check_project_values(latent, codes, frozen, bits, where)
+    l, c, f = latent.detach().contiguous(), codes.contiguous(), frozen.contiguous()
+    with torch.cuda.device(l.device):
+        _gpu.launch(l, c, f, bits, scale, inv_scale)
+    if l.data_ptr() != latent.data_ptr():
+        with torch.no_grad():
+            latent.copy_(l)
+    if c.data_ptr() != codes.data_ptr():
+        codes.copy_(c)
 
 
 def first_nonfinite(latent: torch.Tensor) -> int:
     """Flat index of the first NaN or infinity in a float32 tensor, or -1."""
-    if _use_fast(latent):
-        return int(_lib.bitcl_first_nonfinite(latent.data_ptr(), latent.numel()))
-    return reference.first_nonfinite(latent)
+    checks.check_tensor(latent, "latent", torch.float32, "first_nonfinite")
+    native = _fast(latent)
+    if native is None:
+        return reference.first_nonfinite(latent)
+    x = latent.detach().contiguous()
+    status, index = native.first_nonfinite(x.data_ptr(), x.numel())
+    _raise_status(status, index, "first_nonfinite")
+    return index
 
 
 def project_(latent: torch.Tensor, codes: torch.Tensor, frozen: torch.Tensor, bits: int,
-             scale: float, inv_scale: Optional[float] = None) -> None:
-    """Clamp ``latent`` (float32) into the window its frozen bits allow; refresh ``codes``.
+             scale: float, inv_scale: Optional[float] = None, *, where: str = "project_") -> None:
+    """Clamp ``latent`` (float32) into the window its frozen bits allow; refresh ``codes`` (int32).
 
-    The caller checks finiteness first (see :func:`first_nonfinite`). ``scale``
-    must be float32-representable so that both paths compute identical bounds.
+    ``frozen`` (uint8) counts each weight's frozen most significant bits; all three
+    have the same shape and device and do not overlap. ``scale`` (and ``inv_scale``,
+    by default the float32 ``1 / scale``) must be normal float32 values > 0. A NaN/inf
+    latent raises :class:`~bitcl.errors.NonFiniteError` (a ``FloatingPointError``);
+    codes outside the N-bit range or frozen counts above N raise
+    :class:`~bitcl.errors.BitError`; in every error case nothing is written.
+    Non-contiguous tensors are projected in contiguous copies, then copied back.
+    ``where`` names the tensor in messages.
     """
-    if inv_scale is None:
-        inv_scale = float(torch.tensor(1.0 / scale, dtype=torch.float32))
-    if _use_fast(latent, codes, frozen):
-        _lib.bitcl_project(latent.data_ptr(), codes.data_ptr(), frozen.data_ptr(), latent.numel(),
-                           bits, scale, inv_scale, torch.get_num_threads())
-    else:
-        reference.project_(latent, codes, frozen, bits, scale, inv_scale)
+    bits, scale, inv_scale = checks.check_project_args(latent, codes, frozen, bits, scale, inv_scale, where)
+    native = _fast(latent)
+    if native is None:
+        if latent.device.type == "cuda" and _fused_gpu():
+            _project_gpu(latent, codes, frozen, bits, scale, inv_scale, where)
+        else:
+            reference.project_checked(latent, codes, frozen, bits, scale, inv_scale, where)
+        return
+    l, c, f = latent.detach().contiguous(), codes.contiguous(), frozen.contiguous()
+    status, index = native.project(l.data_ptr(), c.data_ptr(), f.data_ptr(), l.numel(), bits, scale, inv_scale,
+                                   torch.get_num_threads())
+    _raise_status(status, index, where, l, c, f, bits)
+    if l.data_ptr() != latent.data_ptr():
+        with torch.no_grad():
+            latent.copy_(l)
+    if c.data_ptr() != codes.data_ptr():
+        codes.copy_(c)
 
 
-def pack_bitplanes(codes: torch.Tensor, bits: int) -> torch.Tensor:
-    """int32 codes (any shape) to uint8 planes of shape ``(bits, ceil(numel / 8))``."""
-    codes = codes.reshape(-1)
-    if codes.dtype != torch.int32:
-        codes = codes.to(torch.int32)
-    if _use_fast(codes):
-        out = torch.empty(bits, (codes.numel() + 7) // 8, dtype=torch.uint8)
-        _lib.bitcl_pack(codes.data_ptr(), codes.numel(), bits, out.data_ptr(), torch.get_num_threads())
-        return out
-    return reference.pack_bitplanes(codes, bits)
+def pack_bitplanes(codes: torch.Tensor, bits: int, *, where: str = "pack_bitplanes") -> torch.Tensor:
+    """int32 codes (any shape) in ``[-2^(N-1), 2^(N-1) - 1]`` to uint8 planes ``(bits, ceil(numel / 8))``.
+
+    ``bits`` (the number of planes) may be 1..24: export keeps as few as one.
+    """
+    bits = checks.check_planes(bits, where)
+    checks.check_tensor(codes, "codes", torch.int32, where)
+    native = _fast(codes)
+    if native is None:
+        return reference.pack_bitplanes(codes, bits, where=where)
+    flat = codes.reshape(-1).contiguous()
+    out = torch.empty(bits, (flat.numel() + 7) // 8, dtype=torch.uint8)
+    status, index = native.pack(flat.data_ptr(), flat.numel(), bits, out.data_ptr(), out.numel(),
+                                torch.get_num_threads())
+    _raise_status(status, index, where, codes=flat, bits=bits)
+    return out
 
 
-def unpack_bitplanes(packed: torch.Tensor, bits: int, n: int) -> torch.Tensor:
+def unpack_bitplanes(packed: torch.Tensor, bits: int, n: int, *, where: str = "unpack_bitplanes") -> torch.Tensor:
     """Inverse of :func:`pack_bitplanes`: a flat int32 tensor of ``n`` codes."""
-    expected = (bits, (n + 7) // 8)
-    if tuple(packed.shape) != expected or packed.dtype != torch.uint8:
-        raise ValueError(f"packed planes must be uint8 of shape {expected}, got "
-                         f"{packed.dtype} {tuple(packed.shape)}")
-    if _use_fast(packed):
-        out = torch.empty(n, dtype=torch.int32)
-        _lib.bitcl_unpack(packed.data_ptr(), n, bits, out.data_ptr(), torch.get_num_threads())
-        return out
-    return reference.unpack_bitplanes(packed, bits, n)
+    bits, n = checks.check_unpack_args(packed, bits, n, where)
+    native = _fast(packed)
+    if native is None:
+        return reference.unpack_bitplanes(packed, bits, n, where=where)
+    planes = packed.contiguous()
+    out = torch.empty(n, dtype=torch.int32)
+    status, _ = native.unpack(planes.data_ptr(), planes.numel(), n, bits, out.data_ptr(), torch.get_num_threads())
+    _raise_status(status, -1, where)
+    return out

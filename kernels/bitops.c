@@ -1,45 +1,180 @@
 /*
- * bitcl fast path: the per-step bit operations of BLIP-style bit freezing.
+ * bitcl fast path: the per-step bit operations of BLIP-style bit freezing
+ * (Shi et al., "Continual Learning via Bit-Level Information Preserving",
+ * CVPR 2021, arXiv 2105.04444, Sec. 3.3).
  *
- * Plain C (no torch headers) so that it compiles in well under a second with
- * any cc; bitcl/kernels/_fast.py builds it on first use and calls it through
- * ctypes on the tensors' data pointers.  Every function here has a reference
- * twin in kernels/reference.py, and the tests check they agree bit for bit.
+ * Plain C11 with no torch headers; setup.py builds it into the extension
+ * bitcl.kernels._bitops (with OpenMP when the compiler supports it), and
+ * bitcl/kernels/__init__.py calls it on the tensors' data pointers after
+ * checking dtypes, shapes and devices.  Every function here also defends
+ * itself (null pointers, negative counts, bits or scales out of range, codes
+ * outside the N-bit range, frozen counts above N) and reports a status
+ * before it writes anything.  Each has a reference twin in
+ * kernels/reference.py; the tests check they agree bit for bit.
  *
- * Code convention (see DESIGN.md): signed narrow-range codes
+ * Code convention (DESIGN.md): signed narrow-range codes
  * c in [-(2^(N-1) - 1), 2^(N-1) - 1], offset-binary u = c + 2^(N-1), bit planes
  * most significant first; k = number of frozen most significant bits of u.
+ *
+ * Instruction sets: the wheel is built for the baseline of the target
+ * architecture (no -march=native, so it runs on any machine of that
+ * architecture); on x86-64 with GCC or clang the hot loops are also compiled
+ * for AVX2 and chosen at run time (one CPUID test, cached).
  */
-#include <stdint.h>
+#include "bitops.h"
+
 #include <math.h>
+#include <stddef.h>
 
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-#ifdef __AVX2__
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(BITCL_NO_DISPATCH)
+#define BITCL_DISPATCH 1
 #include <immintrin.h>
+#define AVX2_FN __attribute__((target("avx2")))
+#else
+#define BITCL_DISPATCH 0
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define INLINE static inline __attribute__((always_inline))
+#else
+#define INLINE static inline
 #endif
 
 /* Below this many elements, threading costs more than it saves. */
 #define PARALLEL_MIN 65536
+#define MIN_PROJECT_BITS 2
+#define MAX_BITS 24
 
-/* Return the index of the first NaN/inf of x, or -1.  Read-only, so a tensor
- * with a bad value is rejected before anything is written. */
-int64_t bitcl_first_nonfinite(const float *x, int64_t n)
+/* -- instruction set selection ------------------------------------------------ */
+static int use_avx2 = -1; /* -1: not decided yet */
+
+static int cpu_has_avx2(void)
 {
+#if BITCL_DISPATCH
+    return __builtin_cpu_supports("avx2") ? 1 : 0;
+#else
+    return 0;
+#endif
+}
+
+static int avx2_enabled(void)
+{
+    if (use_avx2 < 0)
+        use_avx2 = cpu_has_avx2();
+    return use_avx2;
+}
+
+const char *bitcl_isa(void) { return avx2_enabled() ? "avx2" : "baseline"; }
+
+int bitcl_set_isa(int avx2)
+{
+    if (avx2 && !cpu_has_avx2())
+        return 0;
+    use_avx2 = avx2 ? 1 : 0;
+    return 1;
+}
+
+int bitcl_openmp(void)
+{
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+/* Split [0, n) over at most nthreads OpenMP threads, calling body(begin, end). */
+#ifdef _OPENMP
+#define PARALLEL_RANGES(n, nthreads, min_n, body)                               \
+    do {                                                                        \
+        int threads_ = (n) >= (min_n) && (nthreads) > 1 ? (nthreads) : 1;       \
+        if (threads_ == 1) {                                                    \
+            body(0, (n));                                                       \
+        } else {                                                                \
+            _Pragma("omp parallel num_threads(threads_)")                       \
+            {                                                                   \
+                int t_ = omp_get_thread_num(), nt_ = omp_get_num_threads();     \
+                int64_t chunk_ = ((n) + nt_ - 1) / nt_;                         \
+                int64_t b_ = (int64_t)t_ * chunk_;                              \
+                int64_t e_ = b_ + chunk_ < (n) ? b_ + chunk_ : (n);             \
+                if (b_ < e_)                                                    \
+                    body(b_, e_);                                               \
+            }                                                                   \
+        }                                                                       \
+    } while (0)
+#else
+#define PARALLEL_RANGES(n, nthreads, min_n, body) body(0, (n))
+#endif
+
+/* -- finiteness ---------------------------------------------------------------- */
+INLINE int nonfinite_bits(uint32_t b) { return (b & 0x7f800000u) == 0x7f800000u; }
+
+int bitcl_first_nonfinite(const float *x, int64_t n, int64_t *bad_index)
+{
+    if (!bad_index)
+        return BITCL_ERR_NULL;
+    *bad_index = -1;
+    if (n < 0)
+        return BITCL_ERR_COUNT;
+    if (n > 0 && !x)
+        return BITCL_ERR_NULL;
     const uint32_t *bits = (const uint32_t *)x;
     const int64_t block = 4096;
     for (int64_t start = 0; start < n; start += block) {
         int64_t end = start + block < n ? start + block : n;
         uint32_t bad = 0;
         for (int64_t i = start; i < end; ++i)
-            bad |= ((bits[i] & 0x7f800000u) == 0x7f800000u);
+            bad |= nonfinite_bits(bits[i]);
         if (bad)
             for (int64_t i = start; i < end; ++i)
-                if ((bits[i] & 0x7f800000u) == 0x7f800000u)
-                    return i;
+                if (nonfinite_bits(bits[i])) {
+                    *bad_index = i;
+                    return BITCL_OK;
+                }
     }
-    return -1;
+    return BITCL_OK;
+}
+
+/* -- projection ------------------------------------------------------------------ */
+/*
+ * Read-only validation of (latent, codes, frozen) over [begin, end): bit 0 of
+ * the result flags a non-finite latent, bit 1 a code outside [-m, m], bit 2 a
+ * frozen count above N.  (uint32)c + m > 2m tests both ends of the code range
+ * in one unsigned comparison, without signed overflow.
+ */
+INLINE uint32_t check_body(const float *restrict latent, const int32_t *restrict codes,
+                           const uint8_t *restrict frozen, int64_t begin, int64_t end,
+                           int32_t bits)
+{
+    const uint32_t *lb = (const uint32_t *)latent;
+    const uint32_t m = ((uint32_t)1 << (bits - 1)) - 1;
+    uint32_t nonfinite = 0, code = 0, froz = 0;
+    for (int64_t i = begin; i < end; ++i) {
+        nonfinite |= nonfinite_bits(lb[i]);
+        code |= (uint32_t)codes[i] + m > 2 * m;
+        froz |= frozen[i] > (uint32_t)bits;
+    }
+    return (nonfinite ? 1u : 0u) | (code ? 2u : 0u) | (froz ? 4u : 0u);
+}
+
+/*
+ * Round half to even without libm: for |y| < 2^23, adding then subtracting
+ * 2^23 rounds to an integer in the default rounding mode (ulp 1 there); larger
+ * floats are integers already.  Unlike rintf, this vectorises on every
+ * instruction set (the baseline x86-64 has no vector rounding instruction).
+ * The build disables FP contraction and fast-math, so the compiler keeps both
+ * additions.
+ */
+INLINE float round_half_even(float y)
+{
+    const float big = 8388608.0f; /* 2^23 */
+    float a = __builtin_fabsf(y);
+    float t = (a + big) - big; /* computed unconditionally: a select, not a branch, so it vectorises */
+    return __builtin_copysignf(a < big ? t : a, y);
 }
 
 /*
@@ -49,117 +184,161 @@ int64_t bitcl_first_nonfinite(const float *x, int64_t n)
  * With k frozen bits and window w = 2^(N-k), the allowed offset codes are
  * u in [floor(u/w) w, floor(u/w) w + w - 1], intersected with u >= 1 (narrow
  * range).  The latent is clamped to scale * [c_lo, c_hi]; the new code is the
- * latent rounded half-to-even, clamped again so that float rounding can never
- * move a code outside its window: no frozen bit can change.
- *
- * The body lives in its own restrict-qualified function so the compiler
- * vectorises it (inside an OpenMP-outlined loop it does not).
+ * clamped latent times inv_scale rounded half to even, clamped again (as a
+ * float, so the conversion to int is always defined) so that float rounding
+ * can never move a code outside its window: no frozen bit can change.
  */
-static void project_range(float *restrict latent, int32_t *restrict codes,
-                          const uint8_t *restrict frozen, int64_t begin,
-                          int64_t end, int32_t bits, float scale,
-                          float inv_scale)
+INLINE void project_body(float *restrict latent, int32_t *restrict codes,
+                         const uint8_t *restrict frozen, int64_t begin, int64_t end,
+                         int32_t bits, float scale, float inv_scale, int use_rint)
 {
     const int32_t half = (int32_t)1 << (bits - 1);
+    const int32_t full = ((int32_t)1 << bits) - 1;
     for (int64_t i = begin; i < end; ++i) {
-        int32_t shift = bits - (int32_t)frozen[i];
-        int32_t window = (int32_t)1 << shift;
-        int32_t u = codes[i] + half;
-        int32_t u_lo = u & ~(window - 1);
-        int32_t u_hi = u_lo + window - 1;
+        int32_t low = full >> frozen[i];          /* w - 1 */
+        int32_t u_hi = (codes[i] + half) | low;
+        int32_t u_lo = u_hi - low;
         u_lo = u_lo > 1 ? u_lo : 1;
-        int32_t c_lo = u_lo - half, c_hi = u_hi - half;
-        float lo = (float)c_lo * scale, hi = (float)c_hi * scale;
+        float c_lo = (float)(u_lo - half), c_hi = (float)(u_hi - half);
+        float lo = c_lo * scale, hi = c_hi * scale;
         float x = latent[i];
         x = x < lo ? lo : x;
         x = x > hi ? hi : x;
-        /* |x * inv_scale| < 2^23, where rintf (round half to even in the
-         * default rounding mode) is exact and vectorises. */
-        int32_t c = (int32_t)__builtin_rintf(x * inv_scale);
-        c = c < c_lo ? c_lo : c;
-        c = c > c_hi ? c_hi : c;
+        /* both round half to even: rintf is one instruction where the ISA has a
+         * vector rounding instruction (AVX2 here), the add trick elsewhere */
+        float r = use_rint ? __builtin_rintf(x * inv_scale) : round_half_even(x * inv_scale);
+        r = r < c_lo ? c_lo : r;
+        r = r > c_hi ? c_hi : r;
         latent[i] = x;
-        codes[i] = c;
+        codes[i] = (int32_t)r;
     }
 }
 
-void bitcl_project(float *latent, int32_t *codes, const uint8_t *frozen,
-                   int64_t n, int bits, float scale, float inv_scale,
-                   int nthreads)
+static uint32_t check_base(const float *l, const int32_t *c, const uint8_t *f, int64_t b, int64_t e, int32_t bits)
 {
-    int threads = n >= PARALLEL_MIN ? nthreads : 1;
-    if (threads <= 1) {
-        project_range(latent, codes, frozen, 0, n, bits, scale, inv_scale);
+    return check_body(l, c, f, b, e, bits);
+}
+
+static void project_base(float *l, int32_t *c, const uint8_t *f, int64_t b, int64_t e, int32_t bits, float s,
+                         float inv)
+{
+    project_body(l, c, f, b, e, bits, s, inv, 0);
+}
+
+#if BITCL_DISPATCH
+AVX2_FN static uint32_t check_avx2(const float *l, const int32_t *c, const uint8_t *f, int64_t b, int64_t e,
+                                   int32_t bits)
+{
+    return check_body(l, c, f, b, e, bits);
+}
+
+AVX2_FN static void project_avx2(float *l, int32_t *c, const uint8_t *f, int64_t b, int64_t e, int32_t bits,
+                                 float s, float inv)
+{
+    project_body(l, c, f, b, e, bits, s, inv, 1);
+}
+#endif
+
+static uint32_t check_range(const float *l, const int32_t *c, const uint8_t *f, int64_t b, int64_t e,
+                            int32_t bits)
+{
+#if BITCL_DISPATCH
+    if (avx2_enabled())
+        return check_avx2(l, c, f, b, e, bits);
+#endif
+    return check_base(l, c, f, b, e, bits);
+}
+
+static void project_range(float *l, int32_t *c, const uint8_t *f, int64_t b, int64_t e, int32_t bits, float s,
+                          float inv)
+{
+#if BITCL_DISPATCH
+    if (avx2_enabled()) {
+        project_avx2(l, c, f, b, e, bits, s, inv);
         return;
     }
-#ifdef _OPENMP
-#pragma omp parallel num_threads(threads)
-    {
-        int t = omp_get_thread_num(), nt = omp_get_num_threads();
-        int64_t chunk = (n + nt - 1) / nt;
-        int64_t begin = (int64_t)t * chunk, end = begin + chunk < n ? begin + chunk : n;
-        if (begin < end)
-            project_range(latent, codes, frozen, begin, end, bits, scale, inv_scale);
-    }
-#else
-    project_range(latent, codes, frozen, 0, n, bits, scale, inv_scale);
 #endif
+    project_base(l, c, f, b, e, bits, s, inv);
 }
 
-/* Split [0, n) over the OpenMP threads and call body(begin, end) on each. */
-#ifdef _OPENMP
-#define PARALLEL_RANGES(n, nthreads, body)                                      \
-    do {                                                                        \
-        int threads_ = (n) >= PARALLEL_MIN / 8 ? (nthreads) : 1;                \
-        _Pragma("omp parallel num_threads(threads_)")                           \
-        {                                                                       \
-            int t_ = omp_get_thread_num(), nt_ = omp_get_num_threads();         \
-            int64_t chunk_ = ((n) + nt_ - 1) / nt_;                             \
-            int64_t b_ = (int64_t)t_ * chunk_;                                  \
-            int64_t e_ = b_ + chunk_ < (n) ? b_ + chunk_ : (n);                 \
-            if (b_ < e_)                                                        \
-                body(b_, e_);                                                   \
-        }                                                                       \
-    } while (0)
-#else
-#define PARALLEL_RANGES(n, nthreads, body) body(0, (n))
-#endif
+/* First index whose problem is `flag` (1 non-finite, 2 code, 4 frozen). */
+static int64_t first_flagged(const float *l, const int32_t *c, const uint8_t *f, int64_t n, int32_t bits,
+                             uint32_t flag)
+{
+    for (int64_t i = 0; i < n; ++i)
+        if (check_base(l, c, f, i, i + 1, bits) & flag)
+            return i;
+    return -1;
+}
 
+int bitcl_project(float *latent, int32_t *codes, const uint8_t *frozen, int64_t n,
+                  int bits, float scale, float inv_scale, int nthreads,
+                  int64_t *bad_index)
+{
+    if (!bad_index)
+        return BITCL_ERR_NULL;
+    *bad_index = -1;
+    if (n < 0)
+        return BITCL_ERR_COUNT;
+    if (n > 0 && (!latent || !codes || !frozen))
+        return BITCL_ERR_NULL;
+    if (bits < MIN_PROJECT_BITS || bits > MAX_BITS)
+        return BITCL_ERR_BITS;
+    if (!(isfinite(scale) && scale > 0.0f))
+        return BITCL_ERR_SCALE;
+    if (!(isfinite(inv_scale) && inv_scale > 0.0f))
+        return BITCL_ERR_INV_SCALE;
+
+    /* Pass 1, read-only: nothing is written unless every element is valid. */
+    uint32_t flags = 0;
+#ifdef _OPENMP
+    int threads = n >= PARALLEL_MIN && nthreads > 1 ? nthreads : 1;
+    if (threads > 1) {
+#pragma omp parallel num_threads(threads) reduction(| : flags)
+        {
+            int t = omp_get_thread_num(), nt = omp_get_num_threads();
+            int64_t chunk = (n + nt - 1) / nt;
+            int64_t b = (int64_t)t * chunk, e = b + chunk < n ? b + chunk : n;
+            if (b < e)
+                flags |= check_range(latent, codes, frozen, b, e, bits);
+        }
+    } else {
+        flags = check_range(latent, codes, frozen, 0, n, bits);
+    }
+#else
+    (void)nthreads;
+    flags = check_range(latent, codes, frozen, 0, n, bits);
+#endif
+    if (flags) {
+        /* Same priority as the reference: non-finite, then codes, then frozen. */
+        uint32_t flag = flags & 1u ? 1u : flags & 2u ? 2u : 4u;
+        *bad_index = first_flagged(latent, codes, frozen, n, bits, flag);
+        return flag == 1u ? BITCL_ERR_NONFINITE : flag == 2u ? BITCL_ERR_CODE : BITCL_ERR_FROZEN;
+    }
+
+    /* Pass 2: project. */
+#define PROJECT_BODY(b_, e_) project_range(latent, codes, frozen, b_, e_, bits, scale, inv_scale)
+    PARALLEL_RANGES(n, nthreads, PARALLEL_MIN, PROJECT_BODY);
+#undef PROJECT_BODY
+    return BITCL_OK;
+}
+
+/* -- bit planes ---------------------------------------------------------------------- */
 /*
  * Pack N-bit codes into N bit planes, most significant plane first.  Plane b
  * occupies bytes [b * nbytes, (b + 1) * nbytes) with nbytes = ceil(n / 8);
  * within a byte the first element is the most significant bit (numpy's
  * packbits order).  Padding bits are zero.
  */
-static void pack_bytes(const int32_t *restrict codes, int64_t n, int bits,
-                       uint8_t *restrict out, int64_t jb, int64_t je)
+INLINE void pack_tail(const int32_t *restrict codes, int64_t n, int bits, uint8_t *restrict out,
+                      int64_t j, int64_t je)
 {
     const int32_t half = (int32_t)1 << (bits - 1);
     const int64_t nbytes = (n + 7) / 8;
-    int64_t j = jb;
-#ifdef __AVX2__
-    /* 8 codes per byte: reverse the lanes (first element = most significant
-     * bit), shift the wanted bit into each lane's sign bit, movemask. */
-    const __m256i reverse = _mm256_setr_epi32(7, 6, 5, 4, 3, 2, 1, 0);
-    const __m256i offset = _mm256_set1_epi32(half);
-    for (; j < je && 8 * j + 8 <= n; ++j) {
-        __m256i u = _mm256_loadu_si256((const __m256i *)(codes + 8 * j));
-        u = _mm256_permutevar8x32_epi32(_mm256_add_epi32(u, offset), reverse);
-        for (int b = 0; b < bits; ++b) {
-            __m256i top = _mm256_slli_epi32(u, 31 - (bits - 1 - b));
-            out[(int64_t)b * nbytes + j] = (uint8_t)_mm256_movemask_ps(_mm256_castsi256_ps(top));
-        }
-    }
-#endif
     for (; j < je; ++j) {
         uint32_t u[8];
-        if (8 * j + 8 <= n) {
-            for (int t = 0; t < 8; ++t)
-                u[t] = (uint32_t)(codes[8 * j + t] + half);
-        } else {
-            for (int t = 0; t < 8; ++t)
-                u[t] = 8 * j + t < n ? (uint32_t)(codes[8 * j + t] + half) : 0u;
-        }
+        for (int t = 0; t < 8; ++t)
+            u[t] = 8 * j + t < n ? (uint32_t)(codes[8 * j + t] + half) : 0u;
         for (int b = 0; b < bits; ++b) {
             int shift = bits - 1 - b;
             uint32_t byte = 0;
@@ -170,37 +349,76 @@ static void pack_bytes(const int32_t *restrict codes, int64_t n, int bits,
     }
 }
 
-void bitcl_pack(const int32_t *codes, int64_t n, int bits, uint8_t *out,
-                int nthreads)
+#if BITCL_DISPATCH
+/* 8 codes per byte: reverse the lanes (first element = most significant bit),
+ * shift the wanted bit into each lane's sign bit, movemask. */
+AVX2_FN static int64_t pack_avx2(const int32_t *restrict codes, int64_t n, int bits, uint8_t *restrict out,
+                                 int64_t j, int64_t je)
 {
     const int64_t nbytes = (n + 7) / 8;
-#define PACK_BODY(b_, e_) pack_bytes(codes, n, bits, out, b_, e_)
-    PARALLEL_RANGES(nbytes, nthreads, PACK_BODY);
-#undef PACK_BODY
+    const __m256i reverse = _mm256_setr_epi32(7, 6, 5, 4, 3, 2, 1, 0);
+    const __m256i offset = _mm256_set1_epi32((int32_t)1 << (bits - 1));
+    for (; j < je && 8 * j + 8 <= n; ++j) {
+        __m256i u = _mm256_loadu_si256((const __m256i *)(codes + 8 * j));
+        u = _mm256_permutevar8x32_epi32(_mm256_add_epi32(u, offset), reverse);
+        for (int b = 0; b < bits; ++b) {
+            __m256i top = _mm256_sll_epi32(u, _mm_cvtsi32_si128(31 - (bits - 1 - b)));
+            out[(int64_t)b * nbytes + j] = (uint8_t)_mm256_movemask_ps(_mm256_castsi256_ps(top));
+        }
+    }
+    return j;
+}
+#endif
+
+static void pack_bytes(const int32_t *codes, int64_t n, int bits, uint8_t *out, int64_t jb, int64_t je)
+{
+    int64_t j = jb;
+#if BITCL_DISPATCH
+    if (avx2_enabled())
+        j = pack_avx2(codes, n, bits, out, j, je);
+#endif
+    pack_tail(codes, n, bits, out, j, je);
 }
 
-/* Inverse of bitcl_pack. */
-static void unpack_bytes(const uint8_t *restrict packed, int64_t n, int bits,
-                         int32_t *restrict codes, int64_t jb, int64_t je)
+int bitcl_pack(const int32_t *codes, int64_t n, int bits, uint8_t *out, int64_t out_len,
+               int nthreads, int64_t *bad_index)
+{
+    if (!bad_index)
+        return BITCL_ERR_NULL;
+    *bad_index = -1;
+    if (n < 0)
+        return BITCL_ERR_COUNT;
+    if (bits < 1 || bits > MAX_BITS)
+        return BITCL_ERR_BITS;
+    const int64_t nbytes = (n + 7) / 8;
+    if (out_len != (int64_t)bits * nbytes)
+        return BITCL_ERR_COUNT;
+    if (n > 0 && (!codes || !out))
+        return BITCL_ERR_NULL;
+    /* codes must fit N planes: u = c + 2^(N-1) in [0, 2^N - 1] */
+    const uint32_t half = (uint32_t)1 << (bits - 1), top = ((uint32_t)1 << bits) - 1;
+    uint32_t bad = 0;
+    for (int64_t i = 0; i < n; ++i)
+        bad |= (uint32_t)codes[i] + half > top;
+    if (bad) {
+        for (int64_t i = 0; i < n; ++i)
+            if ((uint32_t)codes[i] + half > top) {
+                *bad_index = i;
+                break;
+            }
+        return BITCL_ERR_CODE;
+    }
+#define PACK_BODY(b_, e_) pack_bytes(codes, n, bits, out, b_, e_)
+    PARALLEL_RANGES(nbytes, nthreads, PARALLEL_MIN / 8, PACK_BODY);
+#undef PACK_BODY
+    return BITCL_OK;
+}
+
+INLINE void unpack_tail(const uint8_t *restrict packed, int64_t n, int bits, int32_t *restrict codes,
+                        int64_t j, int64_t je)
 {
     const int32_t half = (int32_t)1 << (bits - 1);
     const int64_t nbytes = (n + 7) / 8;
-    int64_t j = jb;
-#ifdef __AVX2__
-    /* Spread each plane byte over 8 lanes (lane t tests bit 7 - t), then
-     * OR the plane's weight into the lanes whose bit is set. */
-    const __m256i lane_bit = _mm256_setr_epi32(128, 64, 32, 16, 8, 4, 2, 1);
-    const __m256i offset = _mm256_set1_epi32(half);
-    for (; j < je && 8 * j + 8 <= n; ++j) {
-        __m256i u = _mm256_setzero_si256();
-        for (int b = 0; b < bits; ++b) {
-            __m256i byte = _mm256_set1_epi32(packed[(int64_t)b * nbytes + j]);
-            __m256i set = _mm256_cmpeq_epi32(_mm256_and_si256(byte, lane_bit), lane_bit);
-            u = _mm256_or_si256(u, _mm256_and_si256(set, _mm256_set1_epi32(1 << (bits - 1 - b))));
-        }
-        _mm256_storeu_si256((__m256i *)(codes + 8 * j), _mm256_sub_epi32(u, offset));
-    }
-#endif
     for (; j < je; ++j) {
         uint32_t u[8] = {0, 0, 0, 0, 0, 0, 0, 0};
         for (int b = 0; b < bits; ++b) {
@@ -215,11 +433,52 @@ static void unpack_bytes(const uint8_t *restrict packed, int64_t n, int bits,
     }
 }
 
-void bitcl_unpack(const uint8_t *packed, int64_t n, int bits, int32_t *codes,
-                  int nthreads)
+#if BITCL_DISPATCH
+/* Spread each plane byte over 8 lanes (lane t tests bit 7 - t), then OR the
+ * plane's weight into the lanes whose bit is set. */
+AVX2_FN static int64_t unpack_avx2(const uint8_t *restrict packed, int64_t n, int bits,
+                                   int32_t *restrict codes, int64_t j, int64_t je)
 {
     const int64_t nbytes = (n + 7) / 8;
+    const __m256i lane_bit = _mm256_setr_epi32(128, 64, 32, 16, 8, 4, 2, 1);
+    const __m256i offset = _mm256_set1_epi32((int32_t)1 << (bits - 1));
+    for (; j < je && 8 * j + 8 <= n; ++j) {
+        __m256i u = _mm256_setzero_si256();
+        for (int b = 0; b < bits; ++b) {
+            __m256i byte = _mm256_set1_epi32(packed[(int64_t)b * nbytes + j]);
+            __m256i set = _mm256_cmpeq_epi32(_mm256_and_si256(byte, lane_bit), lane_bit);
+            u = _mm256_or_si256(u, _mm256_and_si256(set, _mm256_set1_epi32(1 << (bits - 1 - b))));
+        }
+        _mm256_storeu_si256((__m256i *)(codes + 8 * j), _mm256_sub_epi32(u, offset));
+    }
+    return j;
+}
+#endif
+
+static void unpack_bytes(const uint8_t *packed, int64_t n, int bits, int32_t *codes, int64_t jb, int64_t je)
+{
+    int64_t j = jb;
+#if BITCL_DISPATCH
+    if (avx2_enabled())
+        j = unpack_avx2(packed, n, bits, codes, j, je);
+#endif
+    unpack_tail(packed, n, bits, codes, j, je);
+}
+
+int bitcl_unpack(const uint8_t *packed, int64_t packed_len, int64_t n, int bits,
+                 int32_t *codes, int nthreads)
+{
+    if (n < 0)
+        return BITCL_ERR_COUNT;
+    if (bits < 1 || bits > MAX_BITS)
+        return BITCL_ERR_BITS;
+    const int64_t nbytes = (n + 7) / 8;
+    if (packed_len != (int64_t)bits * nbytes)
+        return BITCL_ERR_COUNT;
+    if (n > 0 && (!packed || !codes))
+        return BITCL_ERR_NULL;
 #define UNPACK_BODY(b_, e_) unpack_bytes(packed, n, bits, codes, b_, e_)
-    PARALLEL_RANGES(nbytes, nthreads, UNPACK_BODY);
+    PARALLEL_RANGES(nbytes, nthreads, PARALLEL_MIN / 8, UNPACK_BODY);
 #undef UNPACK_BODY
+    return BITCL_OK;
 }

@@ -5,7 +5,10 @@ Each quantised tensor (weight, and bias when present) keeps a float32 latent
 int32 codes of its N-bit quantisation and a uint8 count of frozen most
 significant bits per weight. The forward pass is exactly the parent's: the
 latent always lies in the window its frozen bits allow (``project_`` after
-every step), so no quantiser runs per step.
+every step), so no quantiser runs per step. Bad constructor arguments raise
+:class:`~bitcl.errors.ConfigError` (sizes, bit widths, range factor) and inputs that
+are not real floating tensors :class:`~bitcl.errors.BitTypeError`, never a torch
+crash deep inside.
 
 BLIP: Shi et al., "Continual Learning via Bit-Level Information Preserving",
 CVPR 2021, arXiv 2105.04444. The range ``range_factor / sqrt(fan_in)`` (6 by
@@ -14,11 +17,14 @@ default) follows its fixed-range quantisation.
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import nn
 
-from .quantizer import check_bits, scale_for
+from bitcl.errors import BitTypeError, ConfigError
+
+from .codes import check_bits, scale_for
 from .state import BitState
 
 DEFAULT_BITS = 20
@@ -34,10 +40,8 @@ class _BitMixin:
     inv_scales: dict
 
     def _setup_bits(self, bits: int, range_factor: float) -> None:
-        self.bits = check_bits(bits, type(self).__name__)
-        if not (isinstance(range_factor, (int, float)) and math.isfinite(range_factor) and range_factor > 0):
-            raise ValueError(f"{type(self).__name__}: range_factor must be a positive number, got {range_factor!r}")
-        self.range_factor = float(range_factor)
+        self.bits = check_bits(bits, type(self).__name__, ConfigError)
+        self.range_factor = _check_range_factor(range_factor, type(self).__name__)
         fan_in = self.weight[0].numel()
         value_range = self.range_factor / math.sqrt(fan_in)
         self.quantized_param_names = tuple(n for n in ("weight", "bias") if getattr(self, n) is not None)
@@ -68,16 +72,62 @@ class _BitMixin:
     def _bit_repr(self) -> str:
         return f", bits={self.bits}"
 
+    def _check_input(self, x: object) -> None:
+        """A real floating tensor of the weights' dtype (any float under autocast), else BitTypeError."""
+        if not isinstance(x, torch.Tensor):
+            raise BitTypeError(f"{type(self).__name__}: input must be a torch.Tensor, got {type(x).__name__}")
+        if x.dtype != self.weight.dtype and not (x.is_floating_point() and torch.is_autocast_enabled(x.device.type)):
+            raise BitTypeError(f"{type(self).__name__}: input must be {self.weight.dtype} (real floating point, "
+                               f"like the weights), got {x.dtype}")
+
+
+def _check_size(value: object, name: str, where: str) -> int:
+    """A positive int (not a bool, not a string): ConfigError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ConfigError(f"{where}: {name} must be a positive integer, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ConfigError(f"{where}: {name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _check_sizes(value: object, name: str, where: str, minimum: int = 1) -> object:
+    """An int >= ``minimum`` or a tuple of two (conv arguments); strings are refused."""
+    items = value if isinstance(value, (tuple, list)) else (value,)
+    if isinstance(value, (tuple, list)) and len(value) != 2:
+        raise ConfigError(f"{where}: {name} must be an integer or a pair, got {value!r}")
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, numbers.Integral) or item < minimum:
+            raise ConfigError(f"{where}: {name} must be integers >= {minimum}, got {value!r}")
+    return tuple(int(i) for i in value) if isinstance(value, (tuple, list)) else int(value)
+
+
+def _check_range_factor(value: object, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigError(f"{where}: range_factor must be a positive number, got {type(value).__name__} {value!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"{where}: range_factor must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def _check_dtype(dtype: object, where: str) -> None:
+    if dtype not in (None, torch.float32):
+        raise BitTypeError(f"{where}: latent weights are float32, got dtype={dtype}")
+
 
 class BitLinear(_BitMixin, nn.Linear):
     """``nn.Linear`` whose weight and bias are N-bit codes with per-bit freeze masks."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, bits: int = DEFAULT_BITS,
                  range_factor: float = DEFAULT_RANGE_FACTOR, device=None, dtype=None):
-        if dtype not in (None, torch.float32):
-            raise ValueError(f"BitLinear: latent weights are float32, got dtype={dtype}")
+        _check_dtype(dtype, "BitLinear")
+        in_features = _check_size(in_features, "in_features", "BitLinear")
+        out_features = _check_size(out_features, "out_features", "BitLinear")
         nn.Linear.__init__(self, in_features, out_features, bias=bias, device=device, dtype=dtype)
         self._setup_bits(bits, range_factor)
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        self._check_input(input)
+        return nn.Linear.forward(self, input)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + self._bit_repr()
@@ -89,12 +139,26 @@ class BitConv2d(_BitMixin, nn.Conv2d):
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
                  groups: int = 1, bias: bool = True, padding_mode: str = "zeros", bits: int = DEFAULT_BITS,
                  range_factor: float = DEFAULT_RANGE_FACTOR, device=None, dtype=None):
-        if dtype not in (None, torch.float32):
-            raise ValueError(f"BitConv2d: latent weights are float32, got dtype={dtype}")
-        nn.Conv2d.__init__(self, in_channels, out_channels, kernel_size, stride=stride, padding=padding,
-                           dilation=dilation, groups=groups, bias=bias, padding_mode=padding_mode,
-                           device=device, dtype=dtype)
+        where = "BitConv2d"
+        _check_dtype(dtype, where)
+        in_channels = _check_size(in_channels, "in_channels", where)
+        out_channels = _check_size(out_channels, "out_channels", where)
+        groups = _check_size(groups, "groups", where)
+        kernel_size = _check_sizes(kernel_size, "kernel_size", where)
+        stride, dilation = _check_sizes(stride, "stride", where), _check_sizes(dilation, "dilation", where)
+        if not isinstance(padding, str):
+            padding = _check_sizes(padding, "padding", where, minimum=0)
+        try:
+            nn.Conv2d.__init__(self, in_channels, out_channels, kernel_size, stride=stride, padding=padding,
+                               dilation=dilation, groups=groups, bias=bias, padding_mode=padding_mode,
+                               device=device, dtype=dtype)
+        except ValueError as error:  # groups that do not divide the channels, unknown padding modes...
+            raise ConfigError(f"{where}: {error}") from error
         self._setup_bits(bits, range_factor)
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        self._check_input(input)
+        return nn.Conv2d.forward(self, input)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + self._bit_repr()

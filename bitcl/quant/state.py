@@ -13,6 +13,9 @@ import torch
 from torch import nn
 
 from bitcl import kernels
+from bitcl.errors import BitError, BitTypeError
+
+from . import codes as bitcodes
 
 if TYPE_CHECKING:  # brevitas is imported only when a view is asked for
     from brevitas.quant_tensor import IntQuantTensor
@@ -57,7 +60,7 @@ class BitState:
     # -- views ----------------------------------------------------------------
     def offset_codes(self) -> torch.Tensor:
         """Offset-binary codes u = c + 2^(N-1), in [1, 2^N - 1]."""
-        return self.codes + (1 << (self.bits - 1))
+        return bitcodes.offset_codes(self.codes, self.bits)
 
     def bitplanes(self) -> torch.Tensor:
         """bool tensor (N, *shape) of the bits of u, most significant plane first."""
@@ -91,18 +94,16 @@ class BitState:
         """Move each latent weight into the window its frozen bits allow; refresh codes.
 
         Exact whatever the optimiser did: no frozen bit ever changes. A NaN or
-        infinite latent raises ``FloatingPointError`` and changes nothing.
+        infinite latent raises :class:`~bitcl.errors.NonFiniteError` (a
+        ``FloatingPointError``) naming the tensor, and changes nothing; so do codes
+        or frozen counts that break the contract (:class:`~bitcl.errors.BitError`).
         """
-        latent = self.latent.data
-        if latent.dtype != torch.float32:
-            raise TypeError(f"{self.display_name}: latent weights must be float32, got {latent.dtype}")
-        bad = kernels.first_nonfinite(latent)
-        if bad >= 0:
-            value = latent.reshape(-1)[bad].item()
-            raise FloatingPointError(
-                f"{self.display_name}: non-finite latent value {value} at flat index {bad}; "
-                "codes and frozen bits left unchanged")
-        kernels.project_(latent, self.codes, self.frozen, self.bits, self.scale, self.layer.inv_scales[self.param_name])
+        kernels.project_(self.latent.data, self.codes, self.frozen, self.bits, self.scale,
+                         self.layer.inv_scales[self.param_name], where=self.display_name)
+
+    def check(self) -> None:
+        """Validate codes and frozen counts (:func:`bitcl.quant.codes.check_codes`)."""
+        bitcodes.check_codes(self.codes, self.frozen, self.bits, self.display_name)
 
     @torch.no_grad()
     def freeze(self, extra: torch.Tensor, reset_free_bits: bool = True) -> None:
@@ -114,25 +115,21 @@ class BitState:
         are kept. The latent is set to the resulting quantised value.
         """
         if not isinstance(extra, torch.Tensor):
-            raise TypeError(f"{self.display_name}: extra must be a tensor, got {type(extra).__name__}")
+            raise BitTypeError(f"{self.display_name}: extra must be a tensor, got {type(extra).__name__}")
         if tuple(extra.shape) != tuple(self.codes.shape):
-            raise ValueError(f"{self.display_name}: extra has shape {tuple(extra.shape)}, "
-                             f"expected {tuple(self.codes.shape)}")
-        if extra.dtype.is_floating_point or extra.dtype == torch.bool:
-            raise TypeError(f"{self.display_name}: extra must be an integer tensor, got {extra.dtype}")
+            raise BitError(f"{self.display_name}: extra has shape {tuple(extra.shape)}, "
+                           f"expected {tuple(self.codes.shape)}")
+        if extra.dtype.is_floating_point or extra.dtype.is_complex or extra.dtype == torch.bool:
+            raise BitTypeError(f"{self.display_name}: extra must be an integer tensor, got {extra.dtype}")
         if bool((extra < 0).any()):
-            raise ValueError(f"{self.display_name}: extra frozen bits must be >= 0")
+            raise BitError(f"{self.display_name}: extra frozen bits must be >= 0")
         bits = self.bits
-        k = (self.frozen.to(torch.int32) + extra.to(self.codes.device, torch.int32)).clamp_(max=bits)
+        self.check()
+        # clamp in int64 first: a huge extra must not wrap around in int32
+        k = (self.frozen.to(torch.int64) + extra.to(self.codes.device, torch.int64).clamp(max=bits)).clamp_(max=bits)
         self.frozen.copy_(k.to(torch.uint8))
         if reset_free_bits:
-            half = 1 << (bits - 1)
-            free = bits - k
-            window = torch.ones_like(free) << free
-            u = self.offset_codes()
-            u_lo = u & ~(window - 1)
-            middle = torch.where(free > 0, u_lo + (window >> 1), u)
-            self.codes.copy_(middle - half)
+            self.codes.copy_(bitcodes.window_middle(self.codes, self.frozen, bits))
         self.latent.data.copy_(self.dequantized())
 
 

@@ -1,4 +1,4 @@
-"""Projection kernel: frozen bits never change; idempotent; fast path == reference."""
+"""Projection kernel: frozen bits never change; idempotent; C (both instruction sets) == reference."""
 import pytest
 import torch
 from hypothesis import given
@@ -6,7 +6,10 @@ from hypothesis import strategies as st
 
 from bitcl import kernels
 from bitcl.kernels import reference
+from bitcl.quant import codes as bitcodes
 from bitcl.quant import max_code, scale_for
+
+needs_c = pytest.mark.skipif(kernels.backend() != "c", reason="C extension not built (pip install -e .)")
 
 
 def random_state(seed: int, n: int, bits: int):
@@ -20,36 +23,54 @@ def random_state(seed: int, n: int, bits: int):
     return latent, codes, frozen, scale
 
 
-def top_bits(codes, frozen, bits):
-    u = codes + (1 << (bits - 1))
-    shift = bits - frozen.to(torch.int32)
-    return torch.where(frozen > 0, u >> shift.clamp(max=31), torch.zeros_like(u))
+def frozen_top(codes, frozen, bits):
+    """The frozen top bits of each offset code (0 where nothing is frozen)."""
+    return bitcodes.offset_codes(codes, bits) >> (bits - frozen.to(torch.int32))
 
 
 @given(st.integers(0, 2**31), st.integers(1, 3000), st.integers(2, 24))
 def test_projection_keeps_frozen_bits_and_is_idempotent(seed, n, bits):
     """Whatever the latent, no frozen bit changes and a second projection changes nothing."""
     latent, codes, frozen, scale = random_state(seed, n, bits)
-    before = top_bits(codes, frozen, bits)
+    before = frozen_top(codes, frozen, bits)
     kernels.project_(latent, codes, frozen, bits, scale)
-    assert torch.equal(top_bits(codes, frozen, bits), before)
+    assert torch.equal(frozen_top(codes, frozen, bits), before)
     assert codes.abs().max() <= max_code(bits)
+    lo, hi = bitcodes.code_window(codes, frozen, bits)
+    assert bool(((latent >= lo * scale) & (latent <= hi * scale)).all())
     latent2, codes2 = latent.clone(), codes.clone()
     kernels.project_(latent2, codes2, frozen, bits, scale)
     assert torch.equal(latent2, latent) and torch.equal(codes2, codes)
 
 
-@given(st.integers(0, 2**31), st.integers(1, 200_000), st.integers(2, 24))
-def test_fast_path_equals_reference_bit_for_bit(seed, n, bits):
-    """The C kernel and the torch reference agree exactly on latents and codes."""
-    if kernels.backend() != "c":
-        pytest.skip("C fast path not available on this machine")
+@needs_c
+@given(st.integers(0, 2**31), st.integers(1, 200_000), st.integers(2, 24), st.booleans())
+def test_c_equals_reference_bit_for_bit(seed, n, bits, avx2):
+    """The C kernel (AVX2 and baseline loops) and the torch reference agree exactly."""
+    from bitcl.kernels import _bitops
     latent, codes, frozen, scale = random_state(seed, n, bits)
     inv = float(torch.tensor(1 / scale, dtype=torch.float32))
     l_ref, c_ref = latent.clone(), codes.clone()
     reference.project_(l_ref, c_ref, frozen, bits, scale, inv)
-    kernels.project_(latent, codes, frozen, bits, scale, inv)
+    forced = _bitops.set_isa(avx2)
+    try:
+        kernels.project_(latent, codes, frozen, bits, scale, inv)
+    finally:
+        _bitops.set_isa(True)
+    assert forced or avx2  # the baseline can always be forced
     assert torch.equal(latent, l_ref) and torch.equal(codes, c_ref)
+
+
+def test_reference_chunks_agree_with_one_pass(monkeypatch):
+    """The chunked reference gives the same result whatever the chunk size."""
+    latent, codes, frozen, scale = random_state(3, 10_007, 20)
+    outs = []
+    for chunk in (1 << 10, 1 << 18):
+        monkeypatch.setattr(reference, "CHUNK", chunk)
+        l, c = latent.clone(), codes.clone()
+        reference.project_(l, c, frozen, 20, scale)
+        outs.append((l, c))
+    assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
 
 
 def test_codes_are_the_rounded_latent_within_window():
@@ -61,10 +82,32 @@ def test_codes_are_the_rounded_latent_within_window():
     assert codes.tolist() == [0, 0, 2, -3, 127, -127]
 
 
+def test_non_contiguous_tensors_are_projected_and_written_back():
+    """Strided views give the same result as contiguous tensors, written into the views."""
+    latent, codes, frozen, scale = random_state(7, 64 * 32, 12)
+    expect_l, expect_c = latent.clone().view(64, 32), codes.clone().view(64, 32)
+    kernels.project_(expect_l, expect_c, frozen.view(64, 32), 12, scale)
+    l_t = latent.view(64, 32).t().contiguous().t()  # same values, column-major strides
+    c_t = codes.view(64, 32).t().contiguous().t()
+    assert not l_t.is_contiguous()
+    kernels.project_(l_t, c_t, frozen.view(64, 32).t().contiguous().t(), 12, scale)
+    assert torch.equal(l_t, expect_l) and torch.equal(c_t, expect_c)
+
+
+def test_parameter_with_grad_is_accepted():
+    """A latent that requires grad (an nn.Parameter) is projected in place on both paths."""
+    latent, codes, frozen, scale = random_state(1, 100, 8)
+    p = torch.nn.Parameter(latent.clone())
+    kernels.project_(p, codes.clone(), frozen, 8, scale)
+    q = torch.nn.Parameter(latent.clone())
+    reference.project_(q, codes.clone(), frozen, 8, scale)
+    assert torch.equal(p.data, q.data)
+
+
 def test_first_nonfinite_finds_nan_and_inf():
-    """The finiteness check reports the first bad index, or -1."""
+    """The finiteness check reports the first bad index, or -1, on both paths."""
     x = torch.zeros(10_000)
-    assert kernels.first_nonfinite(x) == -1
+    assert kernels.first_nonfinite(x) == -1 == reference.first_nonfinite(x)
     x[7777] = float("inf")
     x[9000] = float("nan")
-    assert kernels.first_nonfinite(x) == 7777
+    assert kernels.first_nonfinite(x) == 7777 == reference.first_nonfinite(x)

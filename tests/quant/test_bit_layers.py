@@ -150,3 +150,83 @@ def test_cuda_projection_uses_reference_and_matches_cpu():
     layer.project_()
     gpu.project_()
     assert torch.equal(gpu.weight_codes.cpu(), layer.weight_codes)
+
+
+LINEAR_BAD_ARGS = {
+    "in 0": ((0, 3), {}, "in_features must be a positive integer"),
+    "out 0": ((4, 0), {}, "out_features must be a positive integer"),
+    "negative": ((-4, 3), {}, "in_features must be a positive integer"),
+    "size str": (("4", 3), {}, "in_features must be a positive integer, got str"),
+    "size float": ((4.0, 3), {}, "in_features must be a positive integer, got float"),
+    "range nan": ((4, 3), {"range_factor": float("nan")}, "range_factor must be a finite number > 0"),
+    "range inf": ((4, 3), {"range_factor": float("inf")}, "range_factor must be a finite number > 0"),
+    "range 0": ((4, 3), {"range_factor": 0.0}, "range_factor must be a finite number > 0"),
+    "range str": ((4, 3), {"range_factor": "6"}, "range_factor must be a positive number, got str"),
+    "bits str": ((4, 3), {"bits": "8"}, r"bits must be an integer in \[2, 24\]"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LINEAR_BAD_ARGS))
+def test_bit_linear_bad_arguments_raise_config_error(name):
+    """Zero/negative sizes, strings for numbers, non-finite ranges: ConfigError naming the argument."""
+    from bitcl.errors import ConfigError
+    args, kwargs, match = LINEAR_BAD_ARGS[name]
+    with pytest.raises(ConfigError, match=f"BitLinear: {match}"):
+        BitLinear(*args, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"in_channels": 0, "out_channels": 2, "kernel_size": 3}, "in_channels"),
+    ({"in_channels": 1, "out_channels": 2, "kernel_size": 0}, "kernel_size"),
+    ({"in_channels": 1, "out_channels": 2, "kernel_size": "3"}, "kernel_size"),
+    ({"in_channels": 1, "out_channels": 2, "kernel_size": (3, 3, 3)}, "kernel_size"),
+    ({"in_channels": 3, "out_channels": 2, "kernel_size": 3, "groups": 2}, "in_channels must be divisible"),
+    ({"in_channels": 1, "out_channels": 2, "kernel_size": 3, "stride": 0}, "stride"),
+    ({"in_channels": 1, "out_channels": 2, "kernel_size": 3, "padding": -1}, "padding"),
+])
+def test_bit_conv_bad_arguments_raise_config_error(kwargs, match):
+    """BitConv2d refuses bad sizes and inconsistent groups with ConfigError, not a torch error."""
+    from bitcl.errors import ConfigError
+    with pytest.raises(ConfigError, match=match):
+        BitConv2d(**kwargs)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex64, torch.int32])
+def test_non_float32_weights_are_refused(dtype):
+    """Latent weights are float32: other dtypes (complex, integer, double) are a BitTypeError."""
+    from bitcl.errors import BitTypeError
+    with pytest.raises(BitTypeError, match="float32"):
+        BitLinear(4, 3, dtype=dtype)
+    with pytest.raises(BitTypeError, match="float32"):
+        BitConv2d(1, 2, 3, dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.complex64, torch.int64, torch.uint8, torch.bool, torch.float64])
+def test_inputs_of_the_wrong_dtype_are_refused(dtype):
+    """Complex, integer, bool or double inputs raise BitTypeError instead of a wrong result or a torch crash."""
+    from bitcl.errors import BitTypeError
+    with pytest.raises(BitTypeError, match="input must be torch.float32"):
+        BitLinear(4, 3)(torch.ones(2, 4, dtype=dtype))
+    with pytest.raises(BitTypeError, match="input must be torch.float32"):
+        BitConv2d(1, 2, 3)(torch.ones(1, 1, 5, 5, dtype=dtype))
+
+
+def test_autocast_inputs_still_work():
+    """Under autocast a bfloat16 input is accepted (torch casts it), as for nn.Linear."""
+    layer = BitLinear(4, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(torch.ones(2, 4, dtype=torch.bfloat16))
+    assert out.shape == (2, 3)
+
+
+def test_corrupt_codes_are_refused_at_projection_and_freeze():
+    """Codes outside the window or frozen counts above N (e.g. loaded from a bad file) raise BitError."""
+    from bitcl.errors import BitError
+    layer = BitLinear(4, 3, bits=8)
+    layer.weight_codes[0, 1] = 300
+    with pytest.raises(BitError, match="weight: code 300 at flat index 1"):
+        layer.project_()
+    layer.weight_codes[0, 1] = 0
+    layer.weight_frozen[2, 0] = 9
+    with pytest.raises(BitError, match="frozen count 9 at flat index 8 exceeds bits = 8"):
+        layer.bit_states()[0].freeze(torch.zeros(3, 4, dtype=torch.int32))
