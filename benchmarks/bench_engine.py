@@ -53,9 +53,10 @@ def engine_loop():
     engine = Engine(RunConfig(method="finetune", backbone="float", data=DATA, epochs=EPOCHS, quiet=True))
     start = time.perf_counter()
     for task in engine.scenario.tasks:
-        engine.strategy.before_task(task)
-        engine.train_task(task)
-        engine.strategy.after_task(task)
+        ctx = engine.context(task)
+        engine.strategy.before_task(ctx)
+        engine.train_task(task, ctx=ctx)
+        engine.strategy.end_task(ctx)
     return time.perf_counter() - start, engine.scenario.tasks
 
 

@@ -1,4 +1,6 @@
-"""``bitcl run | list | report``: the command line (contract in DESIGN.md part 2).
+"""``bitcl run | rerun | rl | list | report | analyze | export | pretrain``: the command line
+(contract in DESIGN.md part 2). Flags of ``run`` and ``pretrain`` are generated from the fields
+of ``RunConfig`` and of each method's options dataclass, so each setting is declared once.
 
 Bad input of any kind ends with one line on stderr and exit status 2, never a
 traceback.
@@ -9,12 +11,14 @@ import argparse
 import dataclasses
 import os
 import sys
+import traceback
 import typing
 from typing import Optional, Sequence
 
 from bitcl.errors import BitclError
 
 EXIT_BAD_INPUT = 2
+EXIT_INTERNAL = 1
 
 
 class UsageError(BitclError):
@@ -34,7 +38,7 @@ def _int_list(text: str) -> list[int]:
 
 
 def _option_flags(options_cls) -> list[tuple[str, dict]]:
-    """argparse arguments for every field of a strategy's Options dataclass."""
+    """argparse arguments for every field of an options dataclass (a strategy's, or RL's)."""
     hints = typing.get_type_hints(options_cls)
     flags = []
     for f in dataclasses.fields(options_cls):
@@ -54,36 +58,44 @@ def _option_flags(options_cls) -> list[tuple[str, dict]]:
     return flags
 
 
-def _run_parser(method_cls) -> argparse.ArgumentParser:
-    from bitcl.config import DEVICES, LR_SCHEDULES, OPTIMIZERS, RunConfig
-    from bitcl.data import BENCHMARKS, SCENARIOS
-    d = RunConfig()
-    p = _Parser(prog="bitcl run", description="Train one model on a sequence of tasks.")
-    p.add_argument("--method", default=d.method, help="continual-learning method (see `bitcl list`)")
-    p.add_argument("--benchmark", default=d.benchmark, help=f"one of {', '.join(BENCHMARKS)}")
-    p.add_argument("--scenario", default=d.scenario, choices=SCENARIOS)
-    p.add_argument("--tasks", type=int, default=None, help="number of tasks (default: the benchmark's)")
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch size")
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--optimizer", default=d.optimizer, choices=OPTIMIZERS)
-    p.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum")
-    p.add_argument("--lr-schedule", default=d.lr_schedule, choices=LR_SCHEDULES, help="per-task schedule")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--data", default=None, help=".npz file, MNIST IDX folder or CIFAR folder (default: embedded MNIST)")
-    p.add_argument("--classes", type=_int_list, default=None, help="keep only these classes, e.g. 5,6,7,8,9")
-    p.add_argument("--arch", default=d.arch, choices=("mlp", "conv"))
-    p.add_argument("--hidden", type=_int_list, default=d.hidden, help="MLP hidden widths, e.g. 1200 or 400,400")
-    p.add_argument("--backbone", default=d.backbone, choices=("quant", "float"))
-    p.add_argument("--bits", type=int, default=d.bits, help="bits per quantised weight (2..24)")
-    p.add_argument("--device", default=d.device, choices=DEVICES)
-    p.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size)
-    p.add_argument("--pretrained", default=None,
-                   help="start from these backbone weights (`bitcl pretrain` file, safetensors or weights-only .pt)")
-    p.add_argument("--out", default=None, help="run directory (results.json, checkpoints/, log)")
-    p.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last complete task")
-    p.add_argument("--quiet", action="store_true", help="no progress bars or per-task lines")
+def add_config_flags(parser: argparse.ArgumentParser, names: Optional[Sequence[str]] = None,
+                     defaults: Optional[dict] = None) -> None:
+    """One flag per RunConfig field (all of them, or ``names``), with its help, choices and default.
+
+    Flags default to SUPPRESS, so that only what the user typed overrides a ``--config`` file or a
+    preset; ``defaults`` changes the default a command shows and uses (e.g. pretrain's epochs)."""
+    from bitcl.config import ENGINE_DEFAULTS, RunConfig
+    hints = typing.get_type_hints(RunConfig)
+    defaults = defaults or {}
+    for f in dataclasses.fields(RunConfig):
+        if f.name == "method_options" or (names is not None and f.name not in names):
+            continue
+        default = defaults.get(f.name, f.default if f.default is not dataclasses.MISSING else f.default_factory())
+        shown = default if default is not None else (
+            f"preset, else {ENGINE_DEFAULTS[f.name]}" if f.name in ENGINE_DEFAULTS else "none")
+        kwargs = {"dest": f.name, "default": argparse.SUPPRESS,
+                  "help": f"{f.metadata.get('help', '')} (default: {shown})"}
+        kind = hints[f.name]
+        inner = typing.get_args(kind)[0] if typing.get_origin(kind) is typing.Union else kind
+        if inner is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(inner) is list:
+            kwargs["type"] = _int_list
+            kwargs["metavar"] = "N,N"
+        else:
+            kwargs["type"] = inner
+            if "choices" in f.metadata:
+                kwargs["choices"] = f.metadata["choices"]
+            else:
+                kwargs["metavar"] = f.name.upper()
+        parser.add_argument("--" + f.name.replace("_", "-"), **kwargs)
+
+
+def _run_parser(method_cls, prog: str = "bitcl run") -> argparse.ArgumentParser:
+    p = _Parser(prog=prog, description="Train one model on a sequence of tasks (DESIGN.md: CLI contract).")
+    p.add_argument("--config", dest="config_file", default=None, metavar="RESULTS_JSON",
+                   help="replay the settings recorded in a run's results.json (flags given here override them)")
+    add_config_flags(p)
     if method_cls is not None:
         group = p.add_argument_group(f"options of method {method_cls.name!r}")
         for flag, kwargs in _option_flags(method_cls.Options):
@@ -91,22 +103,39 @@ def _run_parser(method_cls) -> argparse.ArgumentParser:
     return p
 
 
-def _config_from_args(argv: Sequence[str]):
+def _recorded_config(path: str) -> dict:
+    """The ``config`` of a results.json file (validated by ``bitcl.train.validate``)."""
+    from bitcl.train.validate import read_results
+    return dict(read_results(path)["config"])
+
+
+def config_from_args(argv: Sequence[str]):
+    """RunConfig from the command line: the defaults, then a ``--config`` file, then the flags typed."""
     from bitcl.config import RunConfig
     from bitcl.strategies import get_strategy
     pre = _Parser(add_help=False)
-    pre.add_argument("--method", default=RunConfig().method)
+    pre.add_argument("--method", default=None)
+    pre.add_argument("--config", dest="config_file", default=None)
     known, _ = pre.parse_known_args(argv)
-    method_cls = get_strategy(known.method)
-    args = _run_parser(method_cls).parse_args(argv)
-    options = {k[4:]: v for k, v in vars(args).items() if k.startswith("opt_")}
-    fields = {k: v for k, v in vars(args).items() if not k.startswith("opt_")}
-    return RunConfig(**fields, method_options=options)
+    base = _recorded_config(known.config_file) if known.config_file else {}
+    method = known.method or base.get("method") or RunConfig().method
+    args = vars(_run_parser(get_strategy(method)).parse_args(argv))
+    args.pop("config_file", None)
+    options = {k[4:]: v for k, v in args.items() if k.startswith("opt_")}
+    fields = {k: v for k, v in args.items() if not k.startswith("opt_")}
+    values = {**base, **fields}
+    if base and "method" in fields and fields["method"] != base.get("method"):
+        values["method_options"] = {}  # another method's options do not carry over
+    values["method_options"] = {**values.get("method_options", {}), **options}
+    if base:
+        values.setdefault("overwrite", False)
+        values.setdefault("resume", False)
+    return RunConfig.from_dict(values, known.config_file or "command line")
 
 
 def cmd_run(argv: Sequence[str]) -> int:
     from bitcl.engine import run
-    config = _config_from_args(argv)
+    config = config_from_args(argv)
     result = run(config)
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
         return 0
@@ -116,17 +145,53 @@ def cmd_run(argv: Sequence[str]) -> int:
     return 0
 
 
+def cmd_rerun(argv: Sequence[str]) -> int:
+    """``bitcl rerun DIR --out NEW``: the run recorded in DIR/results.json, again."""
+    p = _Parser(prog="bitcl rerun", description="Reproduce a run from its own results.json.")
+    p.add_argument("run", help="run directory holding results.json")
+    p.add_argument("--out", required=True, help="directory of the new run (never the old one)")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args(argv)
+    from pathlib import Path
+    if Path(args.out).resolve() == Path(args.run).resolve():
+        raise UsageError(f"--out {args.out}: is the run being reproduced; choose another directory")
+    flags = ["--config", str(Path(args.run) / "results.json"), "--out", args.out]
+    flags += ["--overwrite"] * args.overwrite + ["--quiet"] * args.quiet
+    return cmd_run(flags)
+
+
 def cmd_list(argv: Sequence[str]) -> int:
     from bitcl.data import BENCHMARKS
+    from bitcl.models import backbone_names, backbone_spec
+    from bitcl.presets import describe_presets
     from bitcl.strategies import get_strategy, strategy_names
+    from bitcl.strategies.base import option_default
     _Parser(prog="bitcl list").parse_args(argv)
     print("methods:")
     for name in strategy_names():
         cls = get_strategy(name)
-        print(f"  {name:<10} {cls.summary} [scenarios: {', '.join(cls.scenarios)}]")
+        notes = [f"scenarios: {', '.join(cls.scenarios)}"]
+        if cls.requires_quantized:
+            notes.append("quantised backbone only")
+        if not cls.distributable:
+            notes.append("not under torchrun")
+        if cls.rl:
+            notes.append("also `bitcl rl`")
+        print(f"  {name:<10} {cls.summary} [{'; '.join(notes)}]")
+        opts = ", ".join(f"--{f.name.replace('_', '-')} {option_default(f)}" for f in dataclasses.fields(cls.Options))
+        if opts:
+            print(f"  {'':<10}   options: {opts}")
     print("benchmarks:")
     for name, spec in BENCHMARKS.items():
         print(f"  {name:<15} {spec.description} (default {spec.default_tasks} tasks)")
+    print("architectures (--arch):")
+    for name in backbone_names():
+        print(f"  {name:<10} {backbone_spec(name).summary}")
+    presets = describe_presets()
+    print("presets (applied to settings left unset; --no-preset turns them off):")
+    for line in presets or ["  none"]:
+        print(f"  {line}")
     return 0
 
 
@@ -145,17 +210,18 @@ def cmd_analyze(argv: Sequence[str]) -> int:
     if what == "importance":
         from bitcl.analysis.importance import analyze_importance, format_table
         from bitcl.config import RunConfig
-        parser = _run_parser(None)
-        parser.prog = "bitcl analyze importance"
-        parser.description = "Train one task, then compare every importance measure with the Fisher."
+        parser = _Parser(prog="bitcl analyze importance",
+                         description="Train one task, then compare every importance measure with the Fisher.")
+        add_config_flags(parser, [n for n in _TRAINING_FIELDS + ("benchmark", "scenario", "tasks", "out")])
         parser.add_argument("--task", type=int, default=0, help="which task of the benchmark to train")
         parser.add_argument("--samples", type=int, default=1000, help="samples for the output/Fisher measures")
         args = vars(parser.parse_args(argv[1:]))
         task, samples = args.pop("task"), args.pop("samples")
-        result = analyze_importance(RunConfig(**args), task, samples, args["out"])
+        config = RunConfig(**args).resolved()
+        result = analyze_importance(config, task, samples, config.out)
         print(format_table(result))
-        if args["out"]:
-            print(f"wrote {args['out']}/importance.json")
+        if config.out:
+            print(f"wrote {config.out}/importance.json")
         return 0
     if what == "bits":
         from bitcl.analysis.bits import cmd_bits
@@ -184,30 +250,36 @@ def cmd_export(argv: Sequence[str]) -> int:
     return 0
 
 
+_TRAINING_FIELDS = ("data", "classes", "epochs", "batch_size", "lr", "optimizer", "momentum", "lr_schedule", "seed",
+                   "arch", "hidden", "width", "bn", "dropout", "backbone", "bits", "device", "pad_to", "augment",
+                   "validation", "quiet")
+
+
 def cmd_pretrain(argv: Sequence[str]) -> int:
     from bitcl.config import RunConfig
     from bitcl.pretrain import pretrain
     p = _Parser(prog="bitcl pretrain", description="Pre-train a backbone on source classes (training split).")
-    p.add_argument("--data", default=None)
-    p.add_argument("--classes", type=_int_list, default=None, help="source classes, e.g. 0,1,2,3,4")
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=RunConfig().lr)
-    p.add_argument("--arch", default="mlp", choices=("mlp", "conv"))
-    p.add_argument("--hidden", type=_int_list, default=[1200])
-    p.add_argument("--backbone", default="quant", choices=("quant", "float"))
-    p.add_argument("--bits", type=int, default=20)
-    p.add_argument("--seed", type=int, default=0)
+    add_config_flags(p, _TRAINING_FIELDS, defaults={"epochs": 5})
     p.add_argument("--out", required=True, help="safetensors file to write")
     args = vars(p.parse_args(argv))
     out = args.pop("out")
+    args.setdefault("epochs", 5)
     meta = pretrain(RunConfig(**args), out)
     print(f"wrote {out}: {meta['arch']} backbone ({meta['backbone']}), classes {meta['classes']}, "
           f"source test accuracy {meta['source_test_accuracy']:.4f}")
     return 0
 
 
-COMMANDS = {"pretrain": cmd_pretrain, "run": cmd_run, "list": cmd_list, "report": cmd_report, "analyze": cmd_analyze, "export": cmd_export}
+def cmd_rl(argv: Sequence[str]) -> int:
+    try:
+        from bitcl.rl.cli import cmd_rl as run_rl
+    except ImportError as error:
+        raise UsageError(f"bitcl rl needs the RL extra: pip install 'bitcl[rl]' ({error})") from None
+    return run_rl(argv)
+
+
+COMMANDS = {"run": cmd_run, "rerun": cmd_rerun, "rl": cmd_rl, "list": cmd_list, "report": cmd_report,
+            "analyze": cmd_analyze, "export": cmd_export, "pretrain": cmd_pretrain}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -216,17 +288,30 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"usage: bitcl {{{','.join(COMMANDS)}}} ...  (bitcl COMMAND --help)")
         return 0 if argv else EXIT_BAD_INPUT
     command, rest = argv[0], argv[1:]
+    debug = "--debug" in rest
+    rest = [a for a in rest if a != "--debug"]
     try:
         if command not in COMMANDS:
             raise UsageError(f"unknown command {command!r}; choose from {', '.join(COMMANDS)}")
         return COMMANDS[command](rest)
-    except (BitclError, FloatingPointError, OSError) as error:
+    except (BitclError, FloatingPointError, OSError, MemoryError) as error:
+        if debug:
+            traceback.print_exc()
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if isinstance(error, MemoryError):
+            message = "out of memory (reduce the data, --batch-size or the model)"
         print(f"bitcl {command}: error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"bitcl {command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:  # a bug, not bad input: say so, one line (--debug shows the traceback)
+        if debug:
+            traceback.print_exc()
+        first = str(error).splitlines()[0] if str(error) else ""
+        print(f"bitcl {command}: internal error: {type(error).__name__}: {first} (rerun with --debug for the "
+              "traceback and report it)", file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 def exit_process(code: int) -> None:

@@ -19,21 +19,14 @@ def mnist15k_path():
     return path
 
 
+TEST_DATA = os.path.join(os.path.dirname(__file__), "data", "mnist2k.npz")
+
+
 @pytest.fixture(scope="session")
-def small_npz(tmp_path_factory):
-    """2,000 real MNIST digits (from shared/data/mnist15k.npz) with its train/test split."""
-    import numpy as np
-    path = os.path.join(SHARED_DATA, "mnist15k.npz")
-    if not os.path.exists(path):
-        pytest.skip("../shared/data/mnist15k.npz not present")
-    with np.load(path) as f:
-        x, y, train = f["x"], f["y"], f["train"]
-    rng = np.random.default_rng(0)
-    keep = np.sort(np.concatenate([rng.choice(np.flatnonzero(train), 1600, replace=False),
-                                   rng.choice(np.flatnonzero(~train), 400, replace=False)]))
-    out = tmp_path_factory.mktemp("data") / "mnist2k.npz"
-    np.savez(out, x=x[keep], y=y[keep], train=train[keep])
-    return str(out)
+def small_npz():
+    """2,000 real MNIST digits (1,600 train / 400 test), committed in tests/data: a fixed random subset
+    of ../shared/data/mnist15k.npz with its train/test split (tests never need ../shared)."""
+    return TEST_DATA
 
 
 def run_cli(*args, timeout=300, **kwargs):

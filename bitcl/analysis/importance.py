@@ -36,27 +36,29 @@ class _Tracker(ImportanceRegularizer):
 
     name = "analysis"
 
-    def __init__(self, options, engine):
-        super().__init__(options, engine)
+    needs = frozenset({"independent_gradient"})
+
+    def __init__(self, options, model, info):
+        super().__init__(options, model, info)
         self.trackers = {k: PathIntegral(self.params, k, xi=0.1, alpha=1.0) for k in PATH_KINDS}
 
     def penalty(self):
         return None
 
-    def before_task(self, task):
+    def before_task(self, ctx):
         for tracker in self.trackers.values():
             tracker.start_task()
 
-    def after_backward(self):
-        independent = self.engine.independent_gradient(self.params)
+    def after_backward(self, ctx):
+        independent = ctx.independent_gradient(self.params)
         for tracker in self.trackers.values():
             tracker.before_step(independent)
 
-    def after_step(self):
+    def after_step(self, ctx):
         for tracker in self.trackers.values():
             tracker.after_step()
 
-    def after_task(self, task):
+    def end_task(self, ctx):
         pass
 
 
@@ -95,15 +97,16 @@ def analyze_importance(config: RunConfig, task_index: int, samples: int, out: Op
     strategy = engine.strategy
     if engine.scenario.setting == "class":
         engine.model.set_active_outputs(engine.scenario.active_outputs[task_index])
-    strategy.before_task(task)
+    ctx = engine.context(task)
+    strategy.before_task(ctx)
     engine.train_task(task)
     names = list(strategy.params)
     measures = {k: t.importance() for k, t in strategy.trackers.items()}
 
     def mean_of(batch_sums):
-        return task_mean(engine, task, samples, 256, "importance", batch_sums, names)
+        return task_mean(ctx, samples, 256, "importance", batch_sums, names)
 
-    logits = strategy.logits_fn(task)
+    logits = ctx.logits
     fisher = mean_of(lambda x, y, u: batch_fisher_sums(engine.model, strategy.layers, logits, x, y, "exact"))
     measures["fisher_empirical"] = mean_of(
         lambda x, y, u: batch_fisher_sums(engine.model, strategy.layers, logits, x, y, "empirical"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from bitcl.errors import ConfigError
+from bitcl.errors import ConfigError, DataError
 
 from .scenarios import Scenario, data_incremental_scenario, permuted_scenario, split_scenario
 from .sources import ArrayData
@@ -17,14 +17,28 @@ class Benchmark:
     default_tasks: int
     description: str
     needs_data: bool = False
+    classes: int = 0          # classes the benchmark's data must have (0: any)
+    channels: int = 0         # image channels it must have (0: any)
 
 
 BENCHMARKS = {b.name: b for b in [
     Benchmark("split-mnist", "split", 5, "MNIST digits in 5 tasks of 2 classes (embedded data by default)"),
     Benchmark("permuted-mnist", "permuted", 10, "MNIST under T fixed pixel permutations (task 0 unpermuted)"),
-    Benchmark("split-cifar10", "split", 5, "CIFAR-10 in 5 tasks of 2 classes (--data cifar-10-batches-py)", True),
-    Benchmark("split-cifar100", "split", 10, "CIFAR-100 in 10 tasks of 10 classes (--data cifar-100-python)", True),
+    Benchmark("split-cifar10", "split", 5, "CIFAR-10 in 5 tasks of 2 classes (--data cifar-10-batches-py)", True,
+              classes=10, channels=3),
+    Benchmark("split-cifar100", "split", 10, "CIFAR-100 in 10 tasks of 10 classes (--data cifar-100-python)", True,
+              classes=100, channels=3),
 ]}
+
+
+def check_data_fits(spec: Benchmark, data: ArrayData) -> None:
+    """DataError when the loaded data cannot be this benchmark's (e.g. MNIST given to split-cifar10)."""
+    classes = len(set(data.y_train.tolist()) | set(data.y_test.tolist()))
+    if spec.classes and classes != spec.classes:
+        raise DataError(f"{data.name}: {spec.name} needs data with {spec.classes} classes, got {classes}")
+    if spec.channels and (len(data.input_shape) != 3 or data.input_shape[0] != spec.channels):
+        raise DataError(f"{data.name}: {spec.name} needs {spec.channels}-channel images, got inputs of shape "
+                        f"{tuple(data.input_shape)}")
 
 
 def build_scenario(benchmark: str, data: ArrayData, setting: str, num_tasks: Optional[int], seed: int,

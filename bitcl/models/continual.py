@@ -18,7 +18,7 @@ from torch import nn
 from bitcl.errors import ConfigError
 from bitcl.quant import DEFAULT_BITS
 
-from .backbones import MLP, ConvNet, linear
+from .factory import BackboneArgs, LayerFactory, backbone_spec
 
 
 class ContinualModel(nn.Module):
@@ -31,8 +31,12 @@ class ContinualModel(nn.Module):
         if setting == "task":
             self.heads = nn.ModuleList(nn.Linear(features, n) for n in head_sizes)
         else:
-            self.heads = nn.ModuleList([linear(kind, features, head_sizes[0], bits)])
+            self.heads = nn.ModuleList([LayerFactory(kind, bits).linear(features, head_sizes[0])])
         self.register_buffer("active_outputs", torch.tensor(head_sizes[0] if setting != "class" else 0))
+        # [backbones helper] per-task state (batch norm, --bn per-task) is sized here, and refused
+        # outside task-incremental learning (bitcl/models/norm.py)
+        if hasattr(backbone, "bind_tasks"):
+            backbone.bind_tasks(setting, len(head_sizes))
 
     @property
     def multi_head(self) -> bool:
@@ -55,12 +59,21 @@ class ContinualModel(nn.Module):
     def forward(self, x: torch.Tensor, task: Union[int, torch.Tensor] = 0, mask: bool = True) -> torch.Tensor:
         """Logits for ``task``'s head (class-incremental: outputs of unseen classes are -inf
         unless ``mask=False``); ``task`` may be a per-sample tensor of task ids."""
+        if isinstance(task, int) and hasattr(self.backbone, "set_task"):
+            self.backbone.set_task(task)  # [backbones helper] selects per-task batch norms (norm.py)
         features = self.backbone(x)
         if isinstance(task, int):
             return self.logits(features, task, mask)
         if not self.multi_head:
             return self.logits(features, 0, mask)
         raise ConfigError("per-sample task ids need the engine's grouped loss; call per task instead")
+
+    def end_task(self, index: int) -> None:
+        """Called by the training loop after task ``index``'s consolidation: the backbone's
+        batch norms apply their continual policy (``--bn first-task`` freezes after task 0;
+        bitcl/models/norm.py). [backbones helper]"""
+        if hasattr(self.backbone, "end_task"):
+            self.backbone.end_task(index)
 
     def backbone_parameters(self):
         """Named parameters of the backbone and shared heads (everything that tasks share)."""
@@ -71,12 +84,9 @@ class ContinualModel(nn.Module):
 
 
 def build_model(arch: str, input_shape: Sequence[int], head_sizes: Sequence[int], setting: str,
-                kind: str = "quant", bits: int = DEFAULT_BITS, hidden: Sequence[int] = (1200,)) -> ContinualModel:
-    """``arch`` "mlp" or "conv" with the scenario's heads."""
-    if arch == "mlp":
-        backbone = MLP(input_shape, hidden, kind, bits)
-    elif arch == "conv":
-        backbone = ConvNet(input_shape, kind, bits)
-    else:
-        raise ConfigError(f"unknown architecture {arch!r}; choose mlp or conv")
-    return ContinualModel(backbone, head_sizes, setting, kind, bits)
+                kind: str = "quant", bits: int = DEFAULT_BITS, hidden: Sequence[int] = (1200,),
+                width: int = 0, bn: str = "first-task", dropout: float = 0.0) -> ContinualModel:
+    """The registered backbone ``arch`` (``bitcl list``) with the scenario's heads."""
+    spec = backbone_spec(arch)
+    args = BackboneArgs(tuple(input_shape), LayerFactory(kind, bits), tuple(hidden), width, bn, dropout)
+    return ContinualModel(spec.build(args), head_sizes, setting, kind, bits)

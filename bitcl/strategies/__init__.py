@@ -1,5 +1,7 @@
-"""Continual-learning methods, one file each, registered by name."""
-from . import af, anpyc, blip, dlcft, ewc, finetune, joint, mas, masx, rewc, si, sib, siu, sos  # noqa: F401  (registration)
-from .base import Strategy, get_strategy, make_options, register, strategy_names
+"""Continual-learning methods, one file each, registered by name and discovered automatically."""
+from .base import (Strategy, build_options, discover, get_strategy, make_options, register, resolved_options,
+                   strategy_names)
+from .context import RunInfo, TaskContext, Unsupported, check_supported
 
-__all__ = ["Strategy", "get_strategy", "make_options", "register", "strategy_names"]
+__all__ = ["RunInfo", "Strategy", "TaskContext", "Unsupported", "build_options", "check_supported", "discover",
+           "get_strategy", "make_options", "register", "resolved_options", "strategy_names"]

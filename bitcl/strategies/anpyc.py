@@ -19,6 +19,11 @@ Adversarial Neural Pruning and Synaptic Consolidation", IEEE TNNLS
   Weights kept by earlier tasks are never pruned; weights a task prunes are free for
   the next task. Then Ω_t is computed (pruned weights score 0) and accumulated.
 
+On the quantised backbone a pruned weight is held at code 0 by freezing all N of its bits
+while the task retrains (the bit projection, which runs once per step anyway, keeps it
+there); they are unfrozen when the task ends. On the float backbone ``after_step`` zeroes
+them instead. Either way each step projects once.
+
 Biases are consolidated but not pruned. State between tasks: Ω, θ* and the kept mask
 (one bool per prunable weight): constant in the number of tasks.
 """
@@ -31,6 +36,7 @@ import torch
 
 from bitcl.errors import ConfigError
 from bitcl.importance import entropy_scores
+from bitcl.quant import bit_states
 
 from .base import register
 from .regularizer import ImportanceRegularizer, batch_field, samples_field
@@ -85,10 +91,12 @@ class Anpyc(ImportanceRegularizer):
     summary = "ANPyC: entropy-score pruning + synaptic consolidation for long task sequences (TNNLS)"
     scenarios = ("task", "domain", "class")
     Options = AnpycOptions
+    needs = frozenset({"retrain"})
 
-    def __init__(self, options, engine):
-        super().__init__(options, engine)
+    def __init__(self, options, model, info):
+        super().__init__(options, model, info)
         self.prunable = {n: p for n, p in self.params.items() if n.endswith("weight")}
+        self.bit_states = {n: s for n, s in bit_states(model) if n in self.prunable}
         for name, p in self.prunable.items():
             self.state[f"kept/{name}"] = torch.zeros(p.shape, dtype=torch.bool, device=p.device)
         self.pruned: dict[str, torch.Tensor] = {}
@@ -98,24 +106,28 @@ class Anpyc(ImportanceRegularizer):
         return self.options.lam
 
     # -- scores and pruning ---------------------------------------------------------------
-    def scores(self, task) -> dict[str, torch.Tensor]:
-        """Mean entropy score of every backbone parameter over ``samples`` training samples."""
-        opts, engine = self.options, self.engine
-        batches, _ = engine.importance_batches(task, opts.samples, opts.batch, "importance")
+    def scores(self, ctx) -> dict[str, torch.Tensor]:
+        """Mean entropy score of every backbone parameter over the batches of ``batch`` samples of
+        ``samples`` training samples. Under torchrun each batch's gradient is summed over the ranks'
+        shares before scoring (the score is not linear in it), so ranks hold the one-process score."""
+        opts, world = self.options, ctx.world
+        batches, count = ctx.importance_batches(opts.samples, opts.batch, "importance")
         was_training = self.model.training
         self.model.eval()
         total = {n: torch.zeros_like(p) for n, p in self.params.items()}
-        with torch.enable_grad():
-            for x, _, _ in batches:
-                for n, v in entropy_scores(self.params, self.logits_fn(task), x).items():
-                    total[n] += v
-        self.model.train(was_training)
-        count = torch.tensor(float(len(batches)))
-        engine.dist.all_reduce_(count)
-        return {n: engine.dist.all_reduce_(v) / max(float(count), 1.0) for n, v in total.items()}
+        reduce = world.all_reduce_ if world.enabled else None
+        try:
+            with torch.enable_grad():
+                for i, (x, _, _) in enumerate(batches):
+                    size = min(opts.batch, count - i * opts.batch)  # the whole batch, over all ranks
+                    for n, v in entropy_scores(self.params, ctx.logits, x, size, reduce).items():
+                        total[n] += v
+        finally:
+            self.model.train(was_training)
+        return {n: v / max(len(batches), 1) for n, v in total.items()}
 
     @torch.no_grad()
-    def prune_to(self, percent: float, scores: dict[str, torch.Tensor]) -> None:
+    def prune_to(self, ctx, percent: float, scores: dict[str, torch.Tensor]) -> None:
         """Per tensor, zero the lowest-scored ``percent`` % of the weights no earlier task kept."""
         for name, p in self.prunable.items():
             free = ~self.state[f"kept/{name}"]
@@ -127,30 +139,38 @@ class Anpyc(ImportanceRegularizer):
             order = torch.argsort(ranked.flatten(), stable=True)[:k]
             pruned.view(-1)[order] = True
             p.masked_fill_(pruned, 0.0)
-        self.engine.project()  # codes follow: a pruned weight is code 0
+            if name in self.bit_states:  # hold it at code 0: every bit frozen while the task retrains
+                state = self.bit_states[name]
+                state.codes.masked_fill_(pruned, 0)
+                state.frozen.masked_fill_(pruned, state.bits)
+        ctx.project()  # codes follow: a pruned weight is code 0
 
-    def after_backward(self):
+    def after_backward(self, ctx):
         for name, mask in self.pruned.items():
             grad = self.prunable[name].grad
             if grad is not None:
                 grad.masked_fill_(mask, 0.0)
 
     @torch.no_grad()
-    def after_step(self):
-        if self.pruned:  # optimiser momentum must not revive a pruned weight
-            for name, mask in self.pruned.items():
+    def after_step(self, ctx):
+        # optimiser momentum must not revive a pruned weight; quantised weights are held at code 0
+        # by their frozen bits (the loop's projection), float ones are zeroed here
+        for name, mask in self.pruned.items():
+            if name not in self.bit_states:
                 self.prunable[name].masked_fill_(mask, 0.0)
-            self.engine.project()
 
-    def after_task(self, task):
-        opts, engine = self.options, self.engine
-        schedule = pruning_schedule(opts.prune_first, opts.prune_decay, opts.prune_step, len(engine.scenario))
+    def end_task(self, ctx):
+        opts = self.options
+        schedule = pruning_schedule(opts.prune_first, opts.prune_decay, opts.prune_step, ctx.num_tasks)
         self.pruned = {}
-        for i, percent in enumerate(schedule[task.index]):
-            self.prune_to(percent, self.scores(task))
+        for i, percent in enumerate(schedule[ctx.task_index]):
+            self.prune_to(ctx, percent, self.scores(ctx))
             if opts.retrain_epochs:
-                engine.train_task(task, epochs=opts.retrain_epochs, tag=f"retrain-{i}")
-        omega = self.scores(task)  # pruned weights are zero, so they score 0
+                ctx.retrain(opts.retrain_epochs, f"retrain-{i}")
+        for name, state in self.bit_states.items():  # pruned weights are free for the next task
+            if name in self.pruned:
+                state.frozen.masked_fill_(self.pruned[name], 0)
+        omega = self.scores(ctx)  # pruned weights are zero, so they score 0
         for name, p in self.params.items():
             if opts.accumulate == "sum":
                 self.state[f"omega/{name}"] = self.state[f"omega/{name}"] + omega[name]
@@ -164,8 +184,7 @@ class Anpyc(ImportanceRegularizer):
         self.state["tasks_seen"] = self.state["tasks_seen"] + 1
         self.pruned = {}
 
-    def extra_results(self) -> dict:
+    def task_results(self) -> dict:
         kept = sum(int(self.state[f"kept/{n}"].sum()) for n in self.prunable)
         total = sum(p.numel() for p in self.prunable.values())
-        free = self.engine.result.extra.get("free_fraction", [])
-        return {"free_fraction": free + [1 - kept / total]}
+        return {"free_fraction": 1 - kept / total}

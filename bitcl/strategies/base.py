@@ -1,12 +1,18 @@
 """The strategy interface and registry (after FACIL's approaches and Mammoth's models).
 
-A strategy is one small file: a subclass of :class:`Strategy` with a ``name``, the
-scenarios it supports, an ``Options`` dataclass (each field becomes a CLI flag,
-``fisher_prior`` -> ``--fisher-prior``; ``metadata={"help": ..., "choices": ...}``)
-and the hooks it needs. The engine calls, per task::
+A strategy is one small file in this package: a subclass of :class:`Strategy` with a
+``name``, the scenarios it supports, an ``Options`` dataclass (each field becomes a CLI
+flag, ``fisher_prior`` -> ``--fisher-prior``, shown with its default in ``--help`` and
+recorded with its resolved value in results.json; ``metadata={"help": ..., "choices":
+...}``), the services it needs from the loop (``needs``, see ``context.SERVICES``) and
+the hooks it uses. Files are discovered automatically (``discover``): adding a method
+is one file with ``@register``.
 
-    before_task(task) -> [per step: loss + penalty(); backward; after_backward();
-    optimiser step; bit projection; after_step()] -> after_task(task)
+Whoever drives the training (the supervised engine, the RL loop, ``bitcl.fit``, the
+Avalanche plugins) calls, per task, with a :class:`~bitcl.strategies.context.TaskContext`::
+
+    before_task(ctx) -> [per step: loss(...) + penalty(); backward; after_backward(ctx);
+    optimiser step; bit projection; after_step(ctx)] -> end_task(ctx)
 
 Everything a strategy keeps between tasks lives in ``self.state`` (a dict of
 tensors): it is saved in every checkpoint (so ``--resume`` restores it), counted
@@ -15,15 +21,19 @@ in ``memory.state_bytes``, and must be identical on every rank under DDP.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any, ClassVar, Optional
+import importlib
+import math
+import pkgutil
+import typing
+from typing import Any, ClassVar, Optional
 
 import torch
+from torch import nn
 
-from bitcl.data.scenarios import SCENARIOS, Task
+from bitcl.data.scenarios import SCENARIOS
 from bitcl.errors import ConfigError
 
-if TYPE_CHECKING:
-    from bitcl.engine import Engine
+from .context import RunInfo, TaskContext
 
 
 @dataclasses.dataclass
@@ -37,41 +47,44 @@ class Strategy:
     scenarios: ClassVar[tuple[str, ...]] = SCENARIOS
     Options: ClassVar[type] = NoOptions
     requires_quantized: ClassVar[bool] = False
+    needs: ClassVar[frozenset[str]] = frozenset()      # services of the loop (context.SERVICES)
+    distributable: ClassVar[bool] = True               # may run under torchrun
+    rl: ClassVar[bool] = False                         # offered by `bitcl rl`
 
-    def __init__(self, options: Any, engine: "Engine"):
+    def __init__(self, options: Any, model: nn.Module, info: RunInfo):
         self.options = options
-        self.engine = engine
-        self.model = engine.model
+        self.model = model
+        self.info = info
         self.state: dict[str, torch.Tensor] = {}
 
     # -- hooks ------------------------------------------------------------------
-    def training_module(self) -> Optional[torch.nn.Module]:
+    def training_module(self) -> Optional[nn.Module]:
         """The module trained and evaluated, ``forward(x, task) -> outputs`` (None: the model).
-        DLCFT returns its linearised model; under DDP the engine wraps this module."""
+        DLCFT returns its linearised model; under DDP the loop wraps this module."""
         return None
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """The task loss *summed* over the samples (the engine divides by the batch size)."""
+        """The task loss *summed* over the samples (the loop divides by the batch size)."""
         return torch.nn.functional.cross_entropy(outputs, targets, reduction="sum")
 
     def training_tasks(self, task_index: int) -> list[int]:
-        """Indices of the tasks whose training data this task trains on."""
+        """Indices of the tasks whose training data this task trains on (``replay`` service)."""
         return [task_index]
 
-    def before_task(self, task: Task) -> None:
+    def before_task(self, ctx: TaskContext) -> None:
         """Start of a task (before its optimiser is built)."""
 
     def penalty(self) -> Optional[torch.Tensor]:
         """A loss term added to the task loss at every step, or None."""
         return None
 
-    def after_backward(self) -> None:
+    def after_backward(self, ctx: TaskContext) -> None:
         """Gradients are in ``.grad``; the optimiser has not stepped yet."""
 
-    def after_step(self) -> None:
+    def after_step(self, ctx: TaskContext) -> None:
         """After the optimiser step and the bit projection."""
 
-    def after_task(self, task: Task) -> None:
+    def end_task(self, ctx: TaskContext) -> None:
         """End of a task: consolidation (importance, freezing, anchors)."""
 
     # -- persistent state -------------------------------------------------------------
@@ -79,18 +92,23 @@ class Strategy:
         return self.state
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        self.state = {k: v.to(self.engine.device) for k, v in tensors.items()}
+        self.state = {k: v.to(self.info.device) for k, v in tensors.items()}
 
     def state_bytes(self) -> int:
         """Bytes kept between tasks beyond the model itself."""
         return sum(t.numel() * t.element_size() for t in self.state_tensors().values())
 
-    def extra_results(self) -> dict:
-        """Method-specific entries for results.json (e.g. per-layer capacity)."""
+    def task_results(self) -> dict:
+        """Per-task entries for results.json; each value is appended to a list under its key."""
+        return {}
+
+    def run_results(self) -> dict:
+        """Entries for results.json that describe the whole run."""
         return {}
 
 
 _REGISTRY: dict[str, type[Strategy]] = {}
+_DISCOVERED = False
 
 
 def register(cls: type[Strategy]) -> type[Strategy]:
@@ -101,30 +119,94 @@ def register(cls: type[Strategy]) -> type[Strategy]:
     return cls
 
 
+def discover() -> None:
+    """Import every module of this package once, so each registers its methods."""
+    global _DISCOVERED
+    if _DISCOVERED:
+        return
+    _DISCOVERED = True
+    package = importlib.import_module(__package__)
+    for module in pkgutil.iter_modules(package.__path__):
+        if not module.name.startswith("_") and module.name not in ("base", "context"):
+            importlib.import_module(f"{__package__}.{module.name}")
+
+
 def get_strategy(name: str) -> type[Strategy]:
+    discover()
     if name not in _REGISTRY:
         raise ConfigError(f"unknown method {name!r}; choose from {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]
 
 
 def strategy_names() -> list[str]:
+    discover()
     return sorted(_REGISTRY)
 
 
-def make_options(cls: type[Strategy], values: Optional[dict] = None):
-    """Build ``cls.Options`` from a dict, refusing unknown keys and bad choices/values."""
+def protected_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """The parameters that tasks share and a method protects: a bitcl ContinualModel's (or an RL
+    agent's) ``backbone_parameters()`` (backbone and shared heads, not per-task heads), else every
+    trainable parameter of a user's model."""
+    if hasattr(model, "backbone_parameters"):
+        return dict(model.backbone_parameters())
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def option_default(f: dataclasses.Field) -> Any:
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()
+
+
+def _check_type(flag: str, kind: type, value: Any) -> Any:
+    """``value`` as ``kind`` (int, float, str, bool), or ConfigError naming the flag."""
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{flag} must be true or false, got {value!r}")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{flag} must be an integer, got {value!r}")
+        return value
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"{flag} must be a finite number, got {value!r}")
+        return float(value)
+    if kind is str and not isinstance(value, str):
+        raise ConfigError(f"{flag} must be a string, got {value!r}")
+    return value
+
+
+def build_options(options_cls: type, values: Optional[dict] = None, owner: str = "method"):
+    """A typed options dataclass from a dict: unknown keys, wrong types, non-finite numbers,
+    bad choices and values outside ``metadata["min"]``/``["max"]`` raise ConfigError."""
     values = dict(values or {})
-    fields = {f.name: f for f in dataclasses.fields(cls.Options)}
+    fields = {f.name: f for f in dataclasses.fields(options_cls)}
     unknown = sorted(set(values) - set(fields))
     if unknown:
         flags = ", ".join("--" + k.replace("_", "-") for k in unknown)
-        raise ConfigError(f"method {cls.name!r} has no option(s) {flags}")
+        raise ConfigError(f"{owner} has no option(s) {flags}")
+    hints = typing.get_type_hints(options_cls)
     for key, value in values.items():
-        choices = fields[key].metadata.get("choices")
-        if choices and value not in choices:
-            raise ConfigError(f"--{key.replace('_', '-')} must be one of {', '.join(map(str, choices))}, got {value!r}")
-    options = cls.Options(**values)
+        flag = "--" + key.replace("_", "-")
+        values[key] = value = _check_type(flag, hints[key], value)
+        meta = fields[key].metadata
+        if meta.get("choices") and value not in meta["choices"]:
+            raise ConfigError(f"{flag} must be one of {', '.join(map(str, meta['choices']))}, got {value!r}")
+        if "min" in meta and value < meta["min"]:
+            raise ConfigError(f"{flag} must be >= {meta['min']}, got {value!r}")
+        if "max" in meta and value > meta["max"]:
+            raise ConfigError(f"{flag} must be <= {meta['max']}, got {value!r}")
+    options = options_cls(**values)
     check = getattr(options, "validate", None)
     if check:
         check()
     return options
+
+
+def make_options(cls: type[Strategy], values: Optional[dict] = None):
+    """Build ``cls.Options`` from a dict (see :func:`build_options`)."""
+    return build_options(cls.Options, values, f"method {cls.name!r}")
+
+
+def resolved_options(options: Any) -> dict:
+    """Every option's value, defaults included (what results.json records)."""
+    return dataclasses.asdict(options)

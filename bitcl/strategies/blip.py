@@ -33,6 +33,8 @@ from bitcl.errors import ConfigError
 from bitcl.importance import FISHER_KINDS, batch_fisher_sums, layers_of, task_mean
 from bitcl.quant import bit_states
 
+from .context import RunInfo, TaskContext
+
 from .base import Strategy, register
 
 
@@ -44,7 +46,7 @@ class BlipOptions:
     fisher_samples: int = field(default=0, metadata={"help": "training samples for the Fisher (0: all)"})
     fisher_batch: int = field(default=500, metadata={"help": "batch size of the Fisher estimation"})
     fisher_prior: float = field(default=1e-10, metadata={
-        "help": "prior Fisher F_0 per weight, in per-sample Fisher units"})
+        "help": "prior Fisher F_0 per weight, in per-sample Fisher units", "min": 1e-300})
     accumulate: str = field(default="mean", metadata={
         "help": "running mean of prior and Fishers (the authors'), or their running sum",
         "choices": ("mean", "sum")})
@@ -95,9 +97,10 @@ class Blip(Strategy):
     summary = "BLIP: freeze each weight's most significant bits by Fisher information gain (CVPR 2021)"
     Options = BlipOptions
     requires_quantized = True
+    rl = True
 
-    def __init__(self, options: BlipOptions, engine):
-        super().__init__(options, engine)
+    def __init__(self, options: BlipOptions, model, info: RunInfo):
+        super().__init__(options, model, info)
         self.quantized = dict(bit_states(self.model))
         self.layers = layers_of(self.model, self.quantized)
         prior = options.fisher_prior
@@ -106,17 +109,16 @@ class Blip(Strategy):
                                                       device=state.codes.device)
         self.state["tasks_seen"] = torch.zeros((), dtype=torch.int64)
 
-    def estimate_fisher(self, task) -> dict[str, torch.Tensor]:
-        """Per-sample mean diagonal Fisher of every quantised weight on ``task``'s training data."""
+    def estimate_fisher(self, ctx: TaskContext) -> dict[str, torch.Tensor]:
+        """Per-sample mean diagonal Fisher of every quantised weight on the task's data (Eq. 6)."""
         opts = self.options
-        return task_mean(self.engine, task, opts.fisher_samples, opts.fisher_batch, "fisher",
-                         lambda x, y, u: batch_fisher_sums(self.model, self.layers,
-                                                           lambda inp: self.model(inp, task.index), x, y,
+        return task_mean(ctx, opts.fisher_samples, opts.fisher_batch, "fisher",
+                         lambda x, y, u: batch_fisher_sums(self.model, self.layers, ctx.logits, x, y,
                                                            opts.fisher, u), self.quantized)
 
-    def after_task(self, task) -> None:
+    def end_task(self, ctx: TaskContext) -> None:
         with torch.enable_grad():
-            fisher = self.estimate_fisher(task)
+            fisher = self.estimate_fisher(ctx)
         seen = int(self.state["tasks_seen"])
         for name, state in self.quantized.items():
             old = self.state[f"fisher/{name}"]

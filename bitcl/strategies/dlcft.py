@@ -92,13 +92,21 @@ class Dlcft(Strategy):
     name = "dlcft"
     summary = "DLCFT: linearised fine-tuning with the optimal quadratic penalty (ECCV 2022)"
     Options = DlcftOptions
+    needs = frozenset({"linearized_training"})
 
-    def __init__(self, options: DlcftOptions, engine):
-        super().__init__(options, engine)
+    def __init__(self, options: DlcftOptions, model, info):
+        super().__init__(options, model, info)
         groups = linear_layers(self.model)
         chosen = groups if options.layers == 0 else groups[-options.layers:]
         params = dict(self.model.named_parameters())
         self.names = [n for n in params if any(n == g or n.startswith(g + ".") for g in chosen)]
+        modules = dict(self.model.named_modules())
+        convs = sorted({n.rsplit(".", 1)[0] for n in self.names
+                        if isinstance(modules.get(n.rsplit(".", 1)[0]), nn.Conv2d)})
+        if options.curvature == "kfac" and convs:
+            raise ConfigError(f"--curvature kfac is implemented for linear layers only, and --layers "
+                              f"{options.layers} linearises conv layers ({', '.join(convs[:3])}): use fewer "
+                              "--layers, or --curvature diagonal or exact")
         for n, p in params.items():
             p.requires_grad_(n in self.names)
         self.params = {n: params[n] for n in self.names}
@@ -110,7 +118,7 @@ class Dlcft(Strategy):
             if size > 10000:
                 raise ConfigError(f"exact curvature for {size:,} linearised parameters needs a {size}x{size} "
                                   "matrix: use --curvature kfac or diagonal, or fewer --layers")
-            self.state["curvature"] = torch.zeros(size, size, device=engine.device)
+            self.state["curvature"] = torch.zeros(size, size, device=info.device)
         elif options.curvature == "diagonal":
             for n in self.names:
                 self.state[f"diag/{n}"] = torch.zeros_like(params[n].detach())
@@ -169,30 +177,31 @@ class Dlcft(Strategy):
             p.copy_(self.state[f"theta0/{n}"])
         return saved
 
-    def curvature(self, task) -> dict:
+    def curvature(self, ctx) -> dict:
         """This task's Hessian of the MSE loss, (2/N) Σ JᵀJ, in the chosen form."""
-        opts, engine, model = self.options, self.engine, self.model
-        batches, count = engine.importance_batches(task, opts.samples, opts.batch, "curvature")
+        opts, world, model, task_index = self.options, ctx.world, self.model, ctx.task_index
+        batches, count = ctx.importance_batches(opts.samples, opts.batch, "curvature")
+        batches = [b for b in batches if len(b[0])]  # sums: a rank's empty share adds nothing
         saved = self._at_theta0()
         was_training = model.training
         model.eval()
-        logits = lambda inp: model(inp, task.index, mask=False)
-        live = self.model.head_for(task.index).out_features  # every output is in the loss
+        logits = lambda inp: model(inp, task_index, mask=False)
+        live = self.model.head_for(task_index).out_features  # every output is in the loss
         try:
             with torch.enable_grad():
                 if opts.curvature == "exact":
                     theta0 = {k: v.detach() for k, v in model.named_parameters()}
-                    total = sum(exact_sum(model, self.names, theta0,
-                                          lambda p, xi: functional_call(model, p, (xi, task.index),
+                    total = sum((exact_sum(model, self.names, theta0,
+                                          lambda p, xi: functional_call(model, p, (xi, task_index),
                                                                         {"mask": False}), x, live)
-                                for x, _, _ in batches)
-                    out = {"curvature": engine.dist.all_reduce_(total) * (2.0 / count)}
+                                for x, _, _ in batches), torch.zeros_like(self.state["curvature"]))
+                    out = {"curvature": world.all_reduce_(total) * (2.0 / count)}
                 elif opts.curvature == "diagonal":
                     sums: dict = {}
                     for x, _, _ in batches:
                         for k, v in diagonal_sum(model, self.layers, logits, x, live).items():
                             sums[k] = sums[k] + v if k in sums else v
-                    out = {n: engine.dist.all_reduce_(sums.get(n, torch.zeros_like(self.params[n])))
+                    out = {n: world.all_reduce_(sums.get(n, torch.zeros_like(self.params[n])))
                            * (2.0 / count) for n in self.names}
                 else:
                     sums = {}
@@ -204,7 +213,7 @@ class Dlcft(Strategy):
                             else:
                                 sums[k] = [g, s]
                     # A ≈ 2 Ḡ ⊗ S̄ with Ḡ = ΣΣ ggᵀ / N and S̄ = Σ aaᵀ / N
-                    out = {k: (engine.dist.all_reduce_(g) * (2.0 / count), engine.dist.all_reduce_(s) / count)
+                    out = {k: (world.all_reduce_(g) * (2.0 / count), world.all_reduce_(s) / count)
                            for k, (g, s) in sums.items()}
         finally:
             with torch.no_grad():
@@ -213,8 +222,8 @@ class Dlcft(Strategy):
             model.train(was_training)
         return out
 
-    def after_task(self, task) -> None:
-        part = self.curvature(task)
+    def end_task(self, ctx) -> None:
+        part = self.curvature(ctx)
         t = int(self.state["tasks_seen"])
         if self.options.curvature == "exact":
             self.state["curvature"] = self.state["curvature"] + part["curvature"]
@@ -229,9 +238,10 @@ class Dlcft(Strategy):
             self.state[f"anchor/{n}"] = self.params[n].detach().clone()
         self.state["tasks_seen"] = self.state["tasks_seen"] + 1
 
-    def extra_results(self) -> dict:
+    def task_results(self) -> dict:
         keys = [k for k in self.state if k.startswith(("curvature", "diag/", "kfac/"))]
-        size = sum(self.state[k].numel() * self.state[k].element_size() for k in keys)
-        previous = self.engine.result.extra.get("curvature_bytes", [])
-        return {"curvature_bytes": previous + [size], "curvature": self.options.curvature,
+        return {"curvature_bytes": sum(self.state[k].numel() * self.state[k].element_size() for k in keys)}
+
+    def run_results(self) -> dict:
+        return {"curvature": self.options.curvature,
                 "linearized_parameters": sum(p.numel() for p in self.params.values())}

@@ -39,11 +39,11 @@ class EwcOptions:
             raise ConfigError(f"--gamma must lie in [0, 1], got {self.gamma}")
 
 
-def fisher_of_task(strategy, task, kind: str) -> dict[str, torch.Tensor]:
-    """Per-sample mean Fisher of the strategy's parameters on ``task``."""
+def fisher_of_task(strategy, ctx, kind: str) -> dict[str, torch.Tensor]:
+    """Per-sample mean Fisher of the strategy's parameters on the task of ``ctx``."""
     opts = strategy.options
-    return task_mean(strategy.engine, task, opts.samples, opts.batch, "importance",
-                     lambda x, y, u: batch_fisher_sums(strategy.model, strategy.layers, strategy.logits_fn(task), x, y,
+    return task_mean(ctx, opts.samples, opts.batch, "importance",
+                     lambda x, y, u: batch_fisher_sums(strategy.model, strategy.layers, ctx.logits, x, y,
                                                        kind, u), strategy.params)
 
 
@@ -52,15 +52,16 @@ class Ewc(ImportanceRegularizer):
     name = "ewc"
     summary = "EWC: Fisher-weighted quadratic penalty (separate per task, or online)"
     Options = EwcOptions
+    rl = True
 
-    def __init__(self, options, engine):
-        super().__init__(options, engine)
+    def __init__(self, options, model, info):
+        super().__init__(options, model, info)
         if options.mode == "separate":  # per-task Fishers and anchors are added as tasks end
             for name in self.params:
                 del self.state[f"omega/{name}"], self.state[f"anchor/{name}"]
 
-    def task_importance(self, task):
-        return fisher_of_task(self, task, self.options.fisher)
+    def task_importance(self, ctx):
+        return fisher_of_task(self, ctx, self.options.fisher)
 
     def accumulate(self, name, importance):
         if self.options.mode == "online":
@@ -70,10 +71,10 @@ class Ewc(ImportanceRegularizer):
             self.state[f"omega/{t}/{name}"] = importance
             self.state[f"anchor/{t}/{name}"] = self.params[name].detach().clone()
 
-    def after_task(self, task):
+    def end_task(self, ctx):
         if self.options.mode == "online":
-            return super().after_task(task)
-        importance = self.task_importance(task)
+            return super().end_task(ctx)
+        importance = self.task_importance(ctx)
         for name in self.params:
             self.accumulate(name, importance[name].detach())
         self.state["tasks_seen"] = self.state["tasks_seen"] + 1

@@ -6,3 +6,4 @@ from .base import Strategy, register
 class Finetune(Strategy):
     name = "finetune"
     summary = "plain sequential training, no protection against forgetting (lower bound)"
+    rl = True

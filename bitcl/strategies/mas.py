@@ -23,10 +23,10 @@ class OutputSensitivityRegularizer(ImportanceRegularizer):
 
     measure = ""
 
-    def task_importance(self, task):
+    def task_importance(self, ctx):
         opts = self.options
-        return task_mean(self.engine, task, opts.samples, opts.batch, "importance",
-                         lambda x, y, u: output_sensitivity_sums(self.model, self.layers, self.logits_fn(task), x,
+        return task_mean(ctx, opts.samples, opts.batch, "importance",
+                         lambda x, y, u: output_sensitivity_sums(self.model, self.layers, ctx.logits, x,
                                                               self.measure), self.params)
 
 

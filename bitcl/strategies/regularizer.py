@@ -21,7 +21,8 @@ import torch
 from bitcl.errors import ConfigError
 from bitcl.importance import layers_of
 
-from .base import Strategy
+from .base import Strategy, protected_parameters
+from .context import RunInfo, TaskContext
 
 
 def c_field(default: float, source: str):
@@ -60,9 +61,9 @@ class SampledImportanceOptions:
 class ImportanceRegularizer(Strategy):
     """Quadratic penalty around the previous task's parameters, weighted by accumulated importance."""
 
-    def __init__(self, options, engine):
-        super().__init__(options, engine)
-        self.params = dict(self.model.backbone_parameters())
+    def __init__(self, options, model, info: RunInfo):
+        super().__init__(options, model, info)
+        self.params = protected_parameters(model)
         self.layers = layers_of(self.model, self.params)
         for name, p in self.params.items():
             self.state[f"omega/{name}"] = torch.zeros_like(p.detach())
@@ -82,18 +83,15 @@ class ImportanceRegularizer(Strategy):
             total = total + (self.state[f"omega/{name}"] * (p - self.state[f"anchor/{name}"]).pow(2)).sum()
         return self.strength * total
 
-    def task_importance(self, task) -> dict[str, torch.Tensor]:
+    def task_importance(self, ctx: TaskContext) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
     def accumulate(self, name: str, importance: torch.Tensor) -> None:
         self.state[f"omega/{name}"] = self.state[f"omega/{name}"] + importance
 
-    def after_task(self, task) -> None:
-        importance = self.task_importance(task)
+    def end_task(self, ctx: TaskContext) -> None:
+        importance = self.task_importance(ctx)
         for name, p in self.params.items():
             self.accumulate(name, importance[name].detach())
             self.state[f"anchor/{name}"] = p.detach().clone()
         self.state["tasks_seen"] = self.state["tasks_seen"] + 1
-
-    def logits_fn(self, task):
-        return lambda x: self.model(x, task.index)

@@ -26,5 +26,5 @@ class Rewc(ImportanceRegularizer):
     summary = "rEWC: quadratic penalty weighted by sqrt(Fisher) (Benzing, AISTATS 2022)"
     Options = RewcOptions
 
-    def task_importance(self, task):
-        return {k: v.sqrt() for k, v in fisher_of_task(self, task, self.options.fisher).items()}
+    def task_importance(self, ctx):
+        return {k: v.sqrt() for k, v in fisher_of_task(self, ctx, self.options.fisher).items()}

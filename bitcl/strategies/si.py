@@ -34,22 +34,22 @@ class PathIntegralRegularizer(ImportanceRegularizer):
 
     kind = "si"
 
-    def __init__(self, options, engine):
-        super().__init__(options, engine)
+    def __init__(self, options, model, info):
+        super().__init__(options, model, info)
         self.tracker = PathIntegral(self.params, self.kind, xi=getattr(options, "xi", 0.1),
                                     alpha=getattr(options, "alpha", 1.0))
 
-    def before_task(self, task):
+    def before_task(self, ctx):
         self.tracker.start_task()
 
-    def after_backward(self):
-        independent = self.engine.independent_gradient(self.params) if self.tracker.needs_independent_gradient else None
+    def after_backward(self, ctx):
+        independent = ctx.independent_gradient(self.params) if self.tracker.needs_independent_gradient else None
         self.tracker.before_step(independent)
 
-    def after_step(self):
+    def after_step(self, ctx):
         self.tracker.after_step()
 
-    def task_importance(self, task):
+    def task_importance(self, ctx):
         return self.tracker.importance()
 
 

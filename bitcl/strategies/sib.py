@@ -13,3 +13,4 @@ class Sib(PathIntegralRegularizer):
     summary = "SIB: the minibatch-noise bias of SI alone (Benzing, AISTATS 2022)"
     Options = SiOptions
     kind = "sib"
+    needs = frozenset({"independent_gradient"})

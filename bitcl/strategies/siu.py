@@ -13,3 +13,4 @@ class Siu(PathIntegralRegularizer):
     summary = "SIU: SI with an independent minibatch gradient (unbiased; Benzing, AISTATS 2022)"
     Options = SiOptions
     kind = "siu"
+    needs = frozenset({"independent_gradient"})

@@ -33,3 +33,4 @@ class Sos(PathIntegralRegularizer):
     summary = "SOS: sqrt of a running mean of squared gradient noise (Benzing, AISTATS 2022)"
     Options = SosOptions
     kind = "sos"
+    needs = frozenset({"independent_gradient"})

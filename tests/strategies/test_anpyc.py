@@ -79,14 +79,15 @@ def test_pruned_weights_stay_zero_through_retraining(small_npz):
                               method_options={"retrain_epochs": 0}))
     strategy = engine.strategy
     task = engine.scenario.tasks[0]
+    ctx = engine.context(task)
     engine.train_task(task)
-    strategy.prune_to(30, strategy.scores(task))
+    strategy.prune_to(ctx, 30, strategy.scores(ctx))
     masks = {k: v.clone() for k, v in strategy.pruned.items()}
     seen = []
     original = strategy.after_step
 
-    def watch():
-        original()
+    def watch(ctx):
+        original(ctx)
         seen.append(all(torch.all(strategy.prunable[k][m] == 0) for k, m in masks.items()))
     strategy.after_step = watch
     engine.train_task(task, epochs=1, tag="retrain")

@@ -42,7 +42,7 @@ def test_kfac_and_diagonal_match_exact_for_a_single_layer(small_npz):
     curv = {}
     for kind in ("exact", "kfac", "diagonal"):
         engine = engine_for(small_npz, layers=1, curvature=kind, samples=200)
-        curv[kind] = (engine.strategy.curvature(engine.scenario.tasks[0]), engine)
+        curv[kind] = (engine.strategy.curvature(engine.context(engine.scenario.tasks[0])), engine)
     exact = curv["exact"][0]["curvature"]
     head = curv["exact"][1].model.heads[0]
     out, inp = head.weight.shape
@@ -126,3 +126,71 @@ def test_user_state_dict_in_weights_only_torch_format(tmp_path, small_npz):
     dl.run()  # only the heads are linearised: the backbone stays at the loaded θ0
     for key, value in saved.items():
         assert torch.equal(dl.model.backbone.state_dict()[key], value), key
+
+
+def gaussian_classes(per_class: int = 40, classes: int = 4, features: int = 4, seed: int = 0):
+    """Four Gaussian clusters in R^4 (train and test): few features, so the linearised problem of a
+    hidden-[6] MLP (P = 4*6+6 + 6*4+4 = 58 parameters) has a unique least-squares solution."""
+    from bitcl.data import ArrayData
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(classes, features, generator=g)
+    y = torch.arange(classes).repeat_interleave(per_class)
+    x = centres[y] + 0.7 * torch.randn(len(y), features, generator=g)
+    return ArrayData("gaussians", x, y, x.clone(), y.clone())
+
+
+def linearised_joint_optimum(engine) -> dict[str, torch.Tensor]:
+    """argmin_θ Σ_t (1/N_t) Σ_n ||f(x_n; θ0) + J_n (θ − θ0) − onehot(y_n)||² over *all* parameters
+    (closed form, float64): the normal equations (Σ_t Σ_n J_nᵀJ_n / N_t) δ = −Σ_t Σ_n J_nᵀ r_n / N_t."""
+    from torch.func import functional_call, jacrev
+    model, strategy = engine.model, engine.strategy
+    theta0 = {n: strategy.state[f"theta0/{n}"].double() for n in strategy.names}
+    model64 = __import__("copy").deepcopy(model).double().eval()
+    names, shapes = list(theta0), [theta0[n].shape for n in theta0]
+    flat0 = torch.cat([theta0[n].flatten() for n in names])
+
+    def f(flat, x):
+        params, start = {}, 0
+        for n, shape in zip(names, shapes):
+            params[n] = flat[start:start + shape.numel()].view(shape)
+            start += shape.numel()
+        return functional_call(model64, params, (x, 0), {"mask": False})
+
+    lhs = torch.zeros(len(flat0), len(flat0), dtype=torch.float64)
+    rhs = torch.zeros(len(flat0), dtype=torch.float64)
+    for task in engine.scenario.tasks:
+        x = task.x_train.double()
+        jac = jacrev(f)(flat0, x).reshape(-1, len(flat0))           # (N * outputs, P)
+        out0 = f(flat0, x)
+        residual = (out0 - torch.nn.functional.one_hot(task.y_train, out0.shape[1]).double()).reshape(-1)
+        lhs += jac.t() @ jac / len(x)
+        rhs -= jac.t() @ residual / len(x)
+    # ReLU's rescaling symmetries leave J null directions (one per hidden unit): the minimum-norm solution,
+    # which gradient steps (always in the range of Jᵀ) reach from θ0
+    delta = torch.linalg.pinv(lhs, hermitian=True, rtol=1e-6) @ rhs
+    out, start = {}, 0
+    for n, shape in zip(names, shapes):
+        out[n] = (flat0 + delta)[start:start + shape.numel()].view(shape)
+        start += shape.numel()
+    return out
+
+
+def test_exact_penalty_on_the_whole_network_reaches_the_linearised_joint_optimum():
+    """layers=0, exact curvature: sequential class-incremental training of the linearised hidden-[6]
+    MLP ends at the closed-form joint least-squares optimum of all its parameters; c=0 does not."""
+    torch.set_num_threads(1)
+    data = gaussian_classes()
+    found = {}
+    for c in (1.0, 0.0):
+        cfg = RunConfig(method="dlcft", benchmark="split-mnist", scenario="class", classes=[0, 1, 2, 3], tasks=2,
+                        hidden=[6], backbone="float", quiet=True, epochs=1500, batch_size=1000, lr=0.02,
+                        method_options={"curvature": "exact", "layers": 0, "c": c})
+        engine = Engine(cfg, data=data)
+        assert set(engine.strategy.names) == {n for n, _ in engine.model.named_parameters()}  # all of them
+        engine.run()
+        found[c] = {n: p.detach().double() for n, p in engine.strategy.params.items()}
+        optimum = linearised_joint_optimum(engine)
+    flat = lambda d: torch.cat([d[n].flatten() for n in optimum])
+    gap = (flat(found[1.0]) - flat(optimum)).abs().max()
+    assert float(gap) < 2e-3 * float(flat(optimum).abs().max()), float(gap)
+    assert float((flat(found[0.0]) - flat(optimum)).abs().max()) > 50 * float(gap)  # finetune lands elsewhere

@@ -77,9 +77,10 @@ def test_penalty_is_zero_at_the_anchor_and_positive_away(method, small_npz):
     """After a task the penalty is 0 at θ* and grows when the parameters move."""
     engine = Engine(RunConfig(method=method, data=small_npz, epochs=1, hidden=[32], quiet=True, tasks=5))
     task = engine.scenario.tasks[0]
-    engine.strategy.before_task(task)
+    ctx = engine.context(task)
+    engine.strategy.before_task(ctx)
     engine.train_task(task)
-    engine.strategy.after_task(task)
+    engine.strategy.end_task(ctx)
     assert float(engine.strategy.penalty().detach()) == 0.0
     with torch.no_grad():
         for p in engine.strategy.params.values():
@@ -103,10 +104,10 @@ def test_siu_second_minibatch_is_independent(small_npz):
     assert base.accuracy_matrix == siu.accuracy_matrix  # same batches, same steps (c = 0)
     engine = Engine(RunConfig(method="siu", **common))
     task = engine.scenario.tasks[0]
-    engine.strategy.before_task(task)
+    engine.strategy.before_task(engine.context(task))
     engine.train_task(task)
-    g_prime = engine.independent_gradient(engine.strategy.params)
-    g_again = engine.independent_gradient(engine.strategy.params)
+    g_prime = engine.trainer.independent_gradient(engine.strategy.params)
+    g_again = engine.trainer.independent_gradient(engine.strategy.params)
     key = next(iter(g_prime))
     assert not torch.equal(g_prime[key], g_again[key])  # a new minibatch each time
 
