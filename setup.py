@@ -63,6 +63,10 @@ class BuildKernels(build_ext):
         # changing any value; -ffp-contract=off keeps every product rounded (no FMA), as in torch.
         base = ["/O2"] if msvc else ["-O3", "-std=c11", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off"]
         omp = ["/openmp"] if msvc else ["-fopenmp"]
+        if not self._compiles("int main(void) { return 0; }\n", base):
+            _say("no working C compiler: the C kernels are NOT built; bitcl will use the torch reference kernels")
+            super().build_extensions()  # fails, and setuptools skips the optional extension with a warning
+            return
         wanted = os.environ.get("BITCL_OPENMP", "1") != "0"
         use_omp = wanted and self._compiles(OPENMP_PROBE, omp)
         if use_omp:

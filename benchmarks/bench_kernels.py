@@ -1,28 +1,54 @@
 """Kernel and layer speed, as ratios against baselines timed in the same process.
 
-    .venv/bin/python benchmarks/bench_kernels.py
+    .venv/bin/python benchmarks/bench_kernels.py [--threads 1 2]
 
-Targets (issue 2): project_() / one SGD step of the float 784-1200-10 MLP at
-batch 64 <= 0.10; pack/unpack >= 1 GB/s; BitLinear(784, 1200) fwd+bwd over
-nn.Linear <= 1.15. Writes benchmarks/out/kernels.json.
+For each thread count:
+
+* projection (every quantised tensor of a BitLinear 784-1200-10 MLP, all checks
+  included) over one plain SGD step of the float MLP at batch 64: target <= 0.10;
+* the torch reference over the C kernel on the 784x1200 weight (target: a few times);
+* the Python-side argument checks: ``kernels.project_`` over a direct call of the
+  C entry point (the value checks run inside the C kernel and are part of every
+  figure above);
+* pack / unpack throughput (target >= 1 GB/s) and over the reference;
+* BitLinear(784, 1200) forward + backward over nn.Linear (target <= 1.15).
+
+Writes benchmarks/results/kernels.json with the environment and the kernels' build info.
 """
 from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
 
 import torch
 from torch import nn
 
-from _timing import median_seconds, paired_ratio, write_json
+from _timing import median_seconds, paired_ratio
 from bitcl import kernels
 from bitcl.kernels import reference
 from bitcl.quant import BitLinear, bit_states, max_code
 
+try:
+    from _env import write_result
+except ImportError:  # a checkout without benchmarks/_env.py: record the same fields here
+    import json
 
-def main() -> None:
-    torch.set_num_threads(2)
-    torch.manual_seed(0)
-    results: dict = {"threads": 2, "backend": kernels.backend()}
+    def write_result(name: str, payload: dict) -> str:
+        here = os.path.dirname(os.path.abspath(__file__))
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True).stdout
+        cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                    if line.startswith("model name")), platform.processor())
+        env = {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "git_commit": commit.strip()}
+        os.makedirs(os.path.join(here, "results"), exist_ok=True)
+        path = os.path.join(here, "results", f"{name}.json")
+        with open(path, "w") as f:
+            json.dump({**payload, "environment": env}, f, indent=2)
+        return path
 
-    # projection against one plain SGD step of the float MLP
+
+def projection_vs_sgd() -> dict:
     float_mlp = nn.Sequential(nn.Linear(784, 1200), nn.ReLU(), nn.Linear(1200, 10))
     opt = torch.optim.SGD(float_mlp.parameters(), lr=0.01)
     x, y = torch.randn(64, 784), torch.randint(0, 10, (64,))
@@ -41,17 +67,41 @@ def main() -> None:
         for s in states:
             s.project_()
 
-    ratio, t_proj, t_step = paired_ratio(project_all, sgd_step, rounds=9, inner=30)
-    results["project_over_sgd_step"] = {"ratio": ratio, "project_ms": t_proj * 1e3, "sgd_step_ms": t_step * 1e3,
-                                        "weights": sum(s.codes.numel() for s in states), "target": 0.10}
+    ratio, t_proj, t_step = paired_ratio(project_all, sgd_step, rounds=15, inner=30)
+    return {"ratio": ratio, "project_ms": t_proj * 1e3, "sgd_step_ms": t_step * 1e3,
+            "weights": sum(s.codes.numel() for s in states), "target": 0.10}
 
-    # fast path against the reference, on the 784x1200 weight
-    w = states[0]
+
+def reference_vs_c() -> dict:
+    torch.manual_seed(1)
+    w = BitLinear(784, 1200).bit_states()[0]
+    w.freeze(torch.randint(0, 12, w.codes.shape))
     inv = w.layer.inv_scales["weight"]
-    fast = lambda: kernels.project_(w.latent.data, w.codes, w.frozen, w.bits, w.scale, inv)
-    ref = lambda: reference.project_(w.latent.data, w.codes, w.frozen, w.bits, w.scale, inv)
-    results["project_speedup_fast_over_reference"] = 1 / paired_ratio(fast, ref, rounds=5, inner=10)[0]
+    args = (w.latent.data, w.codes, w.frozen, w.bits, w.scale, inv)
+    c = lambda: kernels.project_(*args)
+    ref = lambda: reference.project_(*args)
+    ratio, t_ref, t_c = paired_ratio(ref, c, rounds=11, inner=10)
+    out = {"reference_over_c": ratio, "reference_ms": t_ref * 1e3, "c_ms": t_c * 1e3, "weights": w.codes.numel()}
+    if kernels.backend() == "c":
+        from bitcl.kernels import _bitops
+        latent, codes, frozen = args[:3]
+        direct = lambda: _bitops.project(latent.data_ptr(), codes.data_ptr(), frozen.data_ptr(), latent.numel(),
+                                         w.bits, w.scale, inv, torch.get_num_threads())
+        small = BitLinear(1200, 10).bit_states()[1]  # the 10-element bias: the checks' fixed cost shows
+        s_args = (small.latent.data, small.codes, small.frozen, small.bits, small.scale,
+                  small.layer.inv_scales["bias"])
+        s_direct = lambda: _bitops.project(s_args[0].data_ptr(), s_args[1].data_ptr(), s_args[2].data_ptr(), 10,
+                                           small.bits, small.scale, s_args[5], torch.get_num_threads())
+        out["python_checks_us_per_call"] = (median_seconds(lambda: kernels.project_(*s_args), inner=200)
+                                            - median_seconds(s_direct, inner=200)) * 1e6
+        out["checked_over_direct_c_784x1200"] = paired_ratio(c, direct, rounds=11, inner=20)[0]
+        _bitops.set_isa(False)
+        out["baseline_isa_c_ms"] = median_seconds(c, inner=10) * 1e3
+        _bitops.set_isa(True)
+    return out
 
+
+def pack_throughput() -> dict:
     bits, n = 20, 4_000_000
     codes = torch.randint(-max_code(bits), max_code(bits) + 1, (n,), dtype=torch.int32)
     packed = kernels.pack_bitplanes(codes, bits)
@@ -60,31 +110,49 @@ def main() -> None:
     t_pack_ref = median_seconds(lambda: reference.pack_bitplanes(codes, bits), repeats=3, inner=1)
     t_unpack_ref = median_seconds(lambda: reference.unpack_bitplanes(packed, bits, n), repeats=3, inner=1)
     gb = n * 4 / 1e9  # GB of int32 codes in or out
-    results["pack"] = {"codes": n, "bits": bits, "pack_GBps": gb / t_pack, "unpack_GBps": gb / t_unpack,
-                       "pack_speedup_fast_over_reference": t_pack_ref / t_pack,
-                       "unpack_speedup_fast_over_reference": t_unpack_ref / t_unpack, "target_GBps": 1.0}
+    return {"codes": n, "bits": bits, "pack_GBps": gb / t_pack, "unpack_GBps": gb / t_unpack,
+            "pack_speedup_c_over_reference": t_pack_ref / t_pack,
+            "unpack_speedup_c_over_reference": t_unpack_ref / t_unpack, "target_GBps": 1.0}
 
-    # BitLinear forward + backward against nn.Linear
+
+def bitlinear_vs_linear() -> dict:
     bit_layer, float_layer = BitLinear(784, 1200), nn.Linear(784, 1200)
     xb = torch.randn(64, 784)
 
     def fwd_bwd(layer):
         return lambda: layer(xb).sum().backward()
 
-    results["bitlinear_over_linear_fwd_bwd"] = {
-        "ratio": paired_ratio(fwd_bwd(bit_layer), fwd_bwd(float_layer), rounds=9, inner=30)[0], "target": 1.15}
+    return {"ratio": paired_ratio(fwd_bwd(bit_layer), fwd_bwd(float_layer), rounds=9, inner=30)[0],
+            "target": 1.15}
 
-    path = write_json("kernels.json", results)
-    p = results["pack"]
-    print(f"backend: {results['backend']}, 2 threads")
-    print(f"project_() / SGD step (784-1200-10, batch 64): {ratio:.3f}  "
-          f"({t_proj * 1e3:.3f} ms / {t_step * 1e3:.3f} ms; target <= 0.10)")
-    print(f"project fast path vs reference: {results['project_speedup_fast_over_reference']:.1f}x faster")
-    print(f"pack {p['pack_GBps']:.2f} GB/s, unpack {p['unpack_GBps']:.2f} GB/s (target >= 1); "
-          f"vs reference {p['pack_speedup_fast_over_reference']:.0f}x / {p['unpack_speedup_fast_over_reference']:.0f}x")
+
+def run(threads: int) -> dict:
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    r = {"projection_over_sgd_step": projection_vs_sgd(), "project_reference_vs_c": reference_vs_c(),
+         "pack": pack_throughput(), "bitlinear_over_linear_fwd_bwd": bitlinear_vs_linear()}
+    p, rc, pk = r["projection_over_sgd_step"], r["project_reference_vs_c"], r["pack"]
+    print(f"-- {threads} thread(s), backend {kernels.backend()}")
+    print(f"projection / SGD step (784-1200-10, batch 64): {p['ratio']:.3f}  "
+          f"({p['project_ms']:.3f} ms / {p['sgd_step_ms']:.3f} ms; target <= 0.10)")
+    print(f"torch reference / C (784x1200): {rc['reference_over_c']:.2f}x  "
+          f"({rc['reference_ms']:.3f} ms / {rc['c_ms']:.3f} ms)")
+    if "python_checks_us_per_call" in rc:
+        print(f"Python argument checks: {rc['python_checks_us_per_call']:.1f} us per call; checked / direct C on "
+              f"784x1200: {rc['checked_over_direct_c_784x1200']:.3f}; baseline-ISA C: {rc['baseline_isa_c_ms']:.3f} ms")
+    print(f"pack {pk['pack_GBps']:.2f} GB/s, unpack {pk['unpack_GBps']:.2f} GB/s (target >= 1); "
+          f"vs reference {pk['pack_speedup_c_over_reference']:.0f}x / {pk['unpack_speedup_c_over_reference']:.0f}x")
     print(f"BitLinear / nn.Linear fwd+bwd (784->1200, batch 64): "
-          f"{results['bitlinear_over_linear_fwd_bwd']['ratio']:.3f} (target <= 1.15)")
-    print(f"wrote {path}")
+          f"{r['bitlinear_over_linear_fwd_bwd']['ratio']:.3f} (target <= 1.15)")
+    return r
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    args = parser.parse_args()
+    results = {"build": kernels.build_info(), "runs": {str(t): run(t) for t in args.threads}}
+    print(f"wrote {write_result('kernels', results)}")
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ __all__ = ["backend", "build_info", "project_", "pack_bitplanes", "unpack_bitpla
 
 # status codes of bitops.h
 _OK, _NONFINITE, _CODE, _FROZEN = 0, 1, 2, 3
+_OVERLAP = -6
 _ARGUMENT_ERRORS = {-1: "null pointer", -2: "bad element count or buffer length", -3: "bits out of range",
                     -4: "scale not finite and > 0", -5: "inv_scale not finite and > 0"}
 
@@ -102,6 +103,8 @@ def _raise_status(status: int, index: int, where: str, latent=None, codes=None, 
         raise bitcodes.code_error(codes, index, bits, where)
     if status == _FROZEN:
         raise bitcodes.frozen_error(frozen, index, bits, where)
+    if status == _OVERLAP:
+        raise BitError(f"{where}: the tensors share memory; pass separate tensors")
     raise BitError(f"{where}: the C kernel refused its arguments ({_ARGUMENT_ERRORS.get(status, status)})")
 
 
@@ -155,23 +158,30 @@ def project_(latent: torch.Tensor, codes: torch.Tensor, frozen: torch.Tensor, bi
     Non-contiguous tensors are projected in contiguous copies, then copied back.
     ``where`` names the tensor in messages.
     """
-    bits, scale, inv_scale = checks.check_project_args(latent, codes, frozen, bits, scale, inv_scale, where)
-    native = _fast(latent)
+    contiguous = latent.is_contiguous() and codes.is_contiguous() and frozen.is_contiguous() \
+        if isinstance(latent, torch.Tensor) and isinstance(codes, torch.Tensor) and isinstance(frozen, torch.Tensor) \
+        else False
+    native = _fast(latent) if isinstance(latent, torch.Tensor) else None
+    # contiguous buffers on the C path: the kernel itself refuses overlapping ones
+    bits, scale, inv_scale = checks.check_project_args(latent, codes, frozen, bits, scale, inv_scale, where,
+                                                       disjoint=not (contiguous and native is not None))
     if native is None:
         if latent.device.type == "cuda" and _fused_gpu():
             _project_gpu(latent, codes, frozen, bits, scale, inv_scale, where)
         else:
             reference.project_checked(latent, codes, frozen, bits, scale, inv_scale, where)
         return
-    l, c, f = latent.detach().contiguous(), codes.contiguous(), frozen.contiguous()
+    if contiguous:
+        l, c, f = latent, codes, frozen
+    else:
+        l, c, f = latent.detach().contiguous(), codes.contiguous(), frozen.contiguous()
     status, index = native.project(l.data_ptr(), c.data_ptr(), f.data_ptr(), l.numel(), bits, scale, inv_scale,
                                    torch.get_num_threads())
     _raise_status(status, index, where, l, c, f, bits)
-    if l.data_ptr() != latent.data_ptr():
+    if not contiguous:
         with torch.no_grad():
             latent.copy_(l)
-    if c.data_ptr() != codes.data_ptr():
-        codes.copy_(c)
+            codes.copy_(c)
 
 
 def pack_bitplanes(codes: torch.Tensor, bits: int, *, where: str = "pack_bitplanes") -> torch.Tensor:

@@ -110,6 +110,13 @@ int bitcl_openmp(void)
 #define PARALLEL_RANGES(n, nthreads, min_n, body) body(0, (n))
 #endif
 
+/* Whether byte ranges [a, a + na) and [b, b + nb) intersect. */
+static int overlap(const void *a, int64_t na, const void *b, int64_t nb)
+{
+    uintptr_t pa = (uintptr_t)a, pb = (uintptr_t)b;
+    return pa < pb + (uintptr_t)nb && pb < pa + (uintptr_t)na;
+}
+
 /* -- finiteness ---------------------------------------------------------------- */
 INLINE int nonfinite_bits(uint32_t b) { return (b & 0x7f800000u) == 0x7f800000u; }
 
@@ -288,6 +295,9 @@ int bitcl_project(float *latent, int32_t *codes, const uint8_t *frozen, int64_t 
         return BITCL_ERR_SCALE;
     if (!(isfinite(inv_scale) && inv_scale > 0.0f))
         return BITCL_ERR_INV_SCALE;
+    if (n > 0 && (overlap(latent, 4 * n, codes, 4 * n) || overlap(latent, 4 * n, frozen, n) ||
+                  overlap(codes, 4 * n, frozen, n)))
+        return BITCL_ERR_OVERLAP;
 
     /* Pass 1, read-only: nothing is written unless every element is valid. */
     uint32_t flags = 0;
@@ -395,6 +405,8 @@ int bitcl_pack(const int32_t *codes, int64_t n, int bits, uint8_t *out, int64_t 
         return BITCL_ERR_COUNT;
     if (n > 0 && (!codes || !out))
         return BITCL_ERR_NULL;
+    if (n > 0 && overlap(codes, 4 * n, out, out_len))
+        return BITCL_ERR_OVERLAP;
     /* codes must fit N planes: u = c + 2^(N-1) in [0, 2^N - 1] */
     const uint32_t half = (uint32_t)1 << (bits - 1), top = ((uint32_t)1 << bits) - 1;
     uint32_t bad = 0;
@@ -477,6 +489,8 @@ int bitcl_unpack(const uint8_t *packed, int64_t packed_len, int64_t n, int bits,
         return BITCL_ERR_COUNT;
     if (n > 0 && (!packed || !codes))
         return BITCL_ERR_NULL;
+    if (n > 0 && overlap(packed, packed_len, codes, 4 * n))
+        return BITCL_ERR_OVERLAP;
 #define UNPACK_BODY(b_, e_) unpack_bytes(packed, n, bits, codes, b_, e_)
     PARALLEL_RANGES(nbytes, nthreads, PARALLEL_MIN / 8, UNPACK_BODY);
 #undef UNPACK_BODY

@@ -17,6 +17,7 @@ enum bitcl_status {
     BITCL_ERR_BITS = -3,       /* bits outside the allowed range */
     BITCL_ERR_SCALE = -4,      /* scale not finite or <= 0 */
     BITCL_ERR_INV_SCALE = -5,  /* inv_scale not finite or <= 0 */
+    BITCL_ERR_OVERLAP = -6,    /* the buffers overlap */
     BITCL_ERR_NONFINITE = 1,   /* a NaN or infinite latent at *bad_index */
     BITCL_ERR_CODE = 2,        /* a code outside the N-bit range at *bad_index */
     BITCL_ERR_FROZEN = 3       /* a frozen count above N at *bad_index */

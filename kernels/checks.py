@@ -25,25 +25,25 @@ def check_tensor(t: object, name: str, dtype: torch.dtype, where: str) -> torch.
     bitcodes.check_tensor(t, name, dtype, where)
     if t.layout != torch.strided:
         raise BitTypeError(f"{where}: {name} must be a dense (strided) tensor, got {t.layout}")
-    if t.device.type == "meta":
+    if t.is_meta:
         raise BitTypeError(f"{where}: {name} is on the meta device and holds no data")
     return t
 
 
 def _span(t: torch.Tensor) -> tuple[int, int]:
     """Bytes ``[first, last + 1)`` that a strided tensor (no negative strides in torch) can touch."""
+    if t.is_contiguous():
+        return t.data_ptr(), t.data_ptr() + t.numel() * t.element_size()
     last = sum(stride * (size - 1) for size, stride in zip(t.shape, t.stride()))
     return t.data_ptr(), t.data_ptr() + (last + 1) * t.element_size()
 
 
 def check_disjoint(where: str, **tensors: torch.Tensor) -> None:
     """No two tensors share memory (the kernels read one while writing another)."""
-    items = [(name, t) for name, t in tensors.items() if t.numel() > 0]
-    for i, (name_a, a) in enumerate(items):
-        lo_a, hi_a = _span(a)
-        for name_b, b in items[i + 1:]:
-            lo_b, hi_b = _span(b)
-            if a.device == b.device and lo_a < hi_b and lo_b < hi_a:
+    spans = [(*_span(t), name, t) for name, t in tensors.items() if t.numel() > 0]
+    for i, (lo_a, hi_a, name_a, a) in enumerate(spans):
+        for lo_b, hi_b, name_b, b in spans[i + 1:]:
+            if lo_a < hi_b and lo_b < hi_a and a.device == b.device:
                 raise BitError(f"{where}: {name_a} and {name_b} share memory; pass separate tensors")
 
 
@@ -60,14 +60,19 @@ def check_scales(scale: object, inv_scale: object, where: str) -> tuple[float, f
     return scale, inv_scale
 
 
-def check_project_args(latent, codes, frozen, bits, scale, inv_scale, where: str) -> tuple[int, float, float]:
-    """Everything :func:`bitcl.kernels.project_` needs, short of reading the values."""
+def check_project_args(latent, codes, frozen, bits, scale, inv_scale, where: str,
+                       disjoint: bool = True) -> tuple[int, float, float]:
+    """Everything :func:`bitcl.kernels.project_` needs, short of reading the values.
+
+    ``disjoint=False`` leaves the memory-overlap test to the C kernel (which makes it on
+    the contiguous buffers it is given)."""
     bits = bitcodes.check_bits(bits, where)
     check_tensor(latent, "latent", torch.float32, where)
     check_tensor(codes, "codes", bitcodes.CODE_DTYPE, where)
     check_tensor(frozen, "frozen", bitcodes.FROZEN_DTYPE, where)
     bitcodes.check_same(where, latent=latent, codes=codes, frozen=frozen)
-    check_disjoint(where, latent=latent, codes=codes, frozen=frozen)
+    if disjoint:
+        check_disjoint(where, latent=latent, codes=codes, frozen=frozen)
     scale, inv_scale = check_scales(scale, inv_scale, where)
     return bits, scale, inv_scale
 

@@ -98,8 +98,11 @@ class BitState:
         ``FloatingPointError``) naming the tensor, and changes nothing; so do codes
         or frozen counts that break the contract (:class:`~bitcl.errors.BitError`).
         """
-        kernels.project_(self.latent.data, self.codes, self.frozen, self.bits, self.scale,
-                         self.layer.inv_scales[self.param_name], where=self.display_name)
+        # runs after every optimiser step: read the module's dicts directly (nn.Module.__getattr__ is slow)
+        layer, name = self.layer, self.param_name
+        buffers = layer._buffers
+        kernels.project_(layer._parameters[name], buffers[name + "_codes"], buffers[name + "_frozen"],
+                         layer.bits, layer.scales[name], layer.inv_scales[name], where=self.display_name)
 
     def check(self) -> None:
         """Validate codes and frozen counts (:func:`bitcl.quant.codes.check_codes`)."""

@@ -16,7 +16,6 @@ suite calls (tests/kernels/test_fuzz_harness.py), without atheris.
 """
 from __future__ import annotations
 
-import contextlib
 import sys
 from collections import Counter
 from pathlib import Path
@@ -27,20 +26,13 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # run as a script by `make fuzz`
     sys.path.insert(0, str(ROOT))
 
-try:  # coverage-guided when run by atheris (`make fuzz`); the pytest suite runs without it
-    import atheris
-except ImportError:
-    atheris = None
+from tests.fuzz.reader import Reader, atheris, instrumented  # noqa: E402
 
-# instrument bitcl's own modules only: instrumenting torch takes minutes
-with (atheris.instrument_imports(include=["bitcl"]) if atheris and __name__ == "__main__"
-      else contextlib.nullcontext()):
+with instrumented(__name__):
     from bitcl import kernels
     from bitcl.errors import BitclError
     from bitcl.kernels import reference
     from bitcl.quant import codes as bitcodes
-
-from tests.fuzz.reader import Reader  # noqa: E402
 
 DTYPES = [torch.float32, torch.int32, torch.uint8, torch.float64, torch.int64, torch.int8, torch.float16,
           torch.bool, torch.complex64]

@@ -1,7 +1,21 @@
-"""Decoding fuzzer bytes into choices, shared by the harnesses in tests/fuzz/."""
+"""Shared by the harnesses in tests/fuzz/: decoding fuzzer bytes, and atheris when present."""
 from __future__ import annotations
 
+import contextlib
 import struct
+
+try:  # coverage-guided when run by atheris (`make fuzz`); the pytest suite runs without it
+    import atheris
+except ImportError:
+    atheris = None
+
+
+def instrumented(module_name: str):
+    """Instrument the bitcl modules imported inside this block when a harness runs as a script
+    under atheris (only bitcl's: instrumenting torch takes minutes); a no-op otherwise."""
+    if atheris is not None and module_name == "__main__":
+        return atheris.instrument_imports(include=["bitcl"])
+    return contextlib.nullcontext()
 
 
 class Reader:

@@ -168,6 +168,7 @@ def test_c_functions_defend_themselves():
     assert _bitops.project(*ptrs, 12, 1, 0.1, 10.0, 1)[0] == -3
     assert _bitops.project(*ptrs, 12, 8, float("nan"), 10.0, 1)[0] == -4   # scale
     assert _bitops.project(*ptrs, 12, 8, 0.1, -1.0, 1)[0] == -5            # inv_scale
+    assert _bitops.project(ptrs[0], ptrs[0] + 8, ptrs[2], 12, 8, 0.1, 10.0, 1)[0] == -6  # overlapping buffers
     assert _bitops.pack(codes.data_ptr(), 12, 8, 0, 5, 1)[0] == -2         # output length
     assert _bitops.pack(0, 12, 8, 0, 16, 1)[0] == -1
     assert _bitops.unpack(0, 16, 12, 8, 0, 1)[0] == -1
