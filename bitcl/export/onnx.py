@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from bitcl.errors import BitclError
-from bitcl.quant import BitConv2d, BitLinear, bit_states
+from bitcl.quant import BitConv2d, BitLinear
 from bitcl.quant.codes import codes_from_top_bits, top_bits
 from bitcl.train.rundir import refuse_run_file
 

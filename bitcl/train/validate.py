@@ -87,10 +87,11 @@ class Fields:
         return key in self.obj
 
     def _get(self, key: str, required: bool):
+        """The value at ``key``; ``_ABSENT`` when an optional key is missing (JSON null is a value)."""
         if key not in self.obj:
             if required:
                 self.fail(f"missing key {key!r}")
-            return None
+            return _ABSENT
         return self.obj[key]
 
     def _name(self, key: str) -> str:
@@ -98,23 +99,19 @@ class Fields:
 
     def sub(self, key: str, required: bool = True) -> Optional["Fields"]:
         value = self._get(key, required)
-        return None if value is None and not required else Fields(value, self.where, self.error, self._name(key))
+        return None if value is _ABSENT else Fields(value, self.where, self.error, self._name(key))
 
     def integer(self, key: str, lo: Optional[int] = None, hi: Optional[int] = None, required: bool = True):
         value = self._get(key, required)
-        if value is None and not required:
-            return None
-        return check_int(value, self._name(key), lo, hi, self.where, self.error)
+        return None if value is _ABSENT else check_int(value, self._name(key), lo, hi, self.where, self.error)
 
     def number(self, key: str, lo: float = -math.inf, hi: float = math.inf, required: bool = True):
         value = self._get(key, required)
-        if value is None and not required:
-            return None
-        return check_number(value, self._name(key), lo, hi, self.where, self.error)
+        return None if value is _ABSENT else check_number(value, self._name(key), lo, hi, self.where, self.error)
 
     def string(self, key: str, choices: Optional[Sequence[str]] = None, required: bool = True):
         value = self._get(key, required)
-        if value is None and not required:
+        if value is _ABSENT:
             return None
         if not isinstance(value, str):
             self.fail(f"{key!r} must be a string, got {_kind(value)}")
@@ -124,7 +121,7 @@ class Fields:
 
     def boolean(self, key: str, required: bool = True):
         value = self._get(key, required)
-        if value is None and not required:
+        if value is _ABSENT:
             return None
         if not isinstance(value, bool):
             self.fail(f"{key!r} must be true or false, got {_kind(value)}")
@@ -132,13 +129,16 @@ class Fields:
 
     def array(self, key: str, required: bool = True, length: Optional[int] = None) -> Optional[list]:
         value = self._get(key, required)
-        if value is None and not required:
+        if value is _ABSENT:
             return None
         if not isinstance(value, list):
             self.fail(f"{key!r} must be a list, got {_kind(value)}")
         if length is not None and len(value) != length:
             self.fail(f"{key!r} has {len(value)} entries, expected {length}")
         return value
+
+
+_ABSENT = object()
 
 
 def _kind(value: Any) -> str:

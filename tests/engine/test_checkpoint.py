@@ -66,12 +66,7 @@ def _set(tensors, meta, key, value):
 
 
 def _meta(path, value):
-    def change(tensors, meta):
-        node = meta
-        for key in path[:-1]:
-            node = node[key]
-        node[path[-1]] = value
-    return change
+    return lambda tensors, meta: fx.set_path(meta, path, value) and None
 
 
 # (name, change to the valid parts, message): each one thing wrong in an otherwise valid checkpoint
@@ -163,19 +158,7 @@ def test_load_refuses_a_scale_other_than_the_models(tmp_path):
         load_model_state(fx.build(fx.model_spec()), tensors, str(path), meta)
 
 
-JSON = st.recursive(st.none() | st.booleans() | st.integers(-2 ** 70, 2 ** 70) | st.floats() | st.text(max_size=5),
-                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
-                    max_leaves=12)
-
-
-def _paths(node, prefix=()):
-    yield prefix
-    if isinstance(node, dict):
-        for k, v in node.items():
-            yield from _paths(v, prefix + (k,))
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            yield from _paths(v, prefix + (i,))
+JSON = fx.json_values()
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -184,13 +167,8 @@ def test_any_metadata_value_is_accepted_or_refused_cleanly(tmp_path_factory, dat
     """Property: replacing any node of valid metadata with arbitrary JSON gives either a checkpoint that
     passes validation or a CheckpointError, never another exception."""
     tensors, meta = fx.checkpoint_parts()
-    spots = [p for p in _paths(meta) if p]
-    where = data.draw(st.sampled_from(spots))
-    value = data.draw(JSON)
-    node = meta
-    for key in where[:-1]:
-        node = node[key]
-    node[where[-1]] = value
+    spots = [p for p in fx.json_paths(meta) if p]
+    fx.set_path(meta, data.draw(st.sampled_from(spots)), data.draw(JSON))
     path = fx.write_parts(tmp_path_factory.mktemp("c") / "task-0.safetensors", tensors, copy.deepcopy(meta))
     try:
         read_checkpoint(path)

@@ -143,3 +143,31 @@ def write_parts(path: Path, tensors: dict, meta: dict, raw: dict | None = None) 
 
 
 QUANTIZED = "backbone.layers.1.weight"  # a quantised tensor of the fixture model
+
+
+def json_paths(node, prefix=()):
+    """Every key path of a JSON value (the root is ``()``), for replacing one node at a time."""
+    yield prefix
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from json_paths(v, prefix + (k,))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from json_paths(v, prefix + (i,))
+
+
+def set_path(obj, path, value):
+    """Set the node at ``path`` (a non-empty key path) of ``obj`` to ``value``; returns ``obj``."""
+    node = obj
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return obj
+
+
+def json_values(max_leaves: int = 10):
+    """A hypothesis strategy for any JSON value (huge integers, NaN and infinities included)."""
+    from hypothesis import strategies as st
+    scalars = st.none() | st.booleans() | st.integers(-2 ** 70, 2 ** 70) | st.floats() | st.text(max_size=4)
+    return st.recursive(scalars, lambda inner: st.lists(inner, max_size=3)
+                        | st.dictionaries(st.text(max_size=4), inner, max_size=3), max_leaves=max_leaves)
