@@ -110,6 +110,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, task: Optional[int] = N
                 check_inputs: Optional[torch.Tensor] = None) -> dict:
     """Export to ONNX; with onnxruntime installed, check its outputs against torch on ``check_inputs``."""
     import warnings
+    refuse_run_file(out, "--out")  # before the (slow) brevitas import: nothing of a run is ever replaced
     try:
         import onnx  # noqa: F401
         with warnings.catch_warnings():  # brevitas warns about optional kernels at import
@@ -117,7 +118,6 @@ def export_onnx(checkpoint: str | Path, out: str | Path, task: Optional[int] = N
             from brevitas.export import export_onnx_qcdq
     except ImportError as error:
         raise BitclError(f"ONNX export needs the export extra (pip install 'bitcl[export]'): {error}") from None
-    refuse_run_file(out, "--out")
     module, spec = brevitas_model(checkpoint, task, bits)
     pixels = 1
     for d in spec["input_shape"]:
