@@ -49,10 +49,12 @@ def holds_run(folder: Path) -> bool:
 
 
 def _sibling(target: Path, kind: str, pid: int) -> Path:
+    target = target.resolve()  # `--out .` or `--out run/`: name the sibling after the real folder
     return target.parent / f"{target.name}.{kind}-{pid}"
 
 
 def _siblings(target: Path, kind: str) -> list[Path]:
+    target = target.resolve()
     pattern = re.compile(rf"^{re.escape(target.name)}\.{kind}-(\d+)$")
     try:
         return [target.parent / n for n in os.listdir(target.parent) if pattern.match(n)]
@@ -199,6 +201,9 @@ class RunDirectory:
         for folder in self.target.resolve().parents:
             if folder.name == "checkpoints" and holds_run(folder.parent):
                 raise ConfigError(f"--out {self.target}: is inside the checkpoints of the run in {folder.parent}")
+        if self.overwrite and holds_run(self.target) and self.target.resolve() in (Path.cwd(), *Path.cwd().parents):
+            raise ConfigError(f"--out {self.target}: --overwrite replaces the folder, which holds the current "
+                              "directory; run from outside it")
         if holds_run(self.target) and not (self.resume or self.overwrite):
             raise ConfigError(f"--out {self.target}: already holds a run (use --overwrite to replace it "
                               "or --resume to continue it)")

@@ -131,6 +131,15 @@ def test_swap_interrupted_after_the_exchange_is_finished_on_next_start(tmp_path)
     assert sorted(os.listdir(tmp_path)) == ["run"]
 
 
+def test_overwrite_of_the_current_directory_is_refused(tmp_path, monkeypatch):
+    """`--out .` with --overwrite cannot swap the folder the process stands in: refused up front."""
+    out = fx.write_run(tmp_path / "run", checkpoints=False)
+    monkeypatch.chdir(out)
+    with pytest.raises(ConfigError, match="holds the current directory"):
+        RunDirectory(".", overwrite=True).open()
+    assert sorted(os.listdir(tmp_path)) == ["run"]
+
+
 def test_overwrite_and_resume_together_are_refused(tmp_path):
     """--overwrite and --resume contradict each other: refused before anything is touched."""
     with pytest.raises(ConfigError, match="exclude each other"):
