@@ -29,6 +29,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+# private torch.func helpers: the only way to keep running statistics under a transform (see below)
+from torch._C._functorch import get_unwrapped, is_functorch_wrapped_tensor, peek_interpreter_stack
 
 from bitcl.errors import ConfigError
 
@@ -89,10 +91,36 @@ class ContinualBatchNorm2d(nn.Module):
             # running statistics, no update; detached affine: no gradient, so optimisers skip it
             return F.batch_norm(x, norm.running_mean, norm.running_var, norm.weight.detach(),
                                 norm.bias.detach(), False, 0.0, norm.eps)
+        if norm.training and peek_interpreter_stack() is not None:
+            return _batch_norm_in_transform(norm, x)
         return norm(x)
 
     def extra_repr(self) -> str:
         return f"{self.channels}, policy={self.policy}, norms={len(self.norms)}"
+
+
+def _primal(t: torch.Tensor) -> torch.Tensor:
+    while is_functorch_wrapped_tensor(t):
+        t = get_unwrapped(t)
+    return t
+
+
+def _batch_norm_in_transform(norm: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+    """Training-mode batch norm inside a torch.func transform (DLCFT's ``jvp`` of the linearised
+    model): normalise with the batch statistics, and update the running statistics exactly as
+    ``nn.BatchNorm2d`` does, from the primal values, outside the transform (an in-place update
+    of a captured buffer is refused inside it)."""
+    out = F.batch_norm(x, None, None, norm.weight, norm.bias, True, 0.0, norm.eps)
+    with torch.no_grad(), torch._C._DisableFuncTorch():
+        value = _primal(x)
+        n = value.numel() / value.shape[1]
+        mean = value.mean((0, 2, 3))
+        var = value.var((0, 2, 3), unbiased=True) if n > 1 else torch.zeros_like(mean)
+        norm.num_batches_tracked.add_(1)
+        momentum = norm.momentum if norm.momentum is not None else 1.0 / float(norm.num_batches_tracked)
+        norm.running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
+        norm.running_var.mul_(1 - momentum).add_(var, alpha=momentum)
+    return out
 
 
 class TaskAware:

@@ -14,10 +14,19 @@ import torch.nn.functional as F
 
 from bitcl.models import build_model
 from bitcl.quant import bit_states
-from kernels import gpu, reference
+from bitcl.kernels import gpu, reference
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 HAS_CUDA = torch.cuda.is_available()
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Many small ops: one thread beats two on a shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def cases(device="cpu", seed=0):
@@ -58,7 +67,7 @@ def test_project_falls_back_to_the_reference_off_cuda():
 
 _INTERPRETER_CHECK = """
 import torch
-from kernels import gpu, reference
+from bitcl.kernels import gpu, reference
 from tests.kernels.test_gpu import assert_same, cases
 for seed in range(3):
     for latent, codes, frozen, bits, scale, inv in cases(seed=seed):

@@ -128,3 +128,22 @@ def test_eval_mode_makes_samples_independent():
     assert torch.allclose(model(x, 0)[:1], model(x[:1], 0), atol=1e-6)
     model.train()
     assert not torch.allclose(model(x, 0)[:2], model(x[:2], 0), atol=1e-4)
+
+
+def test_training_norm_inside_a_jvp_matches_plain_batch_norm():
+    """Inside torch.func.jvp (DLCFT's linearised model) a training norm gives nn.BatchNorm2d's output
+    and running-statistics update, instead of failing on the in-place buffer update."""
+    from torch.func import functional_call, jvp
+
+    torch.manual_seed(0)
+    norm, plain = ContinualBatchNorm2d(3, "train"), nn.BatchNorm2d(3)
+    conv = nn.Conv2d(2, 3, 1)
+    x = torch.randn(8, 2, 5, 5)
+    params = dict(conv.named_parameters())
+    tangents = {k: torch.randn_like(v) for k, v in params.items()}
+    out, _ = jvp(lambda p: norm(functional_call(conv, p, (x,))), (params,), (tangents,))
+    expected = plain(conv(x))
+    torch.testing.assert_close(out, expected)
+    inner = norm.norms[0]
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        torch.testing.assert_close(getattr(inner, name), getattr(plain, name))

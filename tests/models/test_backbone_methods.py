@@ -1,0 +1,88 @@
+"""Every method runs on both paper-scale backbones (a few steps each, real MNIST padded to 32x32)."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from bitcl.config import RunConfig
+from bitcl.engine import run
+from bitcl.models.norm import ContinualBatchNorm2d
+from tests.conftest import SHARED_DATA, run_cli
+
+# sample counts kept small: these runs check that each method works on the backbone, not accuracy
+METHODS = {"blip": {"fisher_samples": 64}, "ewc": {"samples": 64}, "si": {}, "mas": {"samples": 64},
+           "anpyc": {"samples": 64}, "dlcft": {}, "finetune": {}}
+WIDTHS = {"alexnet": 4, "resnet18": 2}
+ONE_THREAD = dict(os.environ, OMP_NUM_THREADS="1")
+
+
+@pytest.fixture(scope="module")
+def tiny_npz(tmp_path_factory):
+    """Digits 0-3 of shared/data/mnist15k.npz: 160 training and 64 test images."""
+    path = f"{SHARED_DATA}/mnist15k.npz"
+    try:
+        with np.load(path) as f:
+            x, y, train = f["x"], f["y"], f["train"]
+    except FileNotFoundError:
+        pytest.skip("shared/data/mnist15k.npz not present")
+    rng = np.random.default_rng(0)
+    keep = np.sort(np.concatenate([rng.choice(np.flatnonzero(train & (y < 4)), 160, replace=False),
+                                   rng.choice(np.flatnonzero(~train & (y < 4)), 64, replace=False)]))
+    out = tmp_path_factory.mktemp("data") / "digits0-3.npz"
+    np.savez(out, x=x[keep], y=y[keep], train=train[keep])
+    return str(out)
+
+
+@pytest.mark.parametrize("arch", sorted(WIDTHS))
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_method_runs_on_backbone(method, arch, tiny_npz):
+    """Two tasks of one epoch: a full accuracy matrix of valid accuracies; BLIP freezes bits."""
+    torch.manual_seed(0)
+    config = RunConfig(method=method, arch=arch, width=WIDTHS[arch], pad_to=32, tasks=2, epochs=1, batch_size=32,
+                       data=tiny_npz, method_options=METHODS[method], quiet=True)
+    result = run(config)
+    matrix = result.accuracy_matrix
+    assert len(matrix) == 2 and all(len(row) == 2 for row in matrix)
+    assert all(0.0 <= a <= 1.0 for row in matrix for a in row)
+    if method == "blip":
+        assert 0 < result.capacity[0] <= result.capacity[1] < 1
+
+
+def test_cli_alexnet_with_augmentation_freezes_batch_norm(tiny_npz, tmp_path):
+    """`bitcl run --arch alexnet --pad-to 32 --augment` end to end: results.json records the backbone
+    settings, and the task-1 checkpoint holds batch norms frozen by the first-task policy."""
+    out = tmp_path / "run"
+    done = run_cli("run", "--method", "blip", "--arch", "alexnet", "--width", "4", "--pad-to", "32", "--augment",
+                   "--tasks", "2", "--epochs", "1", "--data", tiny_npz, "--fisher-samples", "64", "--out", out,
+                   "--quiet", env=ONE_THREAD)
+    assert done.returncode == 0, done.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"]["arch"] == "alexnet" and results["config"]["bn"] == "first-task"
+    assert results["config"]["pad_to"] == 32 and results["config"]["augment"] is True
+    from safetensors.torch import load_file
+    tensors = load_file(str(out / "checkpoints" / "task-1.safetensors"))
+    flags = [v for k, v in tensors.items() if k.endswith(".frozen") and v.dtype == torch.bool]
+    assert flags and all(bool(f) for f in flags)
+
+
+def test_cli_refuses_per_task_norms_in_class_incremental(tiny_npz):
+    """--bn per-task without task ids at test time: one-line error, exit status 2."""
+    done = run_cli("run", "--arch", "resnet18", "--bn", "per-task", "--scenario", "class", "--pad-to", "32",
+                   "--tasks", "2", "--epochs", "1", "--data", tiny_npz, env=ONE_THREAD)
+    assert done.returncode == 2 and "per-task" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_first_task_policy_is_applied_by_the_engine(tiny_npz):
+    """The engine calls ContinualModel.end_task after each task: norms are frozen after task 0."""
+    from bitcl.engine import Engine
+    config = RunConfig(method="finetune", arch="resnet18", width=2, pad_to=32, tasks=2, epochs=1,
+                       data=tiny_npz, quiet=True)
+    engine = Engine(config)
+    try:
+        engine.run()
+    finally:
+        engine.close()
+    norms = [m for m in engine.model.modules() if isinstance(m, ContinualBatchNorm2d)]
+    assert norms and all(n._frozen for n in norms)
