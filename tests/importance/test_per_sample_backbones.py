@@ -5,15 +5,7 @@ import torch.nn.functional as F
 
 from bitcl.importance import layers_of, per_sample_power_sums
 from bitcl.models import build_model
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Many small ops: one thread beats two on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from tests.models.conftest import one_thread  # noqa: F401  (autouse: one torch thread)
 
 
 def naive(model, x, y, names, power):

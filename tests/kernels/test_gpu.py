@@ -20,15 +20,6 @@ HAS_TRITON = importlib.util.find_spec("triton") is not None
 HAS_CUDA = torch.cuda.is_available()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Many small ops: one thread beats two on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def cases(device="cpu", seed=0):
     """(latent, codes, frozen, bits, scale, inv_scale) covering every k, half-way points, values far
     outside their window, the narrow-range floor u = 1 and sizes that are not multiples of a block."""
@@ -68,6 +59,7 @@ def test_project_falls_back_to_the_reference_off_cuda():
 _INTERPRETER_CHECK = """
 import torch
 from bitcl.kernels import gpu, reference
+from tests.models.conftest import one_thread  # noqa: F401  (autouse: one torch thread)
 from tests.kernels.test_gpu import assert_same, cases
 for seed in range(3):
     for latent, codes, frozen, bits, scale, inv in cases(seed=seed):
