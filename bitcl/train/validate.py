@@ -252,17 +252,23 @@ def _validate_supervised(f: Fields) -> int:
 
 
 def _validate_rl(f: Fields) -> int:
+    """``bitcl rl`` results: normalised values, score and forgetting are null for a game whose own
+    return did not beat the random policy (``bitcl.rl.results``)."""
     games = f.array("games")
     if not games or not all(isinstance(g, str) for g in games):
         f.fail("games must be a non-empty list of names")
     tasks = len(games)
-    for key in ("return_matrix", "normalised_matrix"):
-        matrix(f.array(key, required=key == "return_matrix"), key, f.where, DataError, tasks, tasks) \
-            if f.has(key) or key == "return_matrix" else None
-    if f.has("random_returns"):
-        number_list(f.obj["random_returns"], "random_returns", f.where, DataError, length=tasks)
-    f.number("score", required=False)
-    f.number("forgetting", required=False)
+    matrix(f.array("return_matrix"), "return_matrix", f.where, DataError, tasks, tasks)
+    normalised = f.array("normalised_matrix", required=False)
+    if normalised is not None:
+        cleaned = [[0.0 if v is None else v for v in row] if isinstance(row, list) else row for row in normalised]
+        matrix(cleaned, "normalised_matrix", f.where, DataError, tasks, tasks)
+    random = f.array("random_returns", required=False)
+    if random is not None:
+        number_list(random, "random_returns", f.where, DataError, length=tasks)
+    for key in ("score", "forgetting"):
+        if f.obj.get(key) is not None:
+            f.number(key)
     return tasks
 
 

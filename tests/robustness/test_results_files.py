@@ -63,6 +63,24 @@ def test_results_that_are_not_results_are_refused(tmp_path, name, change, messag
     assert text.startswith(str(path)) and message in text and "\n" not in text
 
 
+def test_rl_results_with_an_unlearned_game_are_valid(tmp_path):
+    """bitcl rl writes null normalised values (and score) for a game that never beat random play: valid;
+    a return matrix with a string in it is not."""
+    from bitcl.rl.results import forgetting, normalised_matrix, score
+    returns, random = [[1.0, 0.0], [1.0, 0.0]], [0.0, 0.0]
+    norm = normalised_matrix(returns, random)
+    r = {"method": "blip", "games": ["a", "b"], "tasks": 2, "return_matrix": returns, "random_returns": random,
+         "normalised_matrix": norm, "score": score(norm), "forgetting": forgetting(norm),
+         "timing": {"steps_per_second": [5.0, 6.0]}, "memory": {"params": 1, "state_bytes": [0, 0]}}
+    assert norm[0][1] is None
+    (tmp_path / "results.json").write_text(json.dumps(r))
+    assert read_results(tmp_path)["games"] == ["a", "b"]
+    r["return_matrix"][1][0] = "1.0"
+    (tmp_path / "results.json").write_text(json.dumps(r))
+    with pytest.raises(DataError, match=r"return_matrix\[1\]\[0\] must be a number"):
+        read_results(tmp_path)
+
+
 def test_unreadable_results(tmp_path, monkeypatch):
     """Not JSON, not UTF-8, deeply nested, too large, missing: one-line DataError."""
     path = tmp_path / "results.json"
