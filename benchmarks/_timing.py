@@ -1,8 +1,6 @@
 """Timing helpers for benchmarks: interleaved repeats, medians, ratios in one process."""
 from __future__ import annotations
 
-import json
-import os
 import statistics
 import time
 from typing import Callable
@@ -37,9 +35,6 @@ def paired_ratio(candidate: Callable[[], object], baseline: Callable[[], object]
 
 
 def write_json(name: str, payload: dict) -> str:
-    out_dir = os.path.join(os.path.dirname(__file__), "out")
-    os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, name)
-    with open(path, "w") as f:
-        json.dump(payload, f, indent=2)
-    return path
+    """benchmarks/results/<name> with the environment (CPU, threads, torch, git commit) added."""
+    from _env import write_result
+    return write_result(name[:-5] if name.endswith(".json") else name, payload)

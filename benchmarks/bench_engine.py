@@ -6,7 +6,7 @@ Same model (MLP 784-1200, one head per task), data (Split-MNIST on
 shared/data/mnist15k.npz), batch size 64, epochs, Adam with the same cosine
 schedule, 2 threads, one process; the two are timed alternately, training time
 only (no evaluation), and the median of the per-round ratios is reported.
-Target: engine / hand loop <= 1.10. Writes benchmarks/out/engine_overhead.json.
+Target: engine / hand loop <= 1.10. Writes benchmarks/results/engine_overhead.json.
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@
 
 MLP 784-1200-10 (quantised backbone), 256 real MNIST digits from
 shared/data/mnist15k.npz, 2 threads. Target (issue 5): >= 10x faster.
-Writes benchmarks/out/importance_speed.json.
+Writes benchmarks/results/importance_speed.json.
 """
 from __future__ import annotations
 
