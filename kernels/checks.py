@@ -83,15 +83,23 @@ def nonfinite_error(latent: torch.Tensor, index: int, where: str) -> NonFiniteEr
                           "codes and frozen bits left unchanged")
 
 
+def first_nonfinite_index(latent: torch.Tensor) -> int:
+    """Flat index of the first NaN/inf, or -1; one cheap pass when all values are finite
+    (min and max propagate NaN and show infinities)."""
+    if latent.numel() == 0:
+        return -1
+    lo, hi = torch.aminmax(latent)
+    if bool(torch.isfinite(lo)) and bool(torch.isfinite(hi)):
+        return -1
+    return int((~torch.isfinite(latent)).reshape(-1).nonzero()[0, 0])
+
+
 def check_project_values(latent: torch.Tensor, codes: torch.Tensor, frozen: torch.Tensor, bits: int,
                          where: str) -> None:
     """Reference path: finite latents, then codes in range, then frozen <= N (the C order)."""
-    if latent.numel() > 0:
-        # min and max propagate NaN and show infinities: one cheap pass when all is well
-        lo, hi = torch.aminmax(latent)
-        if not (bool(torch.isfinite(lo)) and bool(torch.isfinite(hi))):
-            bad = ~torch.isfinite(latent)
-            raise nonfinite_error(latent, int(bad.reshape(-1).nonzero()[0, 0]), where)
+    bad = first_nonfinite_index(latent)
+    if bad >= 0:
+        raise nonfinite_error(latent, bad, where)
     bitcodes.check_code_values(codes, frozen, bits, where)
 
 

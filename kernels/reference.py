@@ -28,10 +28,7 @@ CHUNK = 1 << 18
 def first_nonfinite(latent: torch.Tensor) -> int:
     """Index (flat) of the first NaN/inf in a float32 ``latent``, or -1."""
     checks.check_tensor(latent, "latent", torch.float32, "first_nonfinite")
-    bad = ~torch.isfinite(latent.reshape(-1))
-    if not bool(bad.any()):
-        return -1
-    return int(bad.nonzero()[0, 0])
+    return checks.first_nonfinite_index(latent)
 
 
 def project_(latent: torch.Tensor, codes: torch.Tensor, frozen: torch.Tensor, bits: int,
