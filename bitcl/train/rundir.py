@@ -303,6 +303,7 @@ class RunDirectory:
             raise ConfigError(f"--overwrite: the new run is complete in {staging} but could not replace "
                               f"{self.target} ({error.strerror}); the previous run there is unchanged") from None
         self.path = self.target
+        self._locks[-1].path = self.target / LOCK_NAME  # the staging folder's lock now lies in DIR
         (self.target / STAGING_MARK).unlink(missing_ok=True)
         self._finish_old(old)
 

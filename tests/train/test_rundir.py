@@ -86,6 +86,7 @@ def test_overwrite_swaps_only_on_success_and_keeps_user_files(tmp_path):
     assert (out / "notes.md").read_text() == "mine"
     assert not (out / "checkpoints").exists() and not (out / "bits.json").exists()
     assert not (out / STAGING_MARK).exists() and sorted(os.listdir(tmp_path)) == ["run"]
+    assert not (out / LOCK_NAME).exists()  # released
 
 
 def test_failed_overwrite_leaves_the_old_run_and_says_so(tmp_path):
