@@ -174,3 +174,26 @@ def test_any_metadata_value_is_accepted_or_refused_cleanly(tmp_path_factory, dat
         read_checkpoint(path)
     except CheckpointError as error:
         assert "\n" not in str(error) and str(error).startswith(str(path))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(codes=st.lists(st.integers(-2 ** 31, 2 ** 31 - 1), min_size=12, max_size=12),
+       frozen=st.lists(st.integers(0, 255), min_size=12, max_size=12), bits=st.integers(2, 24))
+def test_accepted_exactly_when_codes_and_frozen_counts_fit_the_window(tmp_path_factory, codes, frozen, bits):
+    """Property: a checkpoint's bias codes/frozen counts are accepted if and only if every code lies in
+    [-(2^(N-1) - 1), 2^(N-1) - 1] and every frozen count is <= N."""
+    tensors, meta = fx.checkpoint_parts()
+    name = "backbone.layers.1.bias"
+    tensors[f"{name}.codes"] = torch.tensor(codes, dtype=torch.int32)
+    tensors[f"{name}.frozen"] = torch.tensor(frozen, dtype=torch.uint8)
+    meta["bitcl"][name]["bits"] = bits
+    path = fx.write_parts(tmp_path_factory.mktemp("w") / "c.safetensors", tensors, meta)
+    m = 2 ** (bits - 1) - 1
+    fits = all(-m <= c <= m for c in codes) and all(k <= bits for k in frozen)
+    try:
+        read_checkpoint(path)
+        accepted = True
+    except CheckpointError as error:
+        accepted = False
+        assert name in str(error)
+    assert accepted == fits
