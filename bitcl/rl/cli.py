@@ -8,7 +8,6 @@ which the CLI prints as one line with exit status 2.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import typing
 from typing import Sequence
 
@@ -74,5 +73,3 @@ def cmd_rl(argv: Sequence[str]) -> int:
         print(f"results: {config.out}/results.json")
     return 0
 
-
-_ = dataclasses  # dataclasses.fields is reached through RLConfig.fields

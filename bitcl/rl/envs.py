@@ -30,7 +30,8 @@ MINATAR_CHANNELS = 10                     # Seaquest's, the most of any MinAtar 
 ATARI_GAMES = {"breakout": "Breakout", "pong": "Pong", "space_invaders": "SpaceInvaders",
                "beam_rider": "BeamRider", "seaquest": "Seaquest", "qbert": "Qbert", "enduro": "Enduro",
                "road_runner": "RoadRunner", "boxing": "Boxing", "asterix": "Asterix",
-               "kung_fu_master": "KungFuMaster", "freeway": "Freeway"}
+               "kung_fu_master": "KungFuMaster", "freeway": "Freeway", "james_bond": "Jamesbond",
+               "krull": "Krull", "river_raid": "Riverraid"}
 SUITES = ("minatar", "atari")
 EXTRA = {"minatar": ("rl", ("gymnasium", "minatar")), "atari": ("atari", ("gymnasium", "ale_py", "cv2"))}
 

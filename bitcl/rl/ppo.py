@@ -120,9 +120,10 @@ class UpdateSettings:
 
 def update(agent: nn.Module, game: int, rollout: Rollout, optimizer: torch.optim.Optimizer,
            settings: UpdateSettings, generator: torch.Generator, step_hooks) -> dict[str, float]:
-    """PPO epochs over one rollout. ``step_hooks``: ``(penalty(), after_backward(), after_step())``
-    of the strategy; the loop's projection runs inside ``after_step`` callers' order:
-    backward -> after_backward -> clip -> optimiser step -> project -> after_step."""
+    """PPO epochs over one rollout. ``step_hooks`` = ``(penalty, after_backward, after_step)``
+    callables from the loop; each minibatch runs: loss + penalty() -> backward ->
+    after_backward() -> gradient clipping -> optimiser step -> after_step() (which projects the
+    quantised weights into their frozen-bit windows, then calls the strategy's hook)."""
     penalty, after_backward, project_and_after_step = step_hooks
     device = next(agent.parameters()).device
     advantages, returns = gae(rollout.rewards, rollout.values, rollout.dones, rollout.last_value,

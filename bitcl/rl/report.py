@@ -73,3 +73,15 @@ def plots(runs: Sequence[tuple[str, dict]], folder: Path) -> list[Path]:
         plt.close(fig)
         written.append(path)
     return written
+
+
+def rl_report(runs: Sequence[tuple[str, dict]], folder: Path, relative_links: bool) -> str:
+    """The markdown of an RL report: the table, then the plots (written to ``folder``) when
+    matplotlib is installed. ``bitcl report`` calls it when every run given is an RL run."""
+    text = "# bitcl report (continual RL)\n\n" + table(runs) + "\n"
+    try:
+        pictures = plots(runs, Path(folder))
+        text += "\n" + "\n".join(f"![{p.stem}]({p.name if relative_links else p})" for p in pictures) + "\n"
+    except ImportError:
+        text += "\n(plots skipped: matplotlib is not installed; `pip install bitcl[plots]`)\n"
+    return text

@@ -116,12 +116,20 @@ def test_ewc_online_run(tmp_path):
     (["--method", "ft-fix", "--head", "shared"], "does not support --head shared"),
     (["--suite", "nes"], "invalid choice"),
 ])
-def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
-    """Bad input: one line on stderr naming the problem, exit status 2, nothing trained."""
-    done = run_cli("rl", "--quiet", "--out", tmp_path / "x", *args)
-    assert done.returncode == 2
-    assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
-    assert not (tmp_path / "x" / "results.json").exists()
+def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path, capsys):
+    """Bad input: one line on stderr naming the problem, exit status 2, nothing written (in-process CLI)."""
+    from bitcl.cli import main
+    assert main(["rl", "--quiet", "--out", str(tmp_path / "x"), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()
+
+
+def test_bad_input_from_the_shell():
+    """The installed command exits 2 with one line for a game that does not exist."""
+    done = run_cli("rl", "--games", "breakout,pong", "--quiet")
+    assert done.returncode == 2 and done.stderr.strip() == (
+        "bitcl rl: error: unknown minatar game 'pong'; choose from breakout, space_invaders, freeway, asterix, seaquest")
 
 
 def test_help_shows_every_setting_with_its_default():
