@@ -78,6 +78,19 @@ def signed_codes(offset: torch.Tensor, bits: int) -> torch.Tensor:
     return offset - half(bits)
 
 
+# -- bit planes -----------------------------------------------------------------------
+def bitplanes(codes: torch.Tensor, bits: int) -> torch.Tensor:
+    """bool tensor (N, *shape): the bits of ``u``, most significant plane first."""
+    shifts = torch.arange(bits - 1, -1, -1, device=codes.device, dtype=torch.int32)
+    return ((offset_codes(codes, bits).unsqueeze(0) >> shifts.view(-1, *([1] * codes.dim()))) & 1).bool()
+
+
+def freeze_mask(frozen: torch.Tensor, bits: int) -> torch.Tensor:
+    """bool tensor (N, *shape): True where a plane's bit is frozen (plane index < k)."""
+    planes = torch.arange(bits, device=frozen.device).view(-1, *([1] * frozen.dim()))
+    return planes < frozen.unsqueeze(0).to(torch.int64)
+
+
 # -- windows -------------------------------------------------------------------------------
 def _window_base(u: torch.Tensor, frozen: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Window size ``2^(N-k)`` and lowest offset code ``p 2^(N-k)`` of each weight."""

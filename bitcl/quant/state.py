@@ -64,14 +64,11 @@ class BitState:
 
     def bitplanes(self) -> torch.Tensor:
         """bool tensor (N, *shape) of the bits of u, most significant plane first."""
-        shifts = torch.arange(self.bits - 1, -1, -1, device=self.codes.device, dtype=torch.int32)
-        u = self.offset_codes().unsqueeze(0)
-        return ((u >> shifts.view(-1, *([1] * self.codes.dim()))) & 1).bool()
+        return bitcodes.bitplanes(self.codes, self.bits)
 
     def freeze_mask(self) -> torch.Tensor:
         """bool tensor (N, *shape): True where that plane's bit is frozen (plane index < k)."""
-        planes = torch.arange(self.bits, device=self.codes.device).view(-1, *([1] * self.codes.dim()))
-        return planes < self.frozen.unsqueeze(0).to(torch.int64)
+        return bitcodes.freeze_mask(self.frozen, self.bits)
 
     def quant_weight(self) -> "IntQuantTensor":
         """brevitas ``IntQuantTensor`` whose ``.int()`` is :attr:`codes` and ``.scale`` the scale."""

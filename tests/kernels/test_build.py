@@ -8,7 +8,7 @@ import pytest
 
 from bitcl import kernels
 
-needs_c = pytest.mark.skipif(kernels.backend() != "c", reason="C extension not built (pip install -e .)")
+needs_c = pytest.mark.skipif(kernels.backend() != "c", reason="C kernels not in use (extension not built, or BITCL_KERNELS=reference)")
 
 
 def run_python(code: str, cwd, **env):

@@ -12,7 +12,7 @@ from bitcl.quant import max_code, scale_for
 
 BITS = 8
 SCALE = scale_for(1.0, BITS)
-needs_c = pytest.mark.skipif(kernels.backend() != "c", reason="C extension not built (pip install -e .)")
+needs_c = pytest.mark.skipif(kernels.backend() != "c", reason="C kernels not in use (extension not built, or BITCL_KERNELS=reference)")
 
 
 def state(n=12, bits=BITS):

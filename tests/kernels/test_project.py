@@ -9,7 +9,7 @@ from bitcl.kernels import reference
 from bitcl.quant import codes as bitcodes
 from bitcl.quant import max_code, scale_for
 
-needs_c = pytest.mark.skipif(kernels.backend() != "c", reason="C extension not built (pip install -e .)")
+needs_c = pytest.mark.skipif(kernels.backend() != "c", reason="C kernels not in use (extension not built, or BITCL_KERNELS=reference)")
 
 
 def random_state(seed: int, n: int, bits: int):
