@@ -51,10 +51,10 @@ def _extension():
     """The C extension module, or None (with a one-line notice the first time)."""
     global _native, _why_not, _loaded
     if not _loaded:
-        _loaded = True
         choice = os.environ.get("BITCL_KERNELS", "").strip().lower()
-        if choice not in ("", "c", "reference"):
+        if choice not in ("", "c", "reference"):  # raised on every call until fixed
             raise ConfigError(f"BITCL_KERNELS must be 'c' or 'reference', got {choice!r}")
+        _loaded = True
         if choice == "reference":
             _why_not = "BITCL_KERNELS=reference"
         else:
@@ -64,6 +64,7 @@ def _extension():
             except ImportError as error:
                 _why_not = f"the C extension is not built ({error})"
                 if choice == "c":
+                    _loaded = False  # raised on every call, like a bad value
                     raise ConfigError(f"BITCL_KERNELS=c but {_why_not}; run `pip install -e .`") from error
                 print(f"bitcl: {_why_not}; using the torch reference kernels (install the package to build it)",
                       file=sys.stderr)
@@ -82,7 +83,8 @@ def build_info() -> dict:
         return {"backend": "reference", "openmp": False, "isa": None, "flags": None, "why": _why_not}
     info = native.build_info()
     return {"backend": "c", "openmp": bool(info["openmp"]), "isa": info["isa"], "flags": info["flags"],
-            "threads": "OpenMP" if info["openmp"] else "single-threaded build", "path": native.__file__}
+            "threads": "OpenMP" if info["openmp"] else "single-threaded build", "path": native.__file__,
+            "why": None}
 
 
 def _fast(t: torch.Tensor):
