@@ -132,6 +132,19 @@ def test_swap_interrupted_after_the_exchange_is_finished_on_next_start(tmp_path)
     assert sorted(os.listdir(tmp_path)) == ["run"]
 
 
+def test_swap_interrupted_between_plain_renames_restores_the_old_run(tmp_path):
+    """Without renameat2 the swap is two renames; dying between them leaves no DIR but DIR.old-P and an
+    unfinished DIR.new-P: the next start puts the old run back and deletes the new one."""
+    old = fx.write_run(tmp_path / "run.old-999999", checkpoints=False)
+    before = tree(old)
+    (tmp_path / "run.new-999999").mkdir()
+    (tmp_path / "run.new-999999" / STAGING_MARK).write_text("")
+    r = RunDirectory(tmp_path / "run", resume=True)
+    r.open()
+    r.close(True)
+    assert sorted(os.listdir(tmp_path)) == ["run"] and tree(tmp_path / "run") == before
+
+
 def test_overwrite_of_the_current_directory_is_refused(tmp_path, monkeypatch):
     """`--out .` with --overwrite cannot swap the folder the process stands in: refused up front."""
     out = fx.write_run(tmp_path / "run", checkpoints=False)
