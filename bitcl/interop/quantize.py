@@ -1,0 +1,281 @@
+"""``quantize_``: turn any model's ``nn.Linear`` / ``nn.Conv2d`` into bitcl's Bit layers, in place.
+
+In the spirit of torchao's ``quantize_(model, config)``: a typed :class:`BitConfig` says which
+layers (``filter_fn(module, name)``, ``skip``) and how (bits, range); every selected layer is
+replaced by a :class:`~bitcl.quant.BitLinear` / :class:`~bitcl.quant.BitConv2d` built through its
+public constructor, its float weights copied into the latent, then projected (codes refreshed).
+:func:`dequantize_` is the reverse, for export to plain PyTorch.
+
+The Bit layers quantise over a fixed symmetric range ``[-R, R]`` with ``R = range_factor /
+sqrt(fan_in)`` and N-bit narrow-range codes (BLIP: Shi et al., "Continual Learning via Bit-Level
+Information Preserving", CVPR 2021, arXiv 2105.04444, Sec. 3.2). A trained model does not follow
+BLIP's from-scratch range ``6 / sqrt(fan_in)``, so ``R`` is chosen per layer from its weights:
+
+* ``range="max"`` (default): ``R = headroom * max|w|`` (weight and bias). Nothing is clipped, so the
+  latent, which is what the forward pass uses, equals the float weight exactly and the model's
+  outputs do not change; the codes are within half a step ``R / (2^(N-1) - 1)`` of the weights.
+* ``range="percentile"``: ``R = headroom * quantile(|w|, percentile)``. Clips the few largest
+  weights (counted in the report) for a finer step: worth it at low bit widths only.
+* ``range="fixed"``: BLIP's ``range_factor / sqrt(fan_in)`` (``range_factor`` 6 by default).
+
+``headroom > 1`` leaves room for weights to grow in later tasks (a weight can never leave
+``[-R, R]``), at the price of ``log2(headroom)`` bits of resolution.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+import torch
+from torch import nn
+
+from bitcl.errors import ConfigError
+from bitcl.quant import (DEFAULT_BITS, DEFAULT_RANGE_FACTOR, MAX_BITS, MIN_BITS, BitConv2d, BitLinear, bit_states,
+                         max_code)
+
+RANGES = ("max", "percentile", "fixed")
+# float32 rounding of the scale may put the top code one ulp below max|w|; this margin keeps
+# range="max" clip-free (it costs ~1e-6 of the resolution)
+_RANGE_MARGIN = 1.0 + 1e-6
+
+FilterFn = Callable[[nn.Module, str], bool]
+
+
+@dataclass
+class BitConfig:
+    """How :func:`quantize_` converts a model (every field is checked by :meth:`validate`)."""
+
+    bits: int = DEFAULT_BITS
+    filter_fn: Optional[FilterFn] = None        # (module, fully qualified name) -> convert it? default: all
+    skip: Sequence[str] = ()                    # names (and everything under them) kept float, e.g. ("fc",)
+    range: str = "max"                          # one of RANGES (module docstring)
+    percentile: float = 99.99                   # range="percentile": the quantile of |w|, in percent
+    headroom: float = 1.0                       # R multiplier (>= 1 keeps every weight representable)
+    range_factor: float = DEFAULT_RANGE_FACTOR  # range="fixed": R = range_factor / sqrt(fan_in)
+    range_factors: Optional[dict[str, float]] = field(default=None, repr=False)  # exact per-layer factors
+
+    def validate(self) -> "BitConfig":
+        if isinstance(self.bits, bool) or not isinstance(self.bits, int) or not MIN_BITS <= self.bits <= MAX_BITS:
+            raise ConfigError(f"BitConfig.bits must be an integer in [{MIN_BITS}, {MAX_BITS}], got {self.bits!r}")
+        if self.range not in RANGES:
+            raise ConfigError(f"BitConfig.range must be one of {', '.join(RANGES)}, got {self.range!r}")
+        if not (isinstance(self.percentile, (int, float)) and 0 < self.percentile <= 100):
+            raise ConfigError(f"BitConfig.percentile must lie in (0, 100], got {self.percentile!r}")
+        for key in ("headroom", "range_factor"):
+            value = getattr(self, key)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ConfigError(f"BitConfig.{key} must be a positive number, got {value!r}")
+        if self.filter_fn is not None and not callable(self.filter_fn):
+            raise ConfigError("BitConfig.filter_fn must be callable as filter_fn(module, name)")
+        if isinstance(self.skip, str):
+            raise ConfigError("BitConfig.skip must be a sequence of module names, e.g. ('fc',), not a string")
+        for name, factor in (self.range_factors or {}).items():
+            if not (isinstance(factor, (int, float)) and math.isfinite(factor) and factor > 0):
+                raise ConfigError(f"BitConfig.range_factors[{name!r}] must be a positive number, got {factor!r}")
+        return self
+
+    def selects(self, module: nn.Module, name: str) -> bool:
+        if isinstance(module, (BitLinear, BitConv2d)) or not isinstance(module, (nn.Linear, nn.Conv2d)):
+            return False
+        if any(name == s or name.startswith(s + ".") for s in self.skip):
+            return False
+        return self.filter_fn is None or bool(self.filter_fn(module, name))
+
+
+@dataclass
+class LayerReport:
+    """Quantisation error of one converted layer (weight and bias together)."""
+
+    kind: str                 # "BitLinear" or "BitConv2d"
+    fan_in: int
+    range_factor: float
+    value_range: float        # R
+    scale: float              # one code step
+    clipped_fraction: float   # share of values outside [-R, R] (clipped: changes the forward pass)
+    clip_max_error: float     # max |w - clamp(w)|: what the forward pass sees
+    code_rms_error: float     # rms |w - scale * code|: what a checkpoint / export of the codes holds
+    code_max_error: float
+    relative_rms_error: float  # code_rms_error / rms(w)
+
+
+@dataclass
+class QuantizationReport:
+    """What :func:`quantize_` did: per converted layer, its range and its errors."""
+
+    bits: int
+    layers: dict[str, LayerReport] = field(default_factory=dict)
+    kept_float: list[str] = field(default_factory=list)  # Linear / Conv2d layers not converted
+
+    @property
+    def range_factors(self) -> dict[str, float]:
+        return {name: layer.range_factor for name, layer in self.layers.items()}
+
+    def same_layers(self) -> BitConfig:
+        """A config that converts a model of the same architecture into exactly these layers (same
+        ranges, whatever its weights), so that this model's ``state_dict`` loads into it."""
+        return BitConfig(bits=self.bits, filter_fn=lambda m, name: name in self.layers,
+                         range_factors=self.range_factors)
+
+    def to_json(self) -> dict:
+        return {"bits": self.bits, "kept_float": self.kept_float,
+                "layers": {name: vars(layer) for name, layer in self.layers.items()}}
+
+    def __str__(self) -> str:
+        lines = [f"{'layer':40s} {'kind':10s} {'range':>10s} {'clipped':>8s} {'rel.rms':>9s}"]
+        for name, r in self.layers.items():
+            lines.append(f"{name:40s} {r.kind:10s} {r.value_range:10.4g} {r.clipped_fraction:8.2%} "
+                         f"{r.relative_rms_error:9.2e}")
+        if self.kept_float:
+            lines.append("kept float: " + ", ".join(self.kept_float))
+        return "\n".join(lines)
+
+
+def _value_range(values: torch.Tensor, fan_in: int, config: BitConfig) -> float:
+    if config.range == "fixed":
+        return config.range_factor / math.sqrt(fan_in)
+    magnitude = values.abs()
+    if config.range == "max":
+        top = float(magnitude.max())
+    else:  # kthvalue: torch.quantile refuses tensors above 16M elements
+        k = max(1, math.ceil(config.percentile / 100 * magnitude.numel()))
+        top = float(magnitude.kthvalue(k).values)
+    return config.headroom * top
+
+
+def _bit_layer(module: nn.Module, bits: int, range_factor: float) -> nn.Module:
+    w = module.weight
+    common = dict(bias=module.bias is not None, bits=bits, range_factor=range_factor, device=w.device)
+    if isinstance(module, nn.Conv2d):
+        if isinstance(module.padding, str) and module.padding == "same" and module.padding_mode != "zeros":
+            raise ConfigError("quantize_: Conv2d with padding='same' and a non-zero padding_mode is not supported")
+        return BitConv2d(module.in_channels, module.out_channels, module.kernel_size, module.stride, module.padding,
+                         module.dilation, module.groups, padding_mode=module.padding_mode, **common)
+    return BitLinear(module.in_features, module.out_features, **common)
+
+
+def _float_layer(module: nn.Module) -> nn.Module:
+    w = module.weight
+    common = dict(bias=module.bias is not None, device=w.device, dtype=w.dtype)
+    if isinstance(module, nn.Conv2d):
+        return nn.Conv2d(module.in_channels, module.out_channels, module.kernel_size, module.stride, module.padding,
+                         module.dilation, module.groups, padding_mode=module.padding_mode, **common)
+    return nn.Linear(module.in_features, module.out_features, **common)
+
+
+def _carry_over(old: nn.Module, new: nn.Module) -> None:
+    """Train/eval mode, frozen parameters and forward hooks move to the replacement."""
+    new.train(old.training)
+    for name in ("weight", "bias"):
+        if getattr(old, name, None) is not None:
+            getattr(new, name).requires_grad_(getattr(old, name).requires_grad)
+    new._forward_pre_hooks.update(old._forward_pre_hooks)
+    new._forward_hooks.update(old._forward_hooks)
+
+
+def _replace(model: nn.Module, convert: Callable[[str, nn.Module], Optional[nn.Module]]) -> None:
+    """Replace every submodule for which ``convert(name, module)`` returns a module (a module
+    reachable under several names is converted once and shared as before)."""
+    targets: dict[int, Optional[nn.Module]] = {}
+    for parent_name, parent in list(model.named_modules(remove_duplicate=False)):
+        for child_name, child in list(parent._modules.items()):  # named_children() skips repeats
+            if child is None:
+                continue
+            full = f"{parent_name}.{child_name}" if parent_name else child_name
+            if id(child) not in targets:
+                targets[id(child)] = convert(full, child)
+            if targets[id(child)] is not None:
+                setattr(parent, child_name, targets[id(child)])
+
+
+@torch.no_grad()
+def _layer_report(float_values: torch.Tensor, layer: nn.Module) -> LayerReport:
+    states = layer.bit_states()
+    codes = torch.cat([(s.codes.reshape(-1).to(torch.float64) * s.scale) for s in states])
+    original = float_values.to(torch.float64)
+    value_range = max_code(layer.bits) * layer.scales["weight"]
+    clipped = original.clamp(-value_range, value_range)
+    code_error = original - codes
+    rms = float(original.pow(2).mean().sqrt())
+    code_rms = float(code_error.pow(2).mean().sqrt())
+    return LayerReport(kind=type(layer).__name__, fan_in=layer.weight[0].numel(), range_factor=layer.range_factor,
+                       value_range=value_range, scale=layer.scales["weight"],
+                       clipped_fraction=float((original.abs() > value_range).double().mean()),
+                       clip_max_error=float((original - clipped).abs().max()),
+                       code_rms_error=code_rms, code_max_error=float(code_error.abs().max()),
+                       relative_rms_error=code_rms / rms if rms > 0 else 0.0)
+
+
+def quantize_(model: nn.Module, config: Optional[BitConfig] = None) -> tuple[nn.Module, QuantizationReport]:
+    """Replace ``model``'s selected ``nn.Linear`` / ``nn.Conv2d`` by Bit layers, in place.
+
+    Each Bit layer gets the float weights as its latent (clipped to ``[-R, R]``, see the module
+    docstring for R) and its codes from them; nothing is frozen yet. Returns the model and a
+    :class:`QuantizationReport` of the quantisation error per layer. Raises ConfigError for a bad
+    config, a non-float32 layer, or a config that selects no layer.
+    """
+    config = (config or BitConfig()).validate()
+    report = QuantizationReport(bits=config.bits)
+
+    def convert(name: str, module: nn.Module) -> Optional[nn.Module]:
+        if not config.selects(module, name):
+            if isinstance(module, (nn.Linear, nn.Conv2d)) and not isinstance(module, (BitLinear, BitConv2d)):
+                report.kept_float.append(name)
+            return None
+        if module.weight.dtype != torch.float32:
+            raise ConfigError(f"quantize_: {name} holds {module.weight.dtype} weights; Bit layers keep float32 "
+                              "latents (call model.float() first)")
+        values = module.weight.detach().reshape(-1)
+        if module.bias is not None:
+            values = torch.cat([values, module.bias.detach().reshape(-1)])
+        fan_in = module.weight[0].numel()
+        if config.range_factors is not None and name in config.range_factors:
+            factor = float(config.range_factors[name])
+        else:
+            value_range = _value_range(values, fan_in, config)
+            factor = (value_range * math.sqrt(fan_in) * _RANGE_MARGIN if value_range > 0
+                      else DEFAULT_RANGE_FACTOR)  # an all-zero layer: BLIP's default range
+        layer = _bit_layer(module, config.bits, factor)
+        with torch.no_grad():
+            layer.weight.copy_(module.weight)
+            if module.bias is not None:
+                layer.bias.copy_(module.bias)
+        layer.project_()
+        _carry_over(module, layer)
+        report.layers[name] = _layer_report(values, layer)
+        return layer
+
+    _replace(model, convert)
+    if not report.layers:
+        raise ConfigError("quantize_: the config selects no nn.Linear or nn.Conv2d layer of this model")
+    return model, report
+
+
+@torch.no_grad()
+def dequantize_(model: nn.Module, weights: str = "codes") -> nn.Module:
+    """Replace every Bit layer of ``model`` by the plain ``nn.Linear`` / ``nn.Conv2d``, in place.
+
+    ``weights="codes"`` (default) exports the deployed values ``scale * codes``, as ``bitcl
+    export`` does; ``weights="latent"`` copies the float latents, which reproduces the Bit
+    model's forward pass exactly (the latent is what it computes with).
+    """
+    if weights not in ("codes", "latent"):
+        raise ConfigError(f"dequantize_: weights must be 'codes' or 'latent', got {weights!r}")
+
+    def convert(name: str, module: nn.Module) -> Optional[nn.Module]:
+        if not isinstance(module, (BitLinear, BitConv2d)):
+            return None
+        layer = _float_layer(module)
+        for state in module.bit_states():
+            source = state.dequantized() if weights == "codes" else state.latent.detach()
+            getattr(layer, state.param_name).copy_(source)
+        _carry_over(module, layer)
+        return layer
+
+    _replace(model, convert)
+    return model
+
+
+def quantized_names(model: nn.Module) -> list[str]:
+    """Names of ``model``'s quantised parameters (``"layer1.0.conv1.weight"``...)."""
+    return [name for name, _ in bit_states(model)]
