@@ -28,6 +28,15 @@ def smoke_cells() -> list[Setting]:
     return cells
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models: one thread (two on a loaded 2-core machine made tiny steps far slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def digits():
     return tiny_digits(per_class=16)  # 64 samples a split: 2 tasks of 2 classes
@@ -42,7 +51,6 @@ def smoke_config(cell: Setting) -> RunConfig:
 @pytest.mark.parametrize("cell", smoke_cells(), ids=lambda c: f"{c.method}-{c.scenario}-{c.arch}-{c.backbone}")
 def test_every_cell_runs_or_is_refused_before_training(cell, digits):
     """A "runs" cell trains 2 tasks and evaluates every task; a refused one raises ConfigError in Engine()."""
-    torch.set_num_threads(1)
     outcome = setup_outcome(cell, digits)
     if outcome != RUNS:
         with pytest.raises(ConfigError) as refused:
