@@ -240,6 +240,84 @@ def speed(args) -> None:
         print(f"AlexNet epochs per second (50,000 CIFAR-shaped samples): {out['training']['epochs_per_second']:.3f}")
     print("wrote", write(f"backbones_speed_{args.device}.json", out))
 
+# -- accuracy -------------------------------------------------------------------------------
+ACCURACY_METHODS = ("blip", "ewc", "si", "mas", "anpyc", "dlcft", "finetune")
+PROTOCOL = {"benchmark": "split-mnist", "scenario": "task", "tasks": 5, "epochs": 2, "batch_size": 64, "lr": 1e-3,
+            "optimizer": "adam", "pad_to": 32, "bn": "first-task", "seed": 0,
+            "train_per_digit": 250, "test_per_digit": 100}
+QUICK = dict(PROTOCOL, epochs=1, train_per_digit=20, test_per_digit=10)
+
+
+def padded_mnist_subset(path: str, protocol: dict) -> str:
+    """A class-balanced subset of shared/data/mnist15k.npz (seed 0), written to ``path``."""
+    import numpy as np
+    source = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data",
+                          "mnist15k.npz")
+    with np.load(source) as f:
+        x, y, train = f["x"], f["y"], f["train"]
+    rng = np.random.default_rng(0)
+    keep = []
+    for digit in range(10):
+        keep += list(rng.choice(np.flatnonzero(train & (y == digit)), protocol["train_per_digit"], replace=False))
+        keep += list(rng.choice(np.flatnonzero(~train & (y == digit)), protocol["test_per_digit"], replace=False))
+    keep = np.sort(np.array(keep))
+    np.savez(path, x=x[keep], y=y[keep], train=train[keep])
+    return path
+
+
+def accuracy(args) -> None:
+    """Every method on both backbones, the reduced protocol above; one JSON entry per run."""
+    import tempfile
+
+    from bitcl.config import RunConfig
+    from bitcl.engine import run
+
+    torch.set_num_threads(1)
+    protocol = QUICK if args.quick else PROTOCOL
+    settings = {k: v for k, v in protocol.items() if k not in ("train_per_digit", "test_per_digit")}
+    out = {"environment": environment("cpu"), "protocol": protocol,
+           "command": "benchmarks/bench_backbones.py accuracy" + (" --quick" if args.quick else ""), "runs": []}
+    name = "backbones_accuracy_quick.json" if args.quick else "backbones_accuracy.json"
+    with tempfile.TemporaryDirectory() as tmp:
+        data = padded_mnist_subset(os.path.join(tmp, "mnist_subset.npz"), protocol)
+        for arch in ("alexnet", "resnet18"):
+            for method in ACCURACY_METHODS:
+                cpu, wall = time.process_time(), time.perf_counter()
+                result = run(RunConfig(method=method, arch=arch, data=data, quiet=True, **settings))
+                entry = {"arch": arch, "method": method, "acc": result.acc, "bwt": result.bwt,
+                         "forgetting": result.forgetting, "accuracy_matrix": result.accuracy_matrix,
+                         "capacity": result.capacity, "cpu_seconds": time.process_time() - cpu,
+                         "wall_seconds": time.perf_counter() - wall}
+                out["runs"].append(entry)
+                print(f"{arch:9s} {method:9s} ACC {entry['acc']:.4f}  BWT {entry['bwt']:+.4f}  forgetting "
+                      f"{entry['forgetting']:.4f}  ({entry['cpu_seconds']:.0f}s CPU)", flush=True)
+                write(name, out)  # after every run: a partial table survives an interruption
+    out["total_cpu_seconds"] = sum(r["cpu_seconds"] for r in out["runs"])
+    print("wrote", write(name, out))
+    if not args.quick:
+        plot_accuracy(out)
+
+
+def plot_accuracy(out: dict) -> None:
+    """docs/backbones_accuracy.png: ACC and forgetting per method, one panel per backbone."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+    for ax, arch in zip(axes, ("alexnet", "resnet18")):
+        runs = [r for r in out["runs"] if r["arch"] == arch]
+        pos = range(len(runs))
+        ax.bar([p - 0.2 for p in pos], [r["acc"] for r in runs], 0.4, label="ACC")
+        ax.bar([p + 0.2 for p in pos], [r["forgetting"] for r in runs], 0.4, label="forgetting")
+        ax.set_xticks(list(pos), [r["method"] for r in runs], rotation=30)
+        ax.set_title(f"{arch}: Split-MNIST padded to 32x32, task-incremental")
+        ax.set_ylim(0, 1)
+    axes[0].legend()
+    fig.tight_layout()
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "backbones_accuracy.png")
+    fig.savefig(path, dpi=110)
+    print("wrote", path)
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -253,7 +331,6 @@ def main() -> None:
     if args.what == "speed":
         speed(args)
     else:
-        from bench_backbones_accuracy import accuracy
         accuracy(args)
 
 
