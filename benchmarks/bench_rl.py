@@ -58,7 +58,7 @@ def run(tag: str, args: list[str], work: str) -> dict:
     if os.path.exists(done_file):
         r = json.load(open(done_file))
         if r.get("command") == cmd[3:-1]:
-            return r
+            return rescore(r)
     start = time.time()
     done = subprocess.run(["nice", "-n", "5", *cmd, "--overwrite"], capture_output=True, text=True)
     if done.returncode != 0:
@@ -67,7 +67,8 @@ def run(tag: str, args: list[str], work: str) -> dict:
     r["command"] = cmd[3:-1]
     r["wall_seconds"] = time.time() - start
     json.dump(r, open(done_file, "w"), indent=1)
-    print(f"{tag}: score {r['score']:.3f} forgetting {r['forgetting']:.3f} ({r['wall_seconds']:.0f}s)", flush=True)
+    r = rescore(r)
+    print(f"{tag}: score {r['score']} forgetting {r['forgetting']} ({r['wall_seconds']:.0f}s)", flush=True)
     return r
 
 
@@ -77,8 +78,17 @@ def run_all(jobs: list[tuple[str, list[str]]], work: str, workers: int) -> dict[
         return {tag: f.result() for tag, f in futures.items()}
 
 
+def rescore(r: dict) -> dict:
+    """Metrics recomputed from the returns by the library (runs written by an older rule agree)."""
+    from bitcl.rl.results import forgetting, normalised_matrix, score, unlearned
+    norm = normalised_matrix(r["return_matrix"], r["random_returns"])
+    return {**r, "normalised_matrix": norm, "score": score(norm), "forgetting": forgetting(norm),
+            "unlearned_games": unlearned(r["return_matrix"], r["random_returns"], r["games"])}
+
+
 def summary(r: dict) -> dict:
-    keys = ("score", "forgetting", "return_matrix", "random_returns", "normalised_matrix", "capacity")
+    keys = ("score", "forgetting", "return_matrix", "random_returns", "normalised_matrix", "unlearned_games",
+            "capacity")
     out = {k: r.get(k) for k in keys}
     out["state_bytes"] = r["memory"]["state_bytes"]
     out["steps_per_second"] = r["timing"]["steps_per_second"]

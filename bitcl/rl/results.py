@@ -2,8 +2,9 @@
 
 DESIGN.md part 2, "results.json of bitcl rl": ``return_matrix[i][j]`` is the mean evaluation
 return on game j after training games 0..i; ``normalised_matrix[i][j] = (R[i][j] - random_j) /
-(R[j][j] - random_j)`` (null when game j's trained return equals the random one: nothing was
-learned to normalise by); ``score`` the mean of its last row; ``forgetting`` the mean over
+(R[j][j] - random_j)`` (null when game j's trained return is not above the random one: nothing
+was learned to normalise by, and a negative denominator would flip the sign; such games are
+listed in ``unlearned_games`` and left out of the means); ``score`` the mean of its last row; ``forgetting`` the mean over
 j < T-1 of ``max_i normalised[i][j] - normalised[T-1][j]`` (max over every row i).
 """
 from __future__ import annotations
@@ -22,7 +23,7 @@ def normalised_matrix(returns: list[list[float]], random: list[float]) -> list[l
         cells = []
         for j, r in enumerate(row):
             learned = returns[j][j] - random[j] if j < len(returns) else None
-            cells.append(None if not learned else (r - random[j]) / learned)
+            cells.append(None if learned is None or learned <= 0 else (r - random[j]) / learned)
         out.append(cells)
     return out
 
@@ -46,6 +47,11 @@ def forgetting(normalised: list[list[Optional[float]]]) -> Optional[float]:
         if column and last[j] is not None:
             drops.append(max(column) - last[j])
     return _mean(drops)
+
+
+def unlearned(returns: list[list[float]], random: list[float], games: list[str]) -> list[str]:
+    """Games trained so far whose return right after training is not above the random policy's."""
+    return [games[j] for j in range(min(len(returns), len(games))) if returns[j][j] <= random[j]]
 
 
 @dataclass
@@ -80,6 +86,7 @@ class RLResult:
             "normalised_matrix": norm,
             "score": score(norm),
             "forgetting": forgetting(norm),
+            "unlearned_games": unlearned(self.return_matrix, self.random_returns, self.games),
         }
         if self.capacity:
             out["capacity"] = self.capacity

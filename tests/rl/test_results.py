@@ -28,6 +28,15 @@ def test_unlearned_game_has_no_normalised_value():
     assert forgetting(norm) is None
 
 
+def test_game_below_random_is_not_normalised():
+    """A trained return below the random one would flip the sign: null, and the game is reported unlearned."""
+    from bitcl.rl.results import unlearned
+    returns, random = [[3.0, 0.0], [3.0, 0.0]], [1.0, 0.3]
+    norm = normalised_matrix(returns, random)
+    assert norm[1] == [1.0, None] and score(norm) == 1.0
+    assert unlearned(returns, random, ["a", "b"]) == ["b"]
+
+
 def test_single_game_has_zero_forgetting():
     """With one game there is nothing to forget."""
     assert forgetting(normalised_matrix([[3.0]], [1.0])) == 0.0
