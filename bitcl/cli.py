@@ -106,7 +106,7 @@ def _run_parser(method_cls, prog: str = "bitcl run") -> argparse.ArgumentParser:
 def _recorded_config(path: str) -> dict:
     """The ``config`` of a results.json file (validated by ``bitcl.train.validate``)."""
     from bitcl.train.validate import read_results
-    return dict(read_results(path)["config"])
+    return dict(read_results(path, require=("config",))["config"])
 
 
 def config_from_args(argv: Sequence[str]):

@@ -168,7 +168,7 @@ class Engine:
             changed = sorted(k for k in current if saved.get(k) != current[k])
             raise ConfigError(f"--resume: the run in {self.rundir.path} was made with different settings "
                               f"({', '.join(changed)})")
-        ckpt.load_model_state(self.model, tensors, str(path))
+        ckpt.load_model_state(self.model, tensors, str(path), meta)
         self.strategy.load_state_tensors(ckpt.strategy_tensors(tensors))
         self.result.restore(progress["result"])
         self.task_index = t + 1

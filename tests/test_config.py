@@ -92,3 +92,14 @@ def test_help_shows_every_default_and_list_shows_options():
     assert "(default: preset, else 3e-3)" in " ".join(done.stdout.split()) and "--fisher-prior" in done.stdout
     listed = run_cli("list")
     assert "--fisher-prior 1e-10" in listed.stdout and "resnet18" in listed.stdout
+
+
+def test_presets_are_the_choices_of_their_committed_search():
+    """Each preset equals what its search chose on validation data (benchmarks/results/search_*.json)."""
+    from pathlib import Path
+    results = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
+    preset = presets.PRESETS[("permuted-mnist", "blip", "task")]
+    chosen = json.loads((results / "search_permuted_blip.json").read_text())["chosen"]
+    assert (preset["lr"], preset["batch_size"], preset["method_options"]["fisher_prior"]) == (
+        chosen["lr"], chosen["batch_size"], chosen["fisher_prior"])
+    assert "validation" in json.loads((results / "search_permuted_blip.json").read_text())["protocol"]
