@@ -1,0 +1,152 @@
+"""bitcl's methods as Avalanche strategy plugins: bit-level freezing inside Avalanche's loop.
+
+``Naive(model, optimizer, criterion, plugins=[BLIPPlugin(fisher_prior=1e-8)])`` on any Avalanche
+benchmark trains with BLIP (Shi et al., CVPR 2021, arXiv 2105.04444); the regularisers are
+EWC (Kirkpatrick et al., PNAS 2017), SI (Zenke et al., ICML 2017), MAS (Aljundi et al., ECCV
+2018) and Benzing's variants (AISTATS 2022, arXiv 2006.06357): SIU, SIB, SOS, MASX, AF, rEWC.
+Each plugin runs the very strategy file the CLI runs, through a
+:class:`~bitcl.api_context.DataContext` built from the experience's dataset. Avalanche's own
+loggers, evaluation plugins and metrics are untouched.
+
+Hook mapping (Avalanche's SGD template -> bitcl strategy):
+
+* ``before_training_exp`` -> ``before_task``      * ``before_backward`` -> ``loss += penalty()``
+* ``after_backward``      -> ``after_backward``   * ``after_update`` -> bit projection, ``after_step``
+* ``after_training_exp``  -> ``end_task`` (importance, anchors, bit freezing)
+
+The task loss is Avalanche's ``criterion`` (the mean cross-entropy of ``Naive``, which is
+bitcl's loss). Importance is computed on the experience's training data with the model's
+outputs for the experience's task label (``avalanche_forward``), per sample and exactly, as in
+``bitcl run``. Methods that need services Avalanche's loop cannot give (ANPyC's retraining,
+joint's replay, DLCFT's linearised model) are refused with ConfigError.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch.utils.data import DataLoader
+
+from bitcl.interop.torchvision_ops import ensure_torchvision_importable
+
+ensure_torchvision_importable()  # before avalanche imports torchvision (see that module)
+
+from avalanche.models.utils import avalanche_forward  # noqa: E402
+from avalanche.training.plugins import SupervisedPlugin  # noqa: E402
+
+from bitcl.api_context import DataContext  # noqa: E402
+from bitcl.errors import ConfigError  # noqa: E402
+from bitcl.quant import bit_states  # noqa: E402
+from bitcl.strategies import RunInfo, Strategy, check_supported, get_strategy, make_options  # noqa: E402
+
+AVALANCHE_SERVICES = frozenset({"independent_gradient"})
+
+
+class BitclPlugin(SupervisedPlugin):
+    """Any bitcl method (``bitcl list``) as an Avalanche ``SupervisedPlugin``.
+
+    ``options`` are the method's options (``fisher_prior=1e-8``, ``c=100.0``...), validated as the
+    CLI validates its flags. ``seed`` seeds the importance subsets and label sampling (the CLI's
+    rule: one stream per purpose and experience). ``num_tasks`` is only informative.
+    """
+
+    method: str = ""
+
+    def __init__(self, method: Optional[str] = None, *, seed: int = 0, num_tasks: int = 0,
+                 scenario: str = "task", **options):
+        super().__init__()
+        self.cls = get_strategy(method or self.method)
+        check_supported(self.cls, AVALANCHE_SERVICES, "an Avalanche plugin")
+        if self.cls.loss is not Strategy.loss:
+            raise ConfigError(f"method {self.cls.name!r} replaces the task loss; Avalanche's criterion cannot "
+                              "carry it (use bitcl.fit)")
+        if scenario not in self.cls.scenarios:
+            raise ConfigError(f"method {self.cls.name!r} does not support the {scenario!r} scenario")
+        self.options = make_options(self.cls, options)
+        self.seed, self.num_tasks, self.scenario = seed, num_tasks, scenario
+        self.strategy: Optional[Strategy] = None
+        self.ctx: Optional[DataContext] = None
+
+    def _bitcl_strategy(self, strategy) -> Strategy:
+        """The bitcl strategy for Avalanche's model, built at the first experience."""
+        if self.strategy is None or self.strategy.model is not strategy.model:
+            if self.cls.requires_quantized and not any(True for _ in bit_states(strategy.model)):
+                raise ConfigError(f"method {self.cls.name!r} needs Bit layers: call "
+                                  "bitcl.quantize_(model, BitConfig(...)) before building the Avalanche strategy")
+            info = RunInfo(self.num_tasks, self.scenario, torch.device(strategy.device))
+            self.strategy = self.cls(self.options, strategy.model, info)
+        return self.strategy
+
+    # -- Avalanche hooks ------------------------------------------------------------------
+    def before_training_exp(self, strategy, **kwargs):
+        bitcl_strategy = self._bitcl_strategy(strategy)
+        experience, model = strategy.experience, strategy.model
+        labels = experience.task_labels
+        if len(labels) != 1:
+            raise ConfigError(f"experience {experience.current_experience} mixes task labels {labels}; "
+                              "bitcl's importance needs one task (head) per experience")
+        task_label = labels[0]
+
+        def forward(x):
+            return avalanche_forward(model, x, torch.full((len(x),), task_label, dtype=torch.long))
+
+        dataset = experience.dataset
+        data = DataLoader(dataset, batch_size=strategy.train_mb_size,
+                          collate_fn=getattr(dataset, "collate_fn", None))
+        self.ctx = DataContext(model, data, strategy.clock.train_exp_counter, bitcl_strategy.info, seed=self.seed,
+                               forward=forward, strategy=bitcl_strategy, batch_size=strategy.train_mb_size)
+        bitcl_strategy.before_task(self.ctx)
+
+    def before_backward(self, strategy, **kwargs):
+        penalty = self.strategy.penalty()
+        if penalty is not None:
+            strategy.loss = strategy.loss + penalty
+
+    def after_backward(self, strategy, **kwargs):
+        self.strategy.after_backward(self.ctx)
+
+    def after_update(self, strategy, **kwargs):
+        self.ctx.project()  # frozen bits never change, whatever the optimiser did
+        self.strategy.after_step(self.ctx)
+
+    def after_training_exp(self, strategy, **kwargs):
+        self.strategy.end_task(self.ctx)
+
+    # -- reading the state ---------------------------------------------------------------------
+    def capacity(self) -> float:
+        """Fraction of all bits of the model's quantised weights that are frozen (results.json's)."""
+        frozen = total = 0
+        for _, state in bit_states(self.strategy.model if self.strategy else torch.nn.Module()):
+            frozen, total = frozen + state.frozen_bits(), total + state.total_bits()
+        return frozen / total if total else 0.0
+
+
+def _named(method: str, doc: str) -> type[BitclPlugin]:
+    cls = type(f"{method.upper()}Plugin", (BitclPlugin,), {"method": method, "__doc__": doc})
+    cls.__init__ = _fixed_method_init
+    return cls
+
+
+def _fixed_method_init(self, *, seed: int = 0, num_tasks: int = 0, scenario: str = "task", **options):
+    BitclPlugin.__init__(self, type(self).method, seed=seed, num_tasks=num_tasks, scenario=scenario, **options)
+
+
+class BLIPPlugin(BitclPlugin):
+    """BLIP: freeze each weight's most significant bits by Fisher information gain (CVPR 2021).
+    Needs a model with Bit layers (``bitcl.quantize_``). Options: ``bitcl run --method blip --help``."""
+
+    method = "blip"
+
+    def __init__(self, *, seed: int = 0, num_tasks: int = 0, scenario: str = "task", **options):
+        super().__init__("blip", seed=seed, num_tasks=num_tasks, scenario=scenario, **options)
+
+
+EWCPlugin = _named("ewc", "bitcl's EWC: per-sample Fisher (exact by default), separate or online (PNAS 2017).")
+SIPlugin = _named("si", "bitcl's SI: path integral of -g·Δθ over every step, Ω = ω / (Δ² + ξ) (ICML 2017).")
+MASPlugin = _named("mas", "bitcl's MAS: per-sample |∂||softmax||² / ∂θ| (ECCV 2018).")
+SIUPlugin = _named("siu", "SIU: SI with an independent minibatch gradient (Benzing, AISTATS 2022).")
+SIBPlugin = _named("sib", "SIB: the minibatch-noise bias of SI alone (Benzing, AISTATS 2022).")
+SOSPlugin = _named("sos", "SOS: sqrt of a running mean of squared gradient noise (Benzing, AISTATS 2022).")
+MASXPlugin = _named("masx", "MASX: MAS on the largest softmax output (Benzing, AISTATS 2022).")
+AFPlugin = _named("af", "AF: the absolute Fisher E Σ_y p_y |∂ log p_y / ∂θ| (Benzing, AISTATS 2022).")
+REWCPlugin = _named("rewc", "rEWC: EWC with sqrt(Fisher) as importance (Benzing, AISTATS 2022).")

@@ -1,0 +1,131 @@
+"""bitcl's methods as Avalanche plugins on an Avalanche benchmark built from the embedded MNIST."""
+import pytest
+import torch
+from torch import nn
+
+avalanche = pytest.importorskip("bitcl.avalanche", reason="avalanche-lib not installed (extra: bitcl[avalanche])")
+
+from avalanche.benchmarks import tensors_benchmark  # noqa: E402
+from avalanche.evaluation.metrics import accuracy_metrics  # noqa: E402
+from avalanche.models import MultiTaskModule  # noqa: E402
+from avalanche.training import Naive  # noqa: E402
+from avalanche.training.plugins import EvaluationPlugin  # noqa: E402
+
+import bitcl  # noqa: E402
+from bitcl.api import benchmark_tasks, fit  # noqa: E402
+from bitcl.errors import ConfigError  # noqa: E402
+from bitcl.quant import bit_states  # noqa: E402
+
+LR, BATCH, PRIOR = 0.05, 32, 1e-8
+
+
+class TwoHeads(MultiTaskModule):
+    """A quantised MLP backbone and one head per task label, as Avalanche's multi-task models route them."""
+
+    def __init__(self, backbone, heads):
+        super().__init__()
+        self.backbone, self.heads = backbone, nn.ModuleList(heads)
+
+    def forward_single_task(self, x, task_label):
+        return self.heads[int(task_label)](self.backbone(x))
+
+
+def _parts(seed):
+    torch.manual_seed(seed)
+    backbone = nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.ReLU())
+    bitcl.quantize_(backbone, bitcl.BitConfig(bits=20, range="fixed"))
+    return backbone, [nn.Linear(32, 2) for _ in range(2)]
+
+
+@pytest.fixture(scope="module")
+def tasks():
+    return benchmark_tasks("split-mnist", scenario="task", tasks=2, seed=0, classes=[0, 1, 2, 3])
+
+
+def _avalanche_blip(tasks, seed):
+    bench = tensors_benchmark(train_tensors=[tr.tensors for tr, _ in tasks], test_tensors=[te.tensors for _, te in tasks],
+                              task_labels=[0, 1], complete_test_set_only=False)
+    model = TwoHeads(*_parts(seed))
+    plugin = avalanche.BLIPPlugin(fisher_prior=PRIOR, seed=seed)
+    evaluator = EvaluationPlugin(accuracy_metrics(experience=True), loggers=[])
+    torch.manual_seed(seed)
+    naive = Naive(model, torch.optim.SGD(model.parameters(), lr=LR), nn.CrossEntropyLoss(), train_mb_size=BATCH,
+                  train_epochs=1, eval_mb_size=500, plugins=[plugin], evaluator=evaluator, device="cpu")
+    snapshots = []
+    for experience in bench.train_stream:
+        naive.train(experience)
+        snapshots.append({n: (s.frozen.clone(), s.codes.clone()) for n, s in bit_states(model)})
+    metrics = naive.eval(bench.test_stream)
+    accs = [metrics[f"Top1_Acc_Exp/eval_phase/test_stream/Task{t:03d}/Exp{t:03d}"] for t in range(2)]
+    return accs, plugin.capacity(), snapshots, model
+
+
+def test_blip_plugin_freezes_bits_and_never_changes_a_frozen_one(tasks):
+    """Through Naive + BLIPPlugin: bits freeze after each experience, and training on experience 1 leaves
+    every bit frozen after experience 0 as it was; Avalanche's accuracy metrics are reported."""
+    accs, capacity, (after0, after1), _ = _avalanche_blip(tasks, seed=0)
+    assert capacity > 0 and all(0.0 <= a <= 1.0 for a in accs)
+    for name, (frozen0, codes0) in after0.items():
+        frozen1, codes1 = after1[name]
+        assert bool((frozen1 >= frozen0).all()) and int(frozen0.sum()) > 0
+        k = frozen0.long()
+        top0 = (codes0.long() + 2 ** 19) >> (20 - k)
+        top1 = (codes1.long() + 2 ** 19) >> (20 - k)
+        assert torch.equal(top0, top1), name
+
+
+def test_blip_through_avalanche_matches_blip_through_bitcl_fit(tasks):
+    """Same tasks, seeds, initial models and SGD: over 3 seeds, Avalanche + BLIPPlugin and bitcl.fit reach the
+    same mean final accuracy (within 0.04: the batch orders differ, and one seed alone spreads by +-0.05)
+    and the same frozen capacity (within 5% relative)."""
+    ours, theirs = [], []
+    for seed in range(3):
+        accs, capacity, _, _ = _avalanche_blip(tasks, seed)
+        theirs.append((sum(accs) / 2, capacity))
+        backbone, heads = _parts(seed)
+        result = fit(backbone, tasks, "blip", heads=heads, options={"fisher_prior": PRIOR}, optimizer="sgd", lr=LR,
+                     lr_schedule="constant", batch_size=BATCH, epochs=1, seed=seed)
+        ours.append((result.acc, result.capacity[-1]))
+    mean = [sum(v) / 3 for v in zip(*ours)]
+    other = [sum(v) / 3 for v in zip(*theirs)]
+    assert other[0] == pytest.approx(mean[0], abs=0.04)
+    assert other[1] == pytest.approx(mean[1], rel=0.05)
+
+
+@pytest.mark.parametrize("plugin_cls, options", [
+    ("EWCPlugin", {"c": 100.0, "samples": 200, "fisher": "sampled"}), ("SIPlugin", {}), ("MASPlugin", {"samples": 200}),
+    ("SIUPlugin", {}), ("SOSPlugin", {}), ("REWCPlugin", {"samples": 200, "fisher": "sampled"}),
+])
+def test_regulariser_plugins_run_and_build_importance(plugin_cls, options, tasks):
+    """Every regulariser plugin trains through Naive and ends each experience with a non-zero importance."""
+    torch.manual_seed(0)
+    model = TwoHeads(nn.Sequential(nn.Flatten(), nn.Linear(784, 16), nn.ReLU()), [nn.Linear(16, 2) for _ in range(2)])
+    keep = torch.randperm(len(tasks[0][0]), generator=torch.Generator().manual_seed(0))[:300]  # both classes
+    bench = tensors_benchmark(train_tensors=[(tr.tensors[0][keep], tr.tensors[1][keep]) for tr, _ in tasks],
+                              test_tensors=[te.tensors for _, te in tasks], task_labels=[0, 1],
+                              complete_test_set_only=False)
+    plugin = getattr(avalanche, plugin_cls)(**options)
+    naive = Naive(model, torch.optim.SGD(model.parameters(), lr=LR), nn.CrossEntropyLoss(), train_mb_size=BATCH,
+                  train_epochs=1, plugins=[plugin], evaluator=EvaluationPlugin(loggers=[]), device="cpu")
+    for experience in bench.train_stream:
+        naive.train(experience)
+    omegas = [v for k, v in plugin.strategy.state.items() if k.startswith("omega/")]
+    assert omegas and sum(float(o.abs().sum()) for o in omegas) > 0
+    assert int(plugin.strategy.state["tasks_seen"]) == 2
+
+
+def test_plugins_refuse_what_avalanche_cannot_serve():
+    """Methods needing retraining, replay or their own loss, and BLIP on a float model, raise ConfigError."""
+    for method in ("anpyc", "joint", "dlcft"):
+        with pytest.raises(ConfigError):
+            avalanche.BitclPlugin(method)
+    with pytest.raises(ConfigError, match="--fisher-prior"):
+        avalanche.BLIPPlugin(fisher_prior=-1.0)
+    model = TwoHeads(nn.Sequential(nn.Flatten(), nn.Linear(784, 4)), [nn.Linear(4, 2)])
+    naive = Naive(model, torch.optim.SGD(model.parameters(), lr=LR), nn.CrossEntropyLoss(),
+                  plugins=[avalanche.BLIPPlugin()], evaluator=EvaluationPlugin(loggers=[]), device="cpu")
+    bench = tensors_benchmark(train_tensors=[(torch.zeros(4, 1, 28, 28), torch.zeros(4, dtype=torch.long))],
+                              test_tensors=[(torch.zeros(4, 1, 28, 28), torch.zeros(4, dtype=torch.long))],
+                              task_labels=[0])
+    with pytest.raises(ConfigError, match="Bit layers"):
+        naive.train(bench.train_stream[0])
