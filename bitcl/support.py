@@ -111,6 +111,10 @@ def markdown_table(matrix: Optional[dict[Setting, str]] = None) -> str:
         running = sorted(c for c in outcomes if c not in refused)
         if not running:
             return f"no {notes}"
+        kinds = {c.backbone for c in running}
+        if len(kinds) == 1 and all(c.backbone in kinds for c in outcomes if c not in refused) \
+                and all(c.backbone not in kinds for c in refused):
+            return f"{kinds.pop()} weights only {notes}"
         return f"{', '.join(f'{c.arch}/{c.backbone}' for c in running)}; else no {notes}"
 
     lines = ["| method | " + " | ".join(scenarios) + " | torchrun |",
@@ -124,7 +128,7 @@ def markdown_table(matrix: Optional[dict[Setting, str]] = None) -> str:
               "float weights (tests/engine/test_support_matrix.py trains each method in every scenario on the MLP "
               "and once on every other architecture); torchrun: 2-rank runs hold the 1-process state "
               "(tests/engine/test_distributed.py). Refusals come from Engine(...), before any training:"]
-    lines += [f"[{n}] {reason}" for reason, n in reasons.items()]
+    lines += [""] + [f"- [{n}] {reason}" for reason, n in reasons.items()]
     return "\n".join(lines)
 
 

@@ -86,6 +86,6 @@ def test_markdown_table_names_each_refusal_once():
     matrix[Setting("finetune", "class", "conv", "float")] = "too small"
     table = markdown_table(matrix).splitlines()
     assert table[0] == "| method | task | class | torchrun |"
-    assert table[2].startswith("| `blip` | conv/quant, mlp/quant; else no [1] | conv/quant, mlp/quant; else no [1] |")
+    assert table[2].startswith("| `blip` | quant weights only [1] | quant weights only [1] |")
     assert table[3].startswith("| `finetune` | runs | conv/quant, mlp/float, mlp/quant; else no [2] | runs |")
-    assert table[-2:] == ["[1] method 'blip' needs the quantised backbone", "[2] too small"]
+    assert table[-2:] == ["- [1] method 'blip' needs the quantised backbone", "- [2] too small"]
