@@ -15,8 +15,9 @@ Each L_t is exactly quadratic, so the sum of the past tasks' losses is
 ½ (θ − θ*)ᵀ A (θ − θ*) + const with A = Σ_t (2/N_t) Σ_n J(x_n)ᵀ J(x_n) and θ* the
 parameters after the last task (the minimiser of the past losses): adding it as the
 penalty makes sequential training reach the joint solution (Sec. 3). Curvature:
-``exact`` (P×P, a few thousand parameters), ``kfac`` (per linear layer; exact for one
-layer; its factors are kept per task) or ``diagonal`` (``bitcl.importance.curvature``).
+``exact`` (P×P, a few thousand parameters), ``kfac`` (per linear layer, KFC per conv layer;
+exact for one linear layer; its factors are kept per task) or ``diagonal``
+(``bitcl.importance.curvature``).
 
 Linearised: the last ``layers`` layers (the heads count as one; 0 = all); the rest is
 frozen at θ0. ``--loss ce`` trains the linearised model with cross-entropy instead
@@ -33,7 +34,7 @@ from torch import nn
 from torch.func import functional_call, jvp
 
 from bitcl.errors import ConfigError
-from bitcl.importance.curvature import CURVATURES, diagonal_sum, exact_sum, kfac_sums
+from bitcl.importance.curvature import CURVATURES, diagonal_sum, exact_sum, kfac_sums, kfac_supported
 from bitcl.importance.per_sample import layers_of
 
 from .base import Strategy, register
@@ -101,12 +102,12 @@ class Dlcft(Strategy):
         params = dict(self.model.named_parameters())
         self.names = [n for n in params if any(n == g or n.startswith(g + ".") for g in chosen)]
         modules = dict(self.model.named_modules())
-        convs = sorted({n.rsplit(".", 1)[0] for n in self.names
-                        if isinstance(modules.get(n.rsplit(".", 1)[0]), nn.Conv2d)})
-        if options.curvature == "kfac" and convs:
-            raise ConfigError(f"--curvature kfac is implemented for linear layers only, and --layers "
-                              f"{options.layers} linearises conv layers ({', '.join(convs[:3])}): use fewer "
-                              "--layers, or --curvature diagonal or exact")
+        owners = sorted({n.rsplit(".", 1)[0] for n in self.names})
+        unsupported = [o for o in owners if isinstance(modules.get(o), nn.Conv2d) and not kfac_supported(modules[o])]
+        if options.curvature == "kfac" and unsupported:
+            raise ConfigError(f"--curvature kfac covers linear and ungrouped, zero-padded conv layers, and --layers "
+                              f"{options.layers} linearises {', '.join(unsupported[:3])}: use fewer --layers, or "
+                              "--curvature diagonal or exact")
         for n, p in params.items():
             p.requires_grad_(n in self.names)
         self.params = {n: params[n] for n in self.names}
@@ -163,7 +164,7 @@ class Dlcft(Strategy):
                     key = f"kfac/{t}/{layer}"
                     if f"{key}/G" not in self.state:
                         continue
-                    dw = delta[f"{layer}.weight"]
+                    dw = delta[f"{layer}.weight"].flatten(1)  # conv: (out, in * kh * kw), as KFC's factors
                     if module.bias is not None:
                         dw = torch.cat([dw, delta[f"{layer}.bias"].unsqueeze(1)], 1)
                     quad = quad + (self.state[f"{key}/G"] * (dw @ self.state[f"{key}/S"] @ dw.t())).sum()
