@@ -115,6 +115,10 @@ class Engine:
         self.strategy = strategy_cls(options, self.model, self.info)
         self.trainer = Trainer(self.model, self.strategy, self.scenario, config, self.info)
         if self.dist.enabled:
+            from bitcl.support import data_parallel_refusal
+            refusal = data_parallel_refusal(config.arch, self.model)
+            if refusal:
+                raise ConfigError(refusal)
             self._check_ranks_agree_on_setup()
             self.trainer.wrap_ddp()
         self.result = RunResult(config, len(self.scenario), params=sum(p.numel() for p in self.model.parameters()))

@@ -8,8 +8,9 @@ error with which the engine refuses it. Every refusal happens in ``Engine.__init
 any training (tests/engine/test_support_matrix.py runs every "runs" cell for a few steps).
 
 Data parallelism (``torchrun``) cannot be set up inside one process, so that column comes
-from the method's declared capability (``Strategy.distributable``), the same attribute the
-engine reads; tests/engine/test_distributed.py checks it against real 2-rank runs.
+from the method's declared capability (``Strategy.distributable``) and the architecture
+(:func:`data_parallel_refusal`), the same checks the engine makes;
+tests/engine/test_distributed.py checks them against real 2-rank runs.
 
 ``markdown_table()`` renders the matrix for the README; ``python -m bitcl.support`` prints it.
 """
@@ -64,12 +65,27 @@ def setup_outcome(setting: Setting, data=None) -> str:
     return RUNS
 
 
-def data_parallel_outcome(method: str) -> str:
-    """``"runs"`` or why ``method`` is refused under torchrun (its declared ``distributable``)."""
+def data_parallel_refusal(arch: str, model: torch.nn.Module) -> Optional[str]:
+    """Why ``model`` (built for ``--arch arch``) cannot train under torchrun, or None.
+
+    Batch norm in training normalises with the statistics of each rank's shard, not of the
+    global batch, so ranks (and the one-process run) drift apart, which the engine's
+    checksum caught only after a task had been trained; torch's SyncBatchNorm needs CUDA."""
+    if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return (f"--arch {arch} has batch norm, whose statistics would differ between ranks under torchrun "
+                "(no synchronised batch norm on CPU): run it in one process")
+    return None
+
+
+def data_parallel_outcome(method: str, arch: str = "mlp") -> str:
+    """``"runs"`` or why ``method`` on ``arch`` is refused under torchrun: the method's declared
+    ``distributable``, then :func:`data_parallel_refusal` of the architecture's model."""
+    from bitcl.models import build_model
     from bitcl.strategies import get_strategy
-    if get_strategy(method).distributable:
-        return RUNS
-    return f"method {method!r} cannot run under torchrun (README, support matrix)"
+    if not get_strategy(method).distributable:
+        return f"method {method!r} cannot run under torchrun (README, support matrix)"
+    model = build_model(arch, (1, 28, 28), [2, 2], "task", "float", hidden=(8,), width=4)
+    return data_parallel_refusal(arch, model) or RUNS
 
 
 def settings(methods: Optional[Iterable[str]] = None, scenarios: Iterable[str] = SCENARIOS,
@@ -117,13 +133,22 @@ def markdown_table(matrix: Optional[dict[Setting, str]] = None) -> str:
             return f"{kinds.pop()} weights only {notes}"
         return f"{', '.join(f'{c.arch}/{c.backbone}' for c in running)}; else no {notes}"
 
+    archs = sorted({c.arch for c in matrix})
+
+    def parallel(method: str) -> str:
+        outcomes = {arch: data_parallel_outcome(method, arch) for arch in archs}
+        refused = {o for o in outcomes.values() if o != RUNS}
+        if not refused:
+            return RUNS
+        notes = " ".join(sorted({note(o) for o in refused}, key=lambda n: int(n[1:-1])))
+        running = [a for a, o in outcomes.items() if o == RUNS]
+        return f"{', '.join(running)} only {notes}" if running else f"no {notes}"
+
     lines = ["| method | " + " | ".join(scenarios) + " | torchrun |",
              "|---" * (len(scenarios) + 2) + "|"]
     for method in methods:
-        dp = data_parallel_outcome(method)
-        row = [cell(method, s) for s in scenarios] + [RUNS if dp == RUNS else f"no {note(dp)}"]
+        row = [cell(method, s) for s in scenarios] + [parallel(method)]
         lines.append(f"| `{method}` | " + " | ".join(row) + " |")
-    archs = sorted({c.arch for c in matrix})
     lines += ["", f"`runs`: the engine sets it up on every architecture ({', '.join(archs)}) with quantised and "
               "float weights (tests/engine/test_support_matrix.py trains each method in every scenario on the MLP "
               "and once on every other architecture); torchrun: 2-rank runs hold the 1-process state "

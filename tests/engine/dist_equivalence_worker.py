@@ -38,6 +38,10 @@ VARIANTS = {
 }
 SCENARIO_RUNS = {"joint-class": ("joint", "class", {}), "si-domain": ("si", "domain", {}),
                  "blip-class": ("blip", "class", {})}
+# other backbones: conv has no batch norm (must match), alexnet has (must be refused up front)
+ARCH_RUNS = {"blip-conv": ("blip", "conv", {}), "ewc-conv": ("ewc", "conv", {}),
+             "dlcft-conv-kfac": ("dlcft", "conv", {"layers": 0, "curvature": "kfac"}),
+             "finetune-alexnet": ("finetune", "alexnet", {})}
 BATCH = 25  # odd shards on 2 ranks (13 + 12): the uneven-shard path is exercised every step
 
 
@@ -47,28 +51,30 @@ def not_distributable():
     return type("NotDistributable", (get_strategy("finetune"),), {"distributable": False})
 
 
-def plan() -> dict[str, tuple[str, str, dict, object]]:
-    """``{label: (method, scenario, options, strategy class or None)}``: every registered method
+def plan() -> dict[str, tuple[str, str, str, dict, object]]:
+    """``{label: (method, scenario, arch, options, strategy class or None)}``: every registered method
     (generated from the registry), then the variants."""
     from bitcl.strategies import get_strategy, strategy_names
     runs = {}
     for name in strategy_names():
         cls = get_strategy(name)
         scenario = "task" if "task" in cls.scenarios else cls.scenarios[0]
-        runs[name] = (name, scenario, dict(FAST_OPTIONS.get(name, {})), None)
+        runs[name] = (name, scenario, "mlp", dict(FAST_OPTIONS.get(name, {})), None)
     for label, (method, options) in VARIANTS.items():
-        runs[label] = (method, "task", {**FAST_OPTIONS.get(method, {}), **options}, None)
+        runs[label] = (method, "task", "mlp", {**FAST_OPTIONS.get(method, {}), **options}, None)
     for label, (method, scenario, options) in SCENARIO_RUNS.items():
-        runs[label] = (method, scenario, {**FAST_OPTIONS.get(method, {}), **options}, None)
-    runs["not-distributable"] = ("finetune", "task", {}, not_distributable())
+        runs[label] = (method, scenario, "mlp", {**FAST_OPTIONS.get(method, {}), **options}, None)
+    for label, (method, arch, options) in ARCH_RUNS.items():
+        runs[label] = (method, "task", arch, {**FAST_OPTIONS.get(method, {}), **options}, None)
+    runs["not-distributable"] = ("finetune", "task", "mlp", {}, not_distributable())
     return runs
 
 
-def config_for(method: str, scenario: str, options: dict, data: str, out: Path):
+def config_for(method: str, scenario: str, arch: str, options: dict, data: str, out: Path):
     from bitcl.config import RunConfig
-    return RunConfig(method=method, benchmark="split-mnist", scenario=scenario, tasks=2, classes=[0, 1, 2, 3],
-                     epochs=1, batch_size=BATCH, hidden=[16], data=data, quiet=True, seed=0, out=str(out),
-                     method_options=options)
+    return RunConfig(method=method, benchmark="split-mnist", scenario=scenario, arch=arch, tasks=2,
+                     classes=[0, 1, 2, 3], epochs=1, batch_size=BATCH, hidden=[16], width=4, data=data, quiet=True,
+                     seed=0, out=str(out), method_options=options)
 
 
 def main(data: str, out_dir: str) -> None:
@@ -81,9 +87,10 @@ def main(data: str, out_dir: str) -> None:
         dist.init_process_group("gloo")  # the engines borrow this group; none of them destroys it
     status = {}
     try:
-        for label, (method, scenario, options, strategy_cls) in plan().items():
+        for label, (method, scenario, arch, options, strategy_cls) in plan().items():
             try:
-                engine = Engine(config_for(method, scenario, options, data, out / label), strategy_cls=strategy_cls)
+                engine = Engine(config_for(method, scenario, arch, options, data, out / label),
+                                strategy_cls=strategy_cls)
             except ConfigError as error:
                 status[label] = f"refused: {error}"
                 continue

@@ -89,3 +89,12 @@ def test_markdown_table_names_each_refusal_once():
     assert table[2].startswith("| `blip` | quant weights only [1] | quant weights only [1] |")
     assert table[3].startswith("| `finetune` | runs | conv/quant, mlp/float, mlp/quant; else no [2] | runs |")
     assert table[-2:] == ["- [1] method 'blip' needs the quantised backbone", "- [2] too small"]
+
+
+def test_torchrun_column_refuses_batch_norm_backbones():
+    """Backbones with batch norm (per-shard statistics under DDP) are refused under torchrun; the others run."""
+    from bitcl.support import data_parallel_outcome
+    outcomes = {arch: data_parallel_outcome("finetune", arch) for arch in backbone_names()}
+    assert outcomes["mlp"] == outcomes["conv"] == RUNS
+    for arch in ("alexnet", "resnet18"):
+        assert outcomes[arch].startswith(f"--arch {arch} has batch norm") and "\n" not in outcomes[arch]
