@@ -159,11 +159,15 @@ INLINE uint32_t check_body(const float *restrict latent, const int32_t *restrict
 {
     const uint32_t *lb = (const uint32_t *)latent;
     const uint32_t m = ((uint32_t)1 << (bits - 1)) - 1;
-    uint32_t nonfinite = 0, code = 0, froz = 0;
+    const uint8_t nbits = (uint8_t)bits;
+    uint32_t nonfinite = 0, code = 0;
+    uint8_t froz = 0;
+    /* two loops: bytes compared 32 to a vector, words 8 to a vector */
+    for (int64_t i = begin; i < end; ++i)
+        froz |= frozen[i] > nbits;
     for (int64_t i = begin; i < end; ++i) {
         nonfinite |= nonfinite_bits(lb[i]);
         code |= (uint32_t)codes[i] + m > 2 * m;
-        froz |= frozen[i] > (uint32_t)bits;
     }
     return (nonfinite ? 1u : 0u) | (code ? 2u : 0u) | (froz ? 4u : 0u);
 }
