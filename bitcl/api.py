@@ -207,7 +207,7 @@ class _FitLoop:
                 return len(data)
             except TypeError:
                 raise ConfigError("lr_schedule='cosine' needs data whose length is known; "
-                                  "use lr_schedule='constant' for iterable datasets") from None
+                                  "use lr_schedule='none' for iterable datasets") from None
         return math.ceil(len(data) / self.config.batch_size)
 
     def train_task(self, t: int, epochs: Optional[int] = None, tag: str = "order", ctx=None) -> list[float]:
@@ -349,8 +349,8 @@ def fit(model: nn.Module, tasks: Sequence[tuple[TaskData, TaskData]], method: st
     _positive("lr", lr, float)
     if not callable(optimizer) and optimizer not in ("adam", "sgd"):
         raise ConfigError(f"optimizer must be 'adam', 'sgd' or a callable, got {optimizer!r}")
-    if lr_schedule not in ("cosine", "constant"):
-        raise ConfigError(f"lr_schedule must be 'cosine' or 'constant', got {lr_schedule!r}")
+    if lr_schedule not in ("cosine", "none"):
+        raise ConfigError(f"lr_schedule must be 'cosine' or 'none', got {lr_schedule!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigError(f"seed must be an integer, got {seed!r}")
     scenario, heads = _resolve_scenario(model, heads, scenario, len(pairs))

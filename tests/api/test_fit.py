@@ -176,7 +176,7 @@ def test_nan_loss_names_task_epoch_and_step(split_tasks):
     x, y = split_tasks[0][0].tensors
     poisoned = TensorDataset(torch.where(torch.arange(len(y)).view(-1, 1, 1, 1) == 70, float("nan"), x), y)
     with pytest.raises(TrainingDiverged, match=r"task 0, epoch 0, step \d+: loss is nan"):
-        fit(model, [(poisoned, split_tasks[0][1])], "finetune", lr_schedule="constant")
+        fit(model, [(poisoned, split_tasks[0][1])], "finetune", lr_schedule="none")
 
 
 def test_resume_continues_an_interrupted_fit_exactly(split_tasks, tmp_path):

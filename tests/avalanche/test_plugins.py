@@ -84,7 +84,7 @@ def test_blip_through_avalanche_matches_blip_through_bitcl_fit(tasks):
         theirs.append((sum(accs) / 2, capacity))
         backbone, heads = _parts(seed)
         result = fit(backbone, tasks, "blip", heads=heads, options={"fisher_prior": PRIOR}, optimizer="sgd", lr=LR,
-                     lr_schedule="constant", batch_size=BATCH, epochs=1, seed=seed)
+                     lr_schedule="none", batch_size=BATCH, epochs=1, seed=seed)
         ours.append((result.acc, result.capacity[-1]))
     mean = [sum(v) / 3 for v in zip(*ours)]
     other = [sum(v) / 3 for v in zip(*theirs)]
