@@ -201,3 +201,26 @@ def test_resume_continues_an_interrupted_fit_exactly(split_tasks, tmp_path):
     resumed = run(split_tasks[:2], tmp_path / "cut", resume=True)
     assert resumed.accuracy_matrix == whole.accuracy_matrix and resumed.capacity == whole.capacity
     check_run_directory(tmp_path / "cut", 2)
+
+
+class _Stream(torch.utils.data.IterableDataset):
+    """Items of a TensorDataset, streamed in order (no length, no indexing)."""
+
+    def __init__(self, data, n):
+        self.data, self.n = data, n
+
+    def __iter__(self):
+        return (self.data[i] for i in range(self.n))
+
+
+def test_iterable_datasets_serve_importance_and_independent_batches(split_tasks):
+    """Streams without a length: SIU (independent minibatches) and EWC (importance subset) run, cosine is
+    refused (its step count is unknown), and EWC's importance comes from the stream's first items."""
+    train, test = split_tasks[0]
+    stream = [(_Stream(train, 300), test), (_Stream(split_tasks[1][0], 300), split_tasks[1][1])]
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 2))
+    with pytest.raises(ConfigError, match="lr_schedule"):
+        fit(model, stream, "siu", **FAST)
+    fit(model, stream, "siu", lr_schedule="none", **FAST)
+    result = fit(model, stream, "ewc", lr_schedule="none", options={"samples": 100, "fisher": "sampled"}, **FAST)
+    assert result.state_bytes[-1] > 0 and len(result.accuracy_matrix) == 2
