@@ -76,12 +76,12 @@ def scenarios() -> None:
 
 
 def speed() -> None:
-    common = dict(benchmark="split-mnist", epochs=3, tasks=5)
+    common = dict(benchmark="split-mnist", epochs=3, tasks=5, preset=False)
     float_run = go("speed-finetune-float", method="finetune", backbone="float", **common)
     blip_run = go("speed-blip", method="blip", **common)
     float_epoch = sum(float_run.timing["epoch_seconds"]) / 5
     blip_epoch = sum(blip_run.timing["epoch_seconds"]) / 5
-    cons = go("speed-consolidation", method="blip", benchmark="permuted-mnist", tasks=2, epochs=1,
+    cons = go("speed-consolidation", method="blip", benchmark="permuted-mnist", tasks=2, epochs=1, preset=False,
               method_options={"fisher_samples": 8000})
     n_train = 11997
     epoch_8000 = cons.timing["epoch_seconds"][0] * 8000 / n_train

