@@ -30,6 +30,25 @@ def load_results(run_dir: str | Path) -> dict:
     return results
 
 
+def _results_path(run_dir: str | Path) -> Path:
+    path = Path(run_dir)
+    if path.is_dir() and not (path / "results.json").exists():
+        raise BitclError(f"{run_dir}: no results.json (not a finished bitcl run)")
+    return path
+
+
+def data_sources(runs) -> str:
+    """What each run loaded (results.json ``config.data_source``), one line per run."""
+    lines = []
+    for name, r in runs:
+        src = r.get("config", {}).get("data_source")
+        if isinstance(src, dict):
+            lines.append(f"- {name}: {src.get('source')} ({src.get('name')}), train {src.get('train_shape')}, "
+                         f"test {src.get('test_shape')}, classes {src.get('classes')}, "
+                         f"evaluated on {src.get('evaluated_on')}")
+    return ("\nData:\n\n" + "\n".join(lines) + "\n") if lines else ""
+
+
 def run_names(run_dirs: Sequence[str]) -> list[str]:
     """One distinct, file-name-safe label per run: its folder name, with as many parent folders
     as it takes to tell runs apart (``a/run`` and ``b/run`` become ``a-run`` and ``b-run``)."""
@@ -111,8 +130,16 @@ def write_report(run_dirs: Sequence[str], out: Optional[str] = None) -> str:
     """Build the report; returns the markdown (also written to ``out`` when given)."""
     if out is not None:
         refuse_run_file(out, "--out")
+    raw = [read_results(_results_path(d)) for d in run_dirs]
+    if raw and all("return_matrix" in r for r in raw):  # every run is a `bitcl rl` run
+        from bitcl.rl.report import rl_report
+        folder = Path(out).parent if out else Path(run_dirs[0]) / "report"
+        text = rl_report(list(zip(run_names(run_dirs), raw)), folder, out is not None)
+        if out:
+            atomic_write_text(Path(out), text)
+        return text
     runs = list(zip(run_names(run_dirs), (load_results(d) for d in run_dirs)))
-    text = "# bitcl report\n\n" + table(runs) + "\n"
+    text = "# bitcl report\n\n" + table(runs) + "\n" + data_sources(runs)
     folder = Path(out).parent if out else Path(run_dirs[0]) / "report"
     try:
         pictures = _plots(runs, folder)

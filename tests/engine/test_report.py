@@ -43,3 +43,14 @@ def test_report_on_missing_run_is_exit_2(tmp_path):
     """A folder without results.json: one line, exit 2."""
     done = run_cli("report", tmp_path)
     assert done.returncode == 2 and "no results.json" in done.stderr
+
+
+def test_report_shows_what_each_run_loaded(tmp_path, small_npz):
+    """`bitcl report` lists each run's data source (results.json config.data_source)."""
+    from bitcl.config import RunConfig
+    from bitcl.engine import run
+    from bitcl.report import write_report
+    run(RunConfig(method="finetune", data=small_npz, epochs=1, hidden=[8], tasks=2, classes=[0, 1, 2, 3],
+                  quiet=True, out=str(tmp_path / "r")))
+    text = write_report([str(tmp_path / "r")])
+    assert "mnist2k.npz" in text and "train [1600, 1, 28, 28]" in text and "evaluated on test" in text
