@@ -5,7 +5,11 @@ from torch import nn
 
 def resnet18(num_classes: int = 10) -> nn.Module:
     """torchvision's ResNet-18, untrained (weights=None: no download)."""
+    import pytest
     from bitcl.interop import ensure_torchvision_importable
+    import importlib.util
+    if importlib.util.find_spec("torchvision") is None:
+        pytest.skip("torchvision is not installed (the dev and avalanche extras bring it)")
     ensure_torchvision_importable()
     import torchvision
     return torchvision.models.resnet18(weights=None, num_classes=num_classes)
