@@ -19,6 +19,15 @@ def mnist15k_path():
     return path
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny models run many small ops: one thread beats two on a loaded 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 TEST_DATA = os.path.join(os.path.dirname(__file__), "data", "mnist2k.npz")
 
 

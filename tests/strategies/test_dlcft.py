@@ -15,15 +15,6 @@ def run_cli(*args, **kwargs):
     return _run_cli(*args, env={**os.environ, "OMP_NUM_THREADS": "1"}, **kwargs)
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models: one thread (two threads on a loaded 2-core machine made each step ~70x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def engine_for(small_npz, **options):
     cfg = RunConfig(method="dlcft", benchmark="split-mnist", scenario="class", classes=[0, 1, 2, 3], tasks=2,
                     data=small_npz, hidden=[8], backbone="float", quiet=True, epochs=0, method_options=options)

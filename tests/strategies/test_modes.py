@@ -5,7 +5,6 @@ import struct
 
 import numpy as np
 import pytest
-import torch
 
 from bitcl.config import RunConfig
 from bitcl.engine import Engine, run
@@ -16,13 +15,7 @@ from bitcl.support import tiny_digits
 from tests.conftest import run_cli
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread (two on the loaded 2-core machine made tiny steps far slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def test_anpyc_projects_once_per_step_and_holds_pruned_weights_at_code_zero(monkeypatch):
