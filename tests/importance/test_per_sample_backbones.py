@@ -5,7 +5,8 @@ import torch.nn.functional as F
 
 from bitcl.importance import layers_of, per_sample_power_sums
 from bitcl.models import build_model
-from tests.models.conftest import one_thread  # noqa: F401  (autouse: one torch thread)
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # many small ops: one thread is faster
 
 
 def naive(model, x, y, names, power):

@@ -59,7 +59,6 @@ def test_project_falls_back_to_the_reference_off_cuda():
 _INTERPRETER_CHECK = """
 import torch
 from bitcl.kernels import gpu, reference
-from tests.models.conftest import one_thread  # noqa: F401  (autouse: one torch thread)
 from tests.kernels.test_gpu import assert_same, cases
 for seed in range(3):
     for latent, codes, frozen, bits, scale, inv in cases(seed=seed):
