@@ -5,12 +5,12 @@ architecture (``bitcl.models.backbone_names``) × weights (quantised or float), 
 set up exactly as ``bitcl run`` sets it up, by constructing the :class:`~bitcl.engine.Engine`
 with ``epochs=0`` on a few synthetic 28×28 digits: the cell holds ``"runs"`` or the one-line
 error with which the engine refuses it. Every refusal happens in ``Engine.__init__``, before
-any training (tests/engine/test_support_matrix.py runs every "runs" cell for a few steps).
+any training (tests/test_support.py runs every "runs" cell for a few steps).
 
 Data parallelism (``torchrun``) cannot be set up inside one process, so that column comes
 from the method's declared capability (``Strategy.distributable``) and the architecture
 (:func:`data_parallel_refusal`), the same checks the engine makes;
-tests/engine/test_distributed.py checks them against real 2-rank runs.
+tests/test_distributed.py checks them against real 2-rank runs.
 
 ``markdown_table()`` renders the matrix for the README; ``python -m bitcl.support`` prints it.
 """
@@ -150,9 +150,9 @@ def markdown_table(matrix: Optional[dict[Setting, str]] = None) -> str:
         row = [cell(method, s) for s in scenarios] + [parallel(method)]
         lines.append(f"| `{method}` | " + " | ".join(row) + " |")
     lines += ["", f"`runs`: the engine sets it up on every architecture ({', '.join(archs)}) with quantised and "
-              "float weights (tests/engine/test_support_matrix.py trains each method in every scenario on the MLP "
+              "float weights (tests/test_support.py trains each method in every scenario on the MLP "
               "and once on every other architecture); torchrun: 2-rank runs hold the 1-process state "
-              "(tests/engine/test_distributed.py). Refusals come from Engine(...), before any training:"]
+              "(tests/test_distributed.py). Refusals come from Engine(...), before any training:"]
     lines += [""] + [f"- [{n}] {reason}" for reason, n in reasons.items()]
     return "\n".join(lines)
 

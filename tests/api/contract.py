@@ -1,5 +1,5 @@
 """The run-directory contract (DESIGN.md part 2) as one check, for any loop that writes a run:
-``bitcl run``, ``bitcl.fit``. The CLI's own tests (tests/engine/test_cli.py) assert the same keys."""
+``bitcl run``, ``bitcl.fit``. The CLI's own tests (tests/test_cli.py) assert the same keys."""
 import json
 import os
 

@@ -15,7 +15,7 @@ import pytest
 
 from bitcl.cli import main
 from tests.conftest import run_cli
-from tests.engine.test_checkpoint import BAD_CHECKPOINTS
+from tests.test_checkpoint import BAD_CHECKPOINTS
 from tests.robustness import fixtures as fx
 from tests.robustness.test_results_files import BAD_RESULTS, _results_of
 

@@ -77,7 +77,7 @@ def test_every_method_two_processes_equal_one_process(tmp_path, tiny_npz):
     """Every registered method and variant: 2 gloo ranks hold the 1-process state after each task, or
     (the support matrix says so: not distributable, batch norm) are refused before training."""
     from bitcl.support import RUNS, data_parallel_outcome
-    from tests.engine.dist_equivalence_worker import plan
+    from tests.dist_equivalence_worker import plan
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     single = subprocess.Popen([sys.executable, str(WORKER), tiny_npz, str(tmp_path / "one")], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -1,10 +1,10 @@
 """Runs every registered method (plus a few option variants) in sequence, in ONE process group.
 
-Used by ``tests/engine/test_distributed.py``: launched once under ``torchrun --nproc_per_node=2``
+Used by ``tests/test_distributed.py``: launched once under ``torchrun --nproc_per_node=2``
 and once as a plain single process, on the same data and global batches, so the test can
 compare the checkpoints of the two runs method by method.
 
-    python tests/engine/dist_equivalence_worker.py DATA.npz OUT_DIR
+    python tests/dist_equivalence_worker.py DATA.npz OUT_DIR
 
 Writes ``OUT_DIR/<label>/`` (a normal run directory) per run and ``OUT_DIR/status.json``
 (rank 0): ``{label: "ran" | "refused: <one-line error>"}``. An unexpected exception on any rank
