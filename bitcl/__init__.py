@@ -1,5 +1,5 @@
 """bitcl: bit-level continual learning on N-bit quantised backbones."""
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # -- interop (issue 18): bitcl.quantize_, bitcl.BitConfig, bitcl.dequantize_, bitcl.fit ---------------
 # imported on first use, so that `import bitcl` (and the CLI's start-up) stays light
