@@ -75,17 +75,24 @@ def scenarios() -> None:
     print(write_report(dirs, os.path.join(HERE, "out", "blip_scenarios", "report.md")))
 
 
-def speed() -> None:
+def speed(rounds: int = 3) -> None:
+    """Float and BLIP runs alternate, ``rounds`` pairs: each pair's ratio is taken from runs
+    that ran next to each other, and the median pair is reported (a load spike during one
+    run moves one pair, not the figure)."""
     common = dict(benchmark="split-mnist", epochs=3, tasks=5, preset=False)
-    float_run = go("speed-finetune-float", method="finetune", backbone="float", **common)
-    blip_run = go("speed-blip", method="blip", **common)
-    float_epoch = sum(float_run.timing["epoch_seconds"]) / 5
-    blip_epoch = sum(blip_run.timing["epoch_seconds"]) / 5
+    pairs = []
+    for r in range(rounds):
+        float_run = go(f"speed-finetune-float-{r}", method="finetune", backbone="float", **common)
+        blip_run = go(f"speed-blip-{r}", method="blip", **common)
+        pairs.append((sum(blip_run.timing["epoch_seconds"]) / 5, sum(float_run.timing["epoch_seconds"]) / 5))
+    ratios = [b / f for b, f in pairs]
+    blip_epoch, float_epoch = sorted(pairs, key=lambda p: p[0] / p[1])[len(pairs) // 2]
     cons = go("speed-consolidation", method="blip", benchmark="permuted-mnist", tasks=2, epochs=1, preset=False,
               method_options={"fisher_samples": 8000})
     n_train = 11997
     epoch_8000 = cons.timing["epoch_seconds"][0] * 8000 / n_train
     out = {"epoch_ratio_blip_over_float_finetune": blip_epoch / float_epoch, "target_epoch_ratio": 1.25,
+           "epoch_ratio_per_pair": ratios,
            "blip_epoch_s": blip_epoch, "float_finetune_epoch_s": float_epoch,
            "consolidation_8000_s": cons.timing["consolidate_seconds"][0], "epoch_over_8000_s": epoch_8000,
            "consolidation_over_epoch": cons.timing["consolidate_seconds"][0] / epoch_8000,
