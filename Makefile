@@ -37,3 +37,20 @@ fuzz: fuzz-deps
 	  echo "== $$f ($(FUZZ_SECONDS) s)"; \
 	  $(BIN)/python $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 || exit 1; \
 	done
+
+# Every README figure: each script writes its JSON result under benchmarks/results/ (hours on 2 cores).
+.PHONY: figures
+figures: setup
+	$(BIN)/pip install -q -c requirements.txt -e ".[bench]"
+	$(BIN)/python benchmarks/search_presets.py permuted-blip
+	$(BIN)/python benchmarks/search_regularizers.py
+	$(BIN)/python benchmarks/bench_blip.py accuracy
+	$(BIN)/python benchmarks/bench_blip.py speed
+	$(BIN)/python benchmarks/bench_kernels.py
+	$(BIN)/python benchmarks/bench_backbones.py speed
+	$(BIN)/python benchmarks/bench_backbones.py accuracy
+	$(BIN)/python benchmarks/bench_rl.py tune
+	$(BIN)/python benchmarks/bench_rl.py sequence
+	$(BIN)/python benchmarks/bench_rl.py speed
+	$(BIN)/python benchmarks/bench_rl_vs_sb3.py
+	$(BIN)/python benchmarks/bench_avalanche.py
