@@ -15,19 +15,23 @@ Sec. 3). Jacobians are taken at θ0.
   S = (1/N) Σ_n (1/T) Σ_t a aᵀ, i.e. T · E_t[g gᵀ] ⊗ E_t[a aᵀ] under KFC's spatial
   homogeneity and spatially uncorrelated derivatives; exact when T = 1;
 * ``diagonal``: diag(A) = (2/N) Σ_n Σ_o (∂f_o/∂θ)², from vectorised per-sample gradients.
+
+Each form is one small :class:`Curvature` subclass in the :data:`CURVATURES` registry (its
+state, per-task estimate, accumulation over tasks and quadratic form ½ δᵀAδ's δᵀAδ), so a
+new form is one class; DLCFT's ``--curvature`` choices are the registry's names.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import jacrev, vmap
 
-from .per_sample import _Capture, per_sample_power_sums
+from bitcl.errors import ConfigError
 
-CURVATURES = ("exact", "kfac", "diagonal")
+from .per_sample import _Capture, per_sample_power_sums
 
 
 def exact_sum(model: nn.Module, names: list[str], theta0: dict[str, torch.Tensor],
@@ -100,3 +104,166 @@ def kfac_sums(model: nn.Module, layers: dict[str, nn.Module], logits: Callable, 
                 a = torch.cat([a, torch.ones(len(a), 1, dtype=a.dtype, device=a.device)], 1)
             out[name] = [gg, a.t() @ a / positions]
     return {k: (v[0], v[1]) for k, v in out.items()}
+
+
+# -- one class per curvature form ---------------------------------------------------------------
+
+Tensors = dict[str, torch.Tensor]
+
+
+class Curvature:
+    """One form of the past tasks' curvature A (DLCFT, Sec. 3), kept in a strategy's ``state``.
+
+    ``names``: the linearised parameters, in order; ``params``: them by name; ``layers``: their
+    owning modules. The state keys a form writes are part of the checkpoint format: never rename
+    them (runs saved before must resume).
+    """
+    name: ClassVar[str]
+    prefix: ClassVar[str]  # every state key of this form starts with it
+
+    def __init__(self, names: list[str], params: Tensors, layers: dict[str, nn.Module]):
+        self.names, self.params, self.layers = names, params, layers
+
+    def setup(self, state: Tensors, device: torch.device, linearised: str) -> None:
+        """Check the form covers the parameters (ConfigError naming ``linearised``, the flag that
+        chose them) and put its zero state into ``state``."""
+
+    def batch_sums(self, model: nn.Module, forward: Callable, logits: Callable, x: torch.Tensor,
+                   outputs: int) -> dict:
+        """This batch's unnormalised sums (tensors or tuples of tensors), keyed as :meth:`reduce` reads."""
+        raise NotImplementedError
+
+    def reduce(self, sums: dict, world, count: int) -> dict:
+        """All-reduce the sums over ranks and scale them by the ``count`` samples: this task's part of A."""
+        raise NotImplementedError
+
+    def estimate(self, batches, model: nn.Module, forward: Callable, logits: Callable, outputs: int,
+                 world, count: int) -> dict:
+        """This task's A = (2/N) Σ_n J_nᵀ J_n over ``batches`` of ``(x, ...)``, in this form; Jacobians
+        are taken at the model's present parameters (the caller puts θ0 there)."""
+        sums: dict = {}
+        for x, *_ in batches:
+            for k, v in self.batch_sums(model, forward, logits, x, outputs).items():
+                sums[k] = _add(sums[k], v) if k in sums else v
+        return self.reduce(sums, world, count)
+
+    def accumulate(self, state: Tensors, part: dict, task: int) -> None:
+        """Add task ``task``'s part (from :meth:`estimate`) to the accumulated curvature in ``state``."""
+        raise NotImplementedError
+
+    def quadratic(self, state: Tensors, delta: Tensors, tasks: int) -> torch.Tensor:
+        """δᵀ A δ for δ = θ − θ* (``delta`` by parameter name), A accumulated over ``tasks`` tasks."""
+        raise NotImplementedError
+
+    def keys(self, state: Tensors) -> list[str]:
+        """The state keys that hold this form's curvature."""
+        return [k for k in state if k.startswith(self.prefix)]
+
+
+def _add(a, b):
+    return tuple(x + y for x, y in zip(a, b)) if isinstance(a, tuple) else a + b
+
+
+CURVATURES: dict[str, type[Curvature]] = {}
+
+
+def register_curvature(cls: type[Curvature]) -> type[Curvature]:
+    """Class decorator: make ``cls`` a ``--curvature`` choice under ``cls.name``."""
+    CURVATURES[cls.name] = cls
+    return cls
+
+
+EXACT_LIMIT = 10000  # linearised parameters: A is then a 10,000² float32 matrix (400 MB)
+
+
+@register_curvature
+class ExactCurvature(Curvature):
+    """The full P×P matrix A, summed over tasks (state ``curvature``)."""
+    name, prefix = "exact", "curvature"
+
+    def setup(self, state, device, linearised):
+        size = sum(self.params[n].numel() for n in self.names)
+        if size > EXACT_LIMIT:
+            raise ConfigError(f"exact curvature for {size:,} linearised parameters needs a {size}x{size} "
+                              "matrix: use --curvature kfac or diagonal, or fewer --layers")
+        state["curvature"] = torch.zeros(size, size, device=device)
+
+    def batch_sums(self, model, forward, logits, x, outputs):
+        theta0 = {k: v.detach() for k, v in model.named_parameters()}
+        return {"curvature": exact_sum(model, self.names, theta0, forward, x, outputs)}
+
+    def reduce(self, sums, world, count):
+        size = sum(self.params[n].numel() for n in self.names)
+        total = sums.get("curvature", torch.zeros(size, size, device=self.params[self.names[0]].device))
+        return {"curvature": world.all_reduce_(total) * (2.0 / count)}
+
+    def accumulate(self, state, part, task):
+        state["curvature"] = state["curvature"] + part["curvature"]
+
+    def quadratic(self, state, delta, tasks):
+        flat = torch.cat([delta[n].flatten() for n in self.names])
+        return flat @ (state["curvature"] @ flat)
+
+
+@register_curvature
+class KfacCurvature(Curvature):
+    """Per layer and task, the factors G and S of A ≈ 2 G ⊗ S (K-FAC; KFC for conv layers), kept per
+    task because a sum of Kronecker products is not one (state ``kfac/<task>/<layer>/G`` and ``/S``)."""
+    name, prefix = "kfac", "kfac/"
+
+    def setup(self, state, device, linearised):
+        unsupported = sorted(n for n, m in self.layers.items() if isinstance(m, nn.Conv2d) and not kfac_supported(m))
+        if unsupported:
+            raise ConfigError(f"--curvature kfac covers linear and ungrouped, zero-padded conv layers, and "
+                              f"{linearised} linearises {', '.join(unsupported[:3])}: use fewer --layers, or "
+                              "--curvature diagonal or exact")
+
+    def batch_sums(self, model, forward, logits, x, outputs):
+        return kfac_sums(model, self.layers, logits, x, outputs)
+
+    def reduce(self, sums, world, count):
+        # A ≈ 2 Ḡ ⊗ S̄ with Ḡ = ΣΣ ggᵀ / N and S̄ = Σ aaᵀ / N
+        return {k: (world.all_reduce_(g) * (2.0 / count), world.all_reduce_(s) / count)
+                for k, (g, s) in sums.items()}
+
+    def accumulate(self, state, part, task):
+        for layer, (g, s) in part.items():
+            state[f"kfac/{task}/{layer}/G"] = g
+            state[f"kfac/{task}/{layer}/S"] = s
+
+    def quadratic(self, state, delta, tasks):
+        quad = 0.0
+        for t in range(tasks):
+            for layer, module in self.layers.items():
+                key = f"kfac/{t}/{layer}"
+                if f"{key}/G" not in state:
+                    continue
+                dw = delta[f"{layer}.weight"].flatten(1)  # conv: (out, in * kh * kw), as KFC's factors
+                if module.bias is not None:
+                    dw = torch.cat([dw, delta[f"{layer}.bias"].unsqueeze(1)], 1)
+                quad = quad + (state[f"{key}/G"] * (dw @ state[f"{key}/S"] @ dw.t())).sum()
+        return quad
+
+
+@register_curvature
+class DiagonalCurvature(Curvature):
+    """diag(A) per parameter, summed over tasks (state ``diag/<parameter>``)."""
+    name, prefix = "diagonal", "diag/"
+
+    def setup(self, state, device, linearised):
+        for n in self.names:
+            state[f"diag/{n}"] = torch.zeros_like(self.params[n].detach())
+
+    def batch_sums(self, model, forward, logits, x, outputs):
+        return diagonal_sum(model, self.layers, logits, x, outputs)
+
+    def reduce(self, sums, world, count):
+        return {n: world.all_reduce_(sums.get(n, torch.zeros_like(self.params[n]))) * (2.0 / count)
+                for n in self.names}
+
+    def accumulate(self, state, part, task):
+        for n in self.names:
+            state[f"diag/{n}"] = state[f"diag/{n}"] + part[n]
+
+    def quadratic(self, state, delta, tasks):
+        return sum((state[f"diag/{n}"] * delta[n].pow(2)).sum() for n in self.names)

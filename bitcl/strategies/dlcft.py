@@ -16,8 +16,8 @@ Each L_t is exactly quadratic, so the sum of the past tasks' losses is
 parameters after the last task (the minimiser of the past losses): adding it as the
 penalty makes sequential training reach the joint solution (Sec. 3). Curvature:
 ``exact`` (P×P, a few thousand parameters), ``kfac`` (per linear layer, KFC per conv layer;
-exact for one linear layer; its factors are kept per task) or ``diagonal``
-(``bitcl.importance.curvature``).
+exact for one linear layer; its factors are kept per task) or ``diagonal``: one
+``bitcl.importance.curvature.Curvature`` class each, chosen by name from its registry.
 
 Linearised: the last ``layers`` layers (the heads count as one; 0 = all); the rest is
 frozen at θ0. ``--loss ce`` trains the linearised model with cross-entropy instead
@@ -34,7 +34,7 @@ from torch import nn
 from torch.func import functional_call, jvp
 
 from bitcl.errors import ConfigError
-from bitcl.importance.curvature import CURVATURES, diagonal_sum, exact_sum, kfac_sums, kfac_supported
+from bitcl.importance.curvature import CURVATURES
 from bitcl.importance.per_sample import layers_of
 
 from .base import Strategy, register
@@ -101,30 +101,16 @@ class Dlcft(Strategy):
         chosen = groups if options.layers == 0 else groups[-options.layers:]
         params = dict(self.model.named_parameters())
         self.names = [n for n in params if any(n == g or n.startswith(g + ".") for g in chosen)]
-        modules = dict(self.model.named_modules())
-        owners = sorted({n.rsplit(".", 1)[0] for n in self.names})
-        unsupported = [o for o in owners if isinstance(modules.get(o), nn.Conv2d) and not kfac_supported(modules[o])]
-        if options.curvature == "kfac" and unsupported:
-            raise ConfigError(f"--curvature kfac covers linear and ungrouped, zero-padded conv layers, and --layers "
-                              f"{options.layers} linearises {', '.join(unsupported[:3])}: use fewer --layers, or "
-                              "--curvature diagonal or exact")
+        self.params = {n: params[n] for n in self.names}
+        self.layers = layers_of(self.model, self.names)
+        self.form = CURVATURES[options.curvature](self.names, self.params, self.layers)
+        self.form.setup(self.state, info.device, f"--layers {options.layers}")
         for n, p in params.items():
             p.requires_grad_(n in self.names)
-        self.params = {n: params[n] for n in self.names}
         for n in self.names:
             self.state[f"theta0/{n}"] = params[n].detach().clone()
             self.state[f"anchor/{n}"] = params[n].detach().clone()
-        size = sum(params[n].numel() for n in self.names)
-        if options.curvature == "exact":
-            if size > 10000:
-                raise ConfigError(f"exact curvature for {size:,} linearised parameters needs a {size}x{size} "
-                                  "matrix: use --curvature kfac or diagonal, or fewer --layers")
-            self.state["curvature"] = torch.zeros(size, size, device=info.device)
-        elif options.curvature == "diagonal":
-            for n in self.names:
-                self.state[f"diag/{n}"] = torch.zeros_like(params[n].detach())
         self.state["tasks_seen"] = torch.zeros((), dtype=torch.int64)
-        self.layers = layers_of(self.model, self.names)
         self.linearized = LinearizedModel(self.model, self.names, self._theta0())
 
     def _theta0(self) -> dict[str, torch.Tensor]:
@@ -151,23 +137,7 @@ class Dlcft(Strategy):
         if int(self.state["tasks_seen"]) == 0 or self.options.c == 0:
             return None
         delta = {n: self.params[n] - self.state[f"anchor/{n}"] for n in self.names}
-        kind = self.options.curvature
-        if kind == "exact":
-            flat = torch.cat([delta[n].flatten() for n in self.names])
-            quad = flat @ (self.state["curvature"] @ flat)
-        elif kind == "diagonal":
-            quad = sum((self.state[f"diag/{n}"] * delta[n].pow(2)).sum() for n in self.names)
-        else:
-            quad = 0.0
-            for t in range(int(self.state["tasks_seen"])):
-                for layer, module in self.layers.items():
-                    key = f"kfac/{t}/{layer}"
-                    if f"{key}/G" not in self.state:
-                        continue
-                    dw = delta[f"{layer}.weight"].flatten(1)  # conv: (out, in * kh * kw), as KFC's factors
-                    if module.bias is not None:
-                        dw = torch.cat([dw, delta[f"{layer}.bias"].unsqueeze(1)], 1)
-                    quad = quad + (self.state[f"{key}/G"] * (dw @ self.state[f"{key}/S"] @ dw.t())).sum()
+        quad = self.form.quadratic(self.state, delta, int(self.state["tasks_seen"]))
         return self.options.c * 0.5 * quad
 
     @torch.no_grad()
@@ -190,32 +160,8 @@ class Dlcft(Strategy):
         live = self.model.head_for(task_index).out_features  # every output is in the loss
         try:
             with torch.enable_grad():
-                if opts.curvature == "exact":
-                    theta0 = {k: v.detach() for k, v in model.named_parameters()}
-                    total = sum((exact_sum(model, self.names, theta0,
-                                          lambda p, xi: functional_call(model, p, (xi, task_index),
-                                                                        {"mask": False}), x, live)
-                                for x, _, _ in batches), torch.zeros_like(self.state["curvature"]))
-                    out = {"curvature": world.all_reduce_(total) * (2.0 / count)}
-                elif opts.curvature == "diagonal":
-                    sums: dict = {}
-                    for x, _, _ in batches:
-                        for k, v in diagonal_sum(model, self.layers, logits, x, live).items():
-                            sums[k] = sums[k] + v if k in sums else v
-                    out = {n: world.all_reduce_(sums.get(n, torch.zeros_like(self.params[n])))
-                           * (2.0 / count) for n in self.names}
-                else:
-                    sums = {}
-                    for x, _, _ in batches:
-                        for k, (g, s) in kfac_sums(model, self.layers, logits, x, live).items():
-                            if k in sums:
-                                sums[k][0] += g
-                                sums[k][1] += s
-                            else:
-                                sums[k] = [g, s]
-                    # A ≈ 2 Ḡ ⊗ S̄ with Ḡ = ΣΣ ggᵀ / N and S̄ = Σ aaᵀ / N
-                    out = {k: (world.all_reduce_(g) * (2.0 / count), world.all_reduce_(s) / count)
-                           for k, (g, s) in sums.items()}
+                forward = lambda p, xi: functional_call(model, p, (xi, task_index), {"mask": False})
+                out = self.form.estimate(batches, model, forward, logits, live, world, count)
         finally:
             with torch.no_grad():
                 for n, p in self.params.items():
@@ -226,21 +172,13 @@ class Dlcft(Strategy):
     def end_task(self, ctx) -> None:
         part = self.curvature(ctx)
         t = int(self.state["tasks_seen"])
-        if self.options.curvature == "exact":
-            self.state["curvature"] = self.state["curvature"] + part["curvature"]
-        elif self.options.curvature == "diagonal":
-            for n in self.names:
-                self.state[f"diag/{n}"] = self.state[f"diag/{n}"] + part[n]
-        else:
-            for layer, (g, s) in part.items():
-                self.state[f"kfac/{t}/{layer}/G"] = g
-                self.state[f"kfac/{t}/{layer}/S"] = s
+        self.form.accumulate(self.state, part, t)
         for n in self.names:
             self.state[f"anchor/{n}"] = self.params[n].detach().clone()
         self.state["tasks_seen"] = self.state["tasks_seen"] + 1
 
     def task_results(self) -> dict:
-        keys = [k for k in self.state if k.startswith(("curvature", "diag/", "kfac/"))]
+        keys = self.form.keys(self.state)
         return {"curvature_bytes": sum(self.state[k].numel() * self.state[k].element_size() for k in keys)}
 
     def run_results(self) -> dict:

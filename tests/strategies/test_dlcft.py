@@ -259,3 +259,24 @@ def test_kfac_on_every_layer_of_a_conv_net_trains_and_penalises(one_thread):
         for p in engine.strategy.params.values():
             p.add_(0.01)
     assert float(engine.strategy.penalty()) > 0
+
+
+def test_curvature_forms_come_from_the_registry_and_keep_their_checkpoint_keys(small_npz):
+    """--curvature's choices are the registry's names; each form's state keys are those old checkpoints hold;
+    exact curvature over 10,000 parameters is refused with a ConfigError."""
+    from bitcl.errors import ConfigError
+    from bitcl.importance.curvature import CURVATURES
+    from bitcl.strategies.dlcft import DlcftOptions
+    assert set(DlcftOptions.__dataclass_fields__["curvature"].metadata["choices"]) == {"exact", "kfac", "diagonal"}
+    assert set(CURVATURES) == {"exact", "kfac", "diagonal"}
+    state = {kind: set(engine_for(small_npz, layers=1, curvature=kind).strategy.state) for kind in CURVATURES}
+    common = {"tasks_seen", "theta0/heads.0.weight", "theta0/heads.0.bias", "anchor/heads.0.weight",
+              "anchor/heads.0.bias"}
+    assert state["exact"] == common | {"curvature"}
+    assert state["diagonal"] == common | {"diag/heads.0.weight", "diag/heads.0.bias"}
+    assert state["kfac"] == common  # kfac/<task>/<layer>/G and /S arrive at the end of each task
+    cfg = RunConfig(method="dlcft", benchmark="split-mnist", scenario="class", classes=[0, 1, 2, 3], tasks=2,
+                    data=small_npz, hidden=[16], backbone="float", quiet=True, epochs=0,
+                    method_options={"curvature": "exact", "layers": 0})
+    with pytest.raises(ConfigError, match="exact curvature for 12,628 linearised parameters"):
+        Engine(cfg)
