@@ -68,12 +68,17 @@ def setup_outcome(setting: Setting, data=None) -> str:
 def data_parallel_refusal(arch: str, model: torch.nn.Module) -> Optional[str]:
     """Why ``model`` (built for ``--arch arch``) cannot train under torchrun, or None.
 
-    Batch norm in training normalises with the statistics of each rank's shard, not of the
-    global batch, so ranks (and the one-process run) drift apart, which the engine's
-    checksum caught only after a task had been trained; torch's SyncBatchNorm needs CUDA."""
-    if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-        return (f"--arch {arch} has batch norm, whose statistics would differ between ranks under torchrun "
-                "(no synchronised batch norm on CPU): run it in one process")
+    bitcl's batch norms (:class:`bitcl.models.norm.ContinualBatchNorm2d`, every built-in backbone's)
+    normalise with the statistics of the global batch under torchrun, on CPU (gloo) and CUDA alike.
+    A torch batch norm outside them (a user's backbone) would normalise each rank's shard with that
+    shard's statistics, so ranks (and the one-process run) would drift apart: refused."""
+    from bitcl.models.norm import ContinualBatchNorm2d
+    synchronised = {id(inner) for m in model.modules() if isinstance(m, ContinualBatchNorm2d) for inner in m.modules()}
+    if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and id(m) not in synchronised
+           for m in model.modules()):
+        return (f"--arch {arch} has a torch batch norm, whose statistics would differ between ranks under "
+                "torchrun: build it with bitcl.models.norm.ContinualBatchNorm2d (synchronised over ranks) "
+                "or run it in one process")
     return None
 
 

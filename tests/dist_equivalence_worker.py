@@ -4,7 +4,7 @@ Used by ``tests/test_distributed.py``: launched once under ``torchrun --nproc_pe
 and once as a plain single process, on the same data and global batches, so the test can
 compare the checkpoints of the two runs method by method.
 
-    python tests/dist_equivalence_worker.py DATA.npz OUT_DIR
+    python tests/dist_equivalence_worker.py DATA.npz OUT_DIR [LABEL,LABEL...]
 
 Writes ``OUT_DIR/<label>/`` (a normal run directory) per run and ``OUT_DIR/status.json``
 (rank 0): ``{label: "ran" | "refused: <one-line error>"}``. An unexpected exception on any rank
@@ -18,6 +18,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
+from typing import NamedTuple, Optional
 
 import torch
 import torch.distributed as dist
@@ -38,10 +39,22 @@ VARIANTS = {
 }
 SCENARIO_RUNS = {"joint-class": ("joint", "class", {}), "si-domain": ("si", "domain", {}),
                  "blip-class": ("blip", "class", {})}
-# other backbones: conv has no batch norm (must match), alexnet has (must be refused up front)
-ARCH_RUNS = {"blip-conv": ("blip", "conv", {}), "ewc-conv": ("ewc", "conv", {}),
-             "dlcft-conv-kfac": ("dlcft", "conv", {"layers": 0, "curvature": "kfac"}),
-             "finetune-alexnet": ("finetune", "alexnet", {})}
+# other backbones: conv has no batch norm; alexnet and resnet18 (at --width 4) have, synchronised over
+# ranks (bitcl/models/norm.py): --bn first-task trains the norms on task 0 with the global batch's
+# statistics, then freezes them; --bn train keeps training them, here inside DLCFT's torch.func.jvp.
+# Batch-norm nets on MNIST are chaotic in float32 (a 1e-6 perturbation of a one-process resnet18 run,
+# Adam or SGD at lr 0.05, grows to ~1% of a norm's bias within 7 steps; likely many activations tied
+# at one exact value crossing a ReLU kink together), and so would be the reordered sums of 2 ranks. So
+# these runs see the digits dithered, (255 x + U[0, 1)) / 256, and take small SGD steps (Adam also
+# turns the float noise of a zero gradient, a conv bias before a norm, into steps of size lr).
+SGD = {"optimizer": "sgd", "lr": 0.005}
+BN_ARCHS = ("alexnet", "resnet18")
+ARCH_RUNS = {"blip-conv": ("blip", "conv", {}, {}), "ewc-conv": ("ewc", "conv", {}, {}),
+             "dlcft-conv-kfac": ("dlcft", "conv", {"layers": 0, "curvature": "kfac"}, {}),
+             "finetune-alexnet": ("finetune", "alexnet", {}, SGD),
+             "blip-resnet18": ("blip", "resnet18", {}, SGD), "ewc-resnet18": ("ewc", "resnet18", {}, SGD),
+             "dlcft-resnet18-bn-train": ("dlcft", "resnet18", {"layers": 0, "curvature": "diagonal"},
+                                         {**SGD, "bn": "train"})}
 BATCH = 25  # odd shards on 2 ranks (13 + 12): the uneven-shard path is exercised every step
 
 
@@ -51,33 +64,56 @@ def not_distributable():
     return type("NotDistributable", (get_strategy("finetune"),), {"distributable": False})
 
 
-def plan() -> dict[str, tuple[str, str, str, dict, object]]:
-    """``{label: (method, scenario, arch, options, strategy class or None)}``: every registered method
-    (generated from the registry), then the variants."""
+class Run(NamedTuple):
+    method: str
+    scenario: str
+    arch: str
+    options: dict
+    strategy_cls: Optional[type] = None  # None: the registered one
+    config: Optional[dict] = None  # RunConfig settings beside config_for's
+    dithered: bool = False  # train on the dithered digits (see BN_ARCHS)
+
+
+def plan() -> dict[str, Run]:
+    """``{label: Run}``: every registered method (generated from the registry), then the variants."""
     from bitcl.strategies import get_strategy, strategy_names
     runs = {}
     for name in strategy_names():
         cls = get_strategy(name)
         scenario = "task" if "task" in cls.scenarios else cls.scenarios[0]
-        runs[name] = (name, scenario, "mlp", dict(FAST_OPTIONS.get(name, {})), None)
+        runs[name] = Run(name, scenario, "mlp", dict(FAST_OPTIONS.get(name, {})))
     for label, (method, options) in VARIANTS.items():
-        runs[label] = (method, "task", "mlp", {**FAST_OPTIONS.get(method, {}), **options}, None)
+        runs[label] = Run(method, "task", "mlp", {**FAST_OPTIONS.get(method, {}), **options})
     for label, (method, scenario, options) in SCENARIO_RUNS.items():
-        runs[label] = (method, scenario, "mlp", {**FAST_OPTIONS.get(method, {}), **options}, None)
-    for label, (method, arch, options) in ARCH_RUNS.items():
-        runs[label] = (method, "task", arch, {**FAST_OPTIONS.get(method, {}), **options}, None)
-    runs["not-distributable"] = ("finetune", "task", "mlp", {}, not_distributable())
+        runs[label] = Run(method, scenario, "mlp", {**FAST_OPTIONS.get(method, {}), **options})
+    for label, (method, arch, options, config) in ARCH_RUNS.items():
+        runs[label] = Run(method, "task", arch, {**FAST_OPTIONS.get(method, {}), **options}, config=config,
+                          dithered=arch in BN_ARCHS)
+    runs["not-distributable"] = Run("finetune", "task", "mlp", {}, not_distributable())
     return runs
 
 
-def config_for(method: str, scenario: str, arch: str, options: dict, data: str, out: Path):
+def config_for(run: Run, data: str, out: Path):
     from bitcl.config import RunConfig
-    return RunConfig(method=method, benchmark="split-mnist", scenario=scenario, arch=arch, tasks=2,
+    return RunConfig(method=run.method, benchmark="split-mnist", scenario=run.scenario, arch=run.arch, tasks=2,
                      classes=[0, 1, 2, 3], epochs=1, batch_size=BATCH, hidden=[16], width=4, data=data, quiet=True,
-                     seed=0, out=str(out), method_options=options)
+                     seed=0, out=str(out), method_options=run.options, **(run.config or {}))
 
 
-def main(data: str, out_dir: str) -> None:
+def dithered(path: str):
+    """The digits of ``path`` (grey levels 0..255) plus uniform noise below one level, in [0, 1): no two
+    pixels equal (fixed seed)."""
+    from bitcl.data import ArrayData
+    from bitcl.data.sources import load_source
+    digits = load_source(path)
+    generator = torch.Generator().manual_seed(0)
+    return ArrayData(digits.name + "-dithered",
+                     *((x * 255 + torch.rand(x.shape, generator=generator)) / 256 if x.is_floating_point() else x
+                       for x in (digits.x_train, digits.y_train, digits.x_test, digits.y_test)))
+
+
+def main(data: str, out_dir: str, only: Optional[list[str]] = None) -> None:
+    """Every run of :func:`plan` (``only``: just those labels, for debugging one run)."""
     from bitcl.engine import Engine
     from bitcl.errors import ConfigError
     out = Path(out_dir)
@@ -87,10 +123,12 @@ def main(data: str, out_dir: str) -> None:
         dist.init_process_group("gloo")  # the engines borrow this group; none of them destroys it
     status = {}
     try:
-        for label, (method, scenario, arch, options, strategy_cls) in plan().items():
+        for label, run in plan().items():
+            if only and label not in only:
+                continue
             try:
-                engine = Engine(config_for(method, scenario, arch, options, data, out / label),
-                                strategy_cls=strategy_cls)
+                engine = Engine(config_for(run, data, out / label), strategy_cls=run.strategy_cls,
+                                data=dithered(data) if run.dithered else None)
             except ConfigError as error:
                 status[label] = f"refused: {error}"
                 continue
@@ -116,4 +154,4 @@ def main(data: str, out_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1], sys.argv[2], sys.argv[3].split(",") if len(sys.argv) > 3 else None)

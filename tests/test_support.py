@@ -91,10 +91,20 @@ def test_markdown_table_names_each_refusal_once():
     assert table[-2:] == ["- [1] method 'blip' needs the quantised backbone", "- [2] too small"]
 
 
-def test_torchrun_column_refuses_batch_norm_backbones():
-    """Backbones with batch norm (per-shard statistics under DDP) are refused under torchrun; the others run."""
+def test_torchrun_column_runs_every_backbone():
+    """bitcl's batch norms synchronise over ranks: every built-in backbone, batch norm included, runs under
+    torchrun (tests/test_distributed.py checks 2 ranks == 1 process on alexnet and resnet18)."""
     from bitcl.support import data_parallel_outcome
-    outcomes = {arch: data_parallel_outcome("finetune", arch) for arch in backbone_names()}
-    assert outcomes["mlp"] == outcomes["conv"] == RUNS
-    for arch in ("alexnet", "resnet18"):
-        assert outcomes[arch].startswith(f"--arch {arch} has batch norm") and "\n" not in outcomes[arch]
+    assert {arch: data_parallel_outcome("finetune", arch) for arch in backbone_names()} == \
+        {arch: RUNS for arch in backbone_names()}
+
+
+def test_torchrun_refuses_a_torch_batch_norm():
+    """A backbone with a plain torch batch norm (per-shard statistics under DDP) is refused with one line."""
+    from torch import nn
+
+    from bitcl.models.norm import ContinualBatchNorm2d
+    from bitcl.support import data_parallel_refusal
+    assert data_parallel_refusal("mine", nn.Sequential(nn.Conv2d(1, 2, 3), ContinualBatchNorm2d(2))) is None
+    refusal = data_parallel_refusal("mine", nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2)))
+    assert refusal.startswith("--arch mine has a torch batch norm") and "\n" not in refusal
