@@ -117,6 +117,19 @@ def torchrun(*args, max_restarts=0, **kwargs):
     return cmd, env
 
 
+@pytest.mark.xfail(strict=True, reason="bitcl/train/loop.py task_loss skips a part (a replayed task) with no sample "
+                   "on this rank, so a learning norm all-reduces fewer times there and gloo aborts on the "
+                   "collective mismatch; fix: under torchrun forward every part on every rank, empty or not")
+def test_joint_with_learning_norms_under_torchrun(tmp_path, tiny_npz):
+    """joint replay with --bn train on resnet18, global batch 3 (shards of 2 and 1, so a rank often lacks a
+    task): every rank makes the same norm calls, so the 2-rank run completes with agreeing ranks."""
+    cmd, env = torchrun("--method", "joint", "--arch", "resnet18", "--width", "4", "--bn", "train", "--batch-size",
+                        "3", "--tasks", "2", "--classes", "0,1,2,3", "--epochs", "1", "--quiet", "--data", tiny_npz,
+                        "--out", tmp_path / "r")
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 def test_two_processes_equal_one_process(tmp_path, small_npz):
     """2 ranks: the run completes, ranks agree after every task, results equal a 1-process run."""
     cmd, env = torchrun(*COMMON, "--data", small_npz, "--out", tmp_path / "ddp")

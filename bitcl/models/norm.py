@@ -190,8 +190,10 @@ def _global_batch_norm(norm: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
         first = torch.cat([value.sum(dims).double(),
                            torch.full((1,), value.numel() / channels, dtype=torch.float64, device=x.device)])
         dist.all_reduce(first, op=dist.ReduceOp.SUM)
-    n = float(first[-1])  # equal on every rank, so every rank raises (or not) together
-    if n <= 1:
+    n = float(first[-1])  # equal on every rank, so every rank returns or raises (or not) together
+    if n == 0:  # a part of a step that no rank holds (a replayed task absent from this global batch):
+        return x  # one process would not have called the norm at all, so no statistics move
+    if n == 1:
         raise ValueError(f"Expected more than 1 value per channel when training, got {n:g} over all ranks "
                          f"(input size {list(x.shape)} on this rank)")
     shift = (first[:channels] / n).to(x.dtype)
