@@ -193,7 +193,8 @@ def _shard_worker(rank: int, store: str, queue) -> None:
         # numpy copies: a tensor would travel as shared memory that dies with this process
         cases = {(label, lin, dtype): {k: v.detach().numpy().copy()
                                        for k, v in _bn_case(split, rank, lin, dtype).items()}
-                 for label, split in SPLITS.items() for lin in (False, True) for dtype in (torch.float32, torch.float64)}
+                 for label, split in SPLITS.items() for lin in (False, True)
+                 for dtype in (torch.float32, torch.float64)}
         # a part no rank holds (joint's replayed task absent from a global batch): one process would not
         # call the norm, so it must leave its statistics alone
         norm = ContinualBatchNorm2d(3, "train")
@@ -232,8 +233,9 @@ def test_two_ranks_normalise_with_the_global_batch():
             torch.testing.assert_close(two, one[key], rtol=1e-5, atol=1e-5,
                                        msg=lambda m: f"{label}, linearised={lin}, {dtype}, {key}: {m}")
         # outputs of the two passes, each pass's rows in rank order
-        close(torch.cat([torch.cat([a, b]) for a, b in zip(r0["out"].split(split), r1["out"].split(GLOBAL_BATCH - split))]
-                        if 0 < split < GLOBAL_BATCH else [r0["out"], r1["out"]]), "out")
+        passes = zip(r0["out"].split(split), r1["out"].split(GLOBAL_BATCH - split)) if split < GLOBAL_BATCH \
+            else [(r0["out"], r1["out"])]
+        close(torch.cat([torch.cat(pair) for pair in passes]), "out")
         # (linearised: torch's own reverse-through-jvp of F.batch_norm w.r.t. the primal input disagrees with
         # finite differences, the global norm agrees; DLCFT never needs it: its parameters enter as tangents)
         if not lin:
