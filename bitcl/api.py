@@ -33,12 +33,15 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from bitcl.api_context import DataContext, TaskData, check_task_data, generator, is_map_style, split_batch
-from bitcl.errors import ConfigError, TrainingDiverged
+from bitcl.errors import ConfigError
 from bitcl.models import ContinualModel
 from bitcl.quant import bit_states
 from bitcl.strategies import RunInfo, Strategy, check_supported, get_strategy, make_options, resolved_options
 from bitcl.train.results import RunResult
+from bitcl.train.resume import resume_latest
 from bitcl.train.rundir import RunDirectory
+from bitcl.train.step import StepRunner, make_optimizer, make_scheduler
+from bitcl.train.task import evaluate_and_save, train_and_consolidate
 
 FIT_SERVICES = frozenset({"independent_gradient", "retrain"})
 OptimizerSpec = Union[str, Callable[[list[nn.Parameter]], torch.optim.Optimizer]]
@@ -169,7 +172,6 @@ class _FitLoop:
         self.net, self.strategy, self.tasks, self.config = net, strategy, tasks, config
         self.optimizer_spec, self.task_aware, self.rundir, self.quiet = optimizer, task_aware, rundir, quiet
         self.device = torch.device(config.device)
-        self.bit_states = [state for _, state in bit_states(net)]
         self.hook_seconds = 0.0
         self.result = RunResult(config, len(tasks), params=sum(p.numel() for p in net.parameters()))
 
@@ -185,9 +187,7 @@ class _FitLoop:
         params = [p for p in self.net.parameters() if p.requires_grad]
         if callable(self.optimizer_spec):
             return self.optimizer_spec(params)
-        if self.optimizer_spec == "adam":
-            return torch.optim.Adam(params, lr=self.config.lr)
-        return torch.optim.SGD(params, lr=self.config.lr, momentum=self.config.momentum)
+        return make_optimizer(params, self.optimizer_spec, self.config.lr, self.config.momentum)
 
     def _batches(self, data: TaskData, t: int, epoch: int, tag: str):
         """The epoch's batches: a user's DataLoader as it is; a Dataset shuffled by the seeded
@@ -215,10 +215,11 @@ class _FitLoop:
         forward, strategy = self.forward_for(t), self.strategy
         epochs = self.config.epochs if epochs is None else epochs
         optimizer = self._optimizer()
-        scheduler = None
+        steps = 0
         if self.config.lr_schedule == "cosine":  # annealed over the task's steps, as the CLI does
             steps = epochs * self._steps_per_epoch(self.tasks[t][0])
-            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, steps))
+        step_once = StepRunner(strategy, ctx, optimizer, make_scheduler(optimizer, self.config.lr_schedule, steps),
+                               ctx.project, hint="lower lr?")
         self.net.train()
         seconds = []
         for epoch in range(epochs):
@@ -227,25 +228,9 @@ class _FitLoop:
                 x, y = split_batch(batch, f"tasks[{t}] train")
                 x, y = x.to(self.device), y.to(self.device)
                 loss = strategy.loss(forward(x), y) * (1 / len(y))  # the CLI's arithmetic, to the last bit
-                penalty = strategy.penalty()
-                total = loss if penalty is None else loss + penalty
-                value = total.item()
-                if not math.isfinite(value):
-                    raise TrainingDiverged(f"task {t}, epoch {epoch}, step {step}: loss is {value} "
-                                           "(lower lr?); checkpoints of earlier tasks are intact")
-                optimizer.zero_grad(set_to_none=True)
-                total.backward()
-                hook = time.perf_counter()
-                strategy.after_backward(ctx)
-                self.hook_seconds += time.perf_counter() - hook
-                optimizer.step()
-                if scheduler is not None:
-                    scheduler.step()
-                ctx.project()
-                hook = time.perf_counter()
-                strategy.after_step(ctx)
-                self.hook_seconds += time.perf_counter() - hook
+                step_once(loss, strategy.penalty(), t, epoch, step)
             seconds.append(time.perf_counter() - start)
+        self.hook_seconds += step_once.hook_seconds
         return seconds
 
     @torch.no_grad()
@@ -265,63 +250,19 @@ class _FitLoop:
             raise ConfigError(f"tasks[{t}] test data is empty")
         return correct / total
 
-    def capacity(self) -> tuple[float, dict[str, float]]:
-        per_tensor, frozen, total = {}, 0, 0
-        for name, state in bit_states(self.net):
-            f, n = state.frozen_bits(), state.total_bits()
-            per_tensor[name] = f / n
-            frozen, total = frozen + f, total + n
-        return (frozen / total if total else 0.0), per_tensor
-
     def run_task(self, t: int) -> None:
-        timing, ctx = self.result.timing, self.context(t)
-        self.strategy.before_task(ctx)
-        start = time.perf_counter()
-        self.hook_seconds = 0.0
-        epochs = self.train_task(t, ctx=ctx)
-        timing["train_seconds"].append(time.perf_counter() - start)
-        hooks = self.hook_seconds
-        timing.setdefault("step_hook_seconds", []).append(hooks)
-        timing["epoch_seconds"].append(sum(epochs) / len(epochs) if epochs else 0.0)
-        start = time.perf_counter()
-        self.strategy.end_task(ctx)
-        if hasattr(self.net, "end_task"):  # bitcl backbones whose batch norm changes after a task
-            self.net.end_task(t)
-        timing["consolidate_seconds"].append(time.perf_counter() - start)
-        timing.setdefault("importance_fraction", []).append(
-            (hooks + timing["consolidate_seconds"][-1]) / max(timing["train_seconds"][-1], 1e-9))
-        start = time.perf_counter()
-        row = [self.evaluate(j) for j in range(len(self.tasks))]
-        timing["eval_seconds"].append(time.perf_counter() - start)
-        self.result.accuracy_matrix.append(row)
-        if self.bit_states:
-            overall, per_layer = self.capacity()
-            self.result.capacity.append(overall)
-            self.result.capacity_per_layer.append(per_layer)
-        self.result.state_bytes.append(self.strategy.state_bytes())
-        self.result.add_task_results(self.strategy.task_results())
-        progress = {"task": t, "config": self.config.to_dict(), "result": self.result.progress()}
-        self.rundir.save_checkpoint(t, self.net, self.strategy.state_tensors(), progress)
-        cap = f", capacity {self.result.capacity[-1]:.3f}" if self.result.capacity else ""
-        self.rundir.log(f"task {t + 1}/{len(self.tasks)}: acc on task {t} {row[t]:.4f}, mean over seen "
-                        f"{sum(row[:t + 1]) / (t + 1):.4f}, train {timing['train_seconds'][-1]:.1f}s, "
-                        f"consolidate {timing['consolidate_seconds'][-1]:.2f}s{cap}", self.quiet)
+        train_and_consolidate(self, t, t, self.context(t), self.strategy, self.net, self.result)
+        evaluate_and_save(t, lambda: [self.evaluate(j) for j in range(len(self.tasks))], self.strategy, self.net,
+                          self.result, self.rundir, self.config.to_dict(), self.quiet)
 
     def resume(self) -> int:
         """Load the newest checkpoint of ``out`` (same settings required); returns the next task."""
-        latest = self.rundir.latest()
-        if latest is None:
+        resumed = resume_latest(self.rundir, self.config.to_dict(), self.net, self.strategy, flag="resume")
+        if resumed is None:
             return 0
-        t, path, tensors, meta = latest
-        from bitcl import checkpoint as ckpt
-        progress = meta.get("bitcl_progress")
-        if not isinstance(progress, dict) or progress.get("config") != self.config.to_dict():
-            raise ConfigError(f"resume: the run in {self.rundir.path} was made with different settings")
-        ckpt.load_model_state(self.net, tensors, str(path))
-        self.strategy.load_state_tensors(ckpt.strategy_tensors(tensors))
-        self.result.restore(progress["result"])
-        self.rundir.log(f"resumed from {path} (tasks 0..{t} complete)", self.quiet)
-        return t + 1
+        self.result.restore(resumed.progress["result"])
+        self.rundir.log(f"resumed from {resumed.path} (tasks 0..{resumed.task} complete)", self.quiet)
+        return resumed.task + 1
 
 
 def fit(model: nn.Module, tasks: Sequence[tuple[TaskData, TaskData]], method: str = "blip", *,

@@ -2,14 +2,14 @@
 
 ``Engine`` only ties the parts together: the resolved config (``bitcl.config``), the data
 and scenario (``bitcl.data``), the model (``bitcl.models``), the strategy and its task
-context (``bitcl.strategies``), the loop (``bitcl.train.loop``), the run directory
-(``bitcl.train.rundir``), the results (``bitcl.train.results``) and the process group
-(``bitcl.distributed``). Every check that can refuse a run happens in ``__init__``,
-before any training.
+context (``bitcl.strategies``), the loop (``bitcl.train.loop``; its step and task sequence,
+``bitcl.train.step`` and ``bitcl.train.task``, are ``bitcl.fit``'s too), the run directory and
+``--resume`` (``bitcl.train.rundir``, ``bitcl.train.resume``), the results
+(``bitcl.train.results``) and the process group (``bitcl.distributed``). Every check that
+can refuse a run happens in ``__init__``, before any training.
 """
 from __future__ import annotations
 
-import time
 from typing import Optional
 
 import torch
@@ -25,7 +25,9 @@ from bitcl.models import build_model
 from bitcl.strategies import RunInfo, check_supported, get_strategy, make_options
 from bitcl.train.loop import SupervisedContext, Trainer, derived_seed  # noqa: F401  (derived_seed re-exported)
 from bitcl.train.results import RunResult
+from bitcl.train.resume import resume_latest
 from bitcl.train.rundir import RunDirectory
+from bitcl.train.task import evaluate_and_save, train_and_consolidate
 
 __all__ = ["Engine", "RunResult", "run", "derived_seed", "resolve_device"]
 
@@ -158,25 +160,12 @@ class Engine:
 
     # -- resume ------------------------------------------------------------------------------
     def _resume(self) -> None:
-        latest = self.rundir.latest()
-        if latest is None:
+        resumed = resume_latest(self.rundir, self.config.to_dict(), self.model, self.strategy, free=RESUME_FREE)
+        if resumed is None:
             return
-        t, path, tensors, meta = latest
-        from bitcl import checkpoint as ckpt
-        progress = meta.get("bitcl_progress")
-        if not isinstance(progress, dict) or not isinstance(progress.get("config"), dict):
-            raise ConfigError(f"{path}: has no run progress; cannot resume from it")
-        saved = {k: v for k, v in progress["config"].items() if k not in RESUME_FREE}
-        current = {k: v for k, v in self.config.to_dict().items() if k not in RESUME_FREE}
-        if saved != current:
-            changed = sorted(k for k in current if saved.get(k) != current[k])
-            raise ConfigError(f"--resume: the run in {self.rundir.path} was made with different settings "
-                              f"({', '.join(changed)})")
-        ckpt.load_model_state(self.model, tensors, str(path), meta)
-        self.strategy.load_state_tensors(ckpt.strategy_tensors(tensors))
-        self.result.restore(progress["result"])
-        self.task_index = t + 1
-        self.rundir.log(f"resumed from {path} (tasks 0..{t} complete)", self.config.quiet)
+        self.result.restore(resumed.progress["result"])
+        self.task_index = resumed.task + 1
+        self.rundir.log(f"resumed from {resumed.path} (tasks 0..{resumed.task} complete)", self.config.quiet)
 
     # -- the loop ------------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -199,50 +188,20 @@ class Engine:
         return self.result
 
     def _run_task(self, task: Task) -> None:
-        t, timing, trainer = task.index, self.result.timing, self.trainer
+        t = task.index
         if self.scenario.setting == "class":
             self.model.set_active_outputs(self.scenario.active_outputs[t])
-        ctx = self.context(task)
-        self.strategy.before_task(ctx)
-        start = time.perf_counter()
-        trainer.hook_seconds = 0.0
-        epochs = trainer.train_task(task, ctx=ctx)
-        timing["train_seconds"].append(time.perf_counter() - start)
-        hooks = trainer.hook_seconds  # before consolidation, which may train again (ANPyC)
-        timing.setdefault("step_hook_seconds", []).append(hooks)
-        timing["epoch_seconds"].append(sum(epochs) / len(epochs) if epochs else 0.0)
-        start = time.perf_counter()
-        self.strategy.end_task(ctx)
-        if hasattr(self.model, "end_task"):  # backbone policies that change after a task (batch norm)
-            self.model.end_task(t)
-        timing["consolidate_seconds"].append(time.perf_counter() - start)
+        train_and_consolidate(self.trainer, task, t, self.context(task), self.strategy, self.model, self.result)
         if self.dist.enabled:  # every rank must hold the same codes, frozen counts and state
             checksums = self.dist.gather_ints(self.state_checksum())
             if len(set(checksums)) > 1:
                 raise TrainingDiverged(f"task {t}: ranks hold different model states after consolidation "
                                        f"(checksums {checksums}); stopping")
             self.result.extra.setdefault("rank_checksums", []).append(checksums)
-        # importance work (per-step hooks + consolidation) relative to training time
-        timing.setdefault("importance_fraction", []).append(
-            (hooks + timing["consolidate_seconds"][-1]) / max(timing["train_seconds"][-1], 1e-9))
-        start = time.perf_counter()
-        row = [trainer.evaluate(other) for other in self.scenario.tasks]
-        timing["eval_seconds"].append(time.perf_counter() - start)
-        self.result.accuracy_matrix.append(row)
-        if trainer.bit_states:
-            overall, per_layer = trainer.capacity()
-            self.result.capacity.append(overall)
-            self.result.capacity_per_layer.append(per_layer)
-        self.result.state_bytes.append(self.strategy.state_bytes())
-        self.result.add_task_results(self.strategy.task_results())
-        progress = {"task": t, "config": self.config.to_dict(), "result": self.result.progress(),
-                    "model": self.model_spec()}
-        self.rundir.save_checkpoint(t, self.model, self.strategy.state_tensors(), progress)
+        evaluate_and_save(t, lambda: [self.trainer.evaluate(other) for other in self.scenario.tasks], self.strategy,
+                          self.model, self.result, self.rundir, self.config.to_dict(), self.config.quiet,
+                          self.model_spec())
         self.task_index = t + 1
-        cap = f", capacity {self.result.capacity[-1]:.3f}" if self.result.capacity else ""
-        self.rundir.log(f"task {t + 1}/{len(self.scenario)}: acc on task {t} {row[t]:.4f}, mean over seen "
-                        f"{sum(row[:t + 1]) / (t + 1):.4f}, train {timing['train_seconds'][-1]:.1f}s, "
-                        f"consolidate {timing['consolidate_seconds'][-1]:.2f}s{cap}", self.config.quiet)
 
     def close(self, clean: bool = True) -> None:
         """Release the process group if this engine created it (see ``DistContext.shutdown``)."""

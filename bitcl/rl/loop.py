@@ -16,11 +16,13 @@ from typing import Optional
 import torch
 
 from bitcl import checkpoint as ckpt
-from bitcl.errors import CheckpointError, ConfigError
+from bitcl.errors import ConfigError
 from bitcl.models.factory import LayerFactory
 from bitcl.quant import bit_states
 from bitcl.strategies import base as strategies
 from bitcl.strategies.context import RunInfo, check_supported
+from bitcl.train.results import bit_capacity
+from bitcl.train.resume import resume_latest
 from bitcl.train.rundir import RunDirectory
 
 from .agent import Agent
@@ -86,23 +88,14 @@ class RLRun:
         self.rundir.log(line, quiet=self.config.quiet)
 
     def _resume(self) -> None:
-        found = self.rundir.latest()
-        if found is None:
+        resumed = resume_latest(self.rundir, self.config.to_dict(), self.agent, self.strategy,
+                                free=RLConfig.RESUMABLE)
+        if resumed is None:
             return
-        index, path, tensors, meta = found
-        progress = meta.get("bitcl_progress")
-        if not isinstance(progress, dict) or not isinstance(progress.get("config"), dict):
-            raise CheckpointError(f"{path}: no run progress to resume from")
-        ours = {k: v for k, v in self.config.to_dict().items() if k not in RLConfig.RESUMABLE}
-        theirs = {k: v for k, v in progress["config"].items() if k not in RLConfig.RESUMABLE}
-        if ours != theirs:
-            diff = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
-            raise ConfigError(f"--resume: {path} was written by a run with other settings ({', '.join(diff)})")
-        ckpt.load_model_state(self.agent, tensors, str(path))
-        self.strategy.load_state_tensors(ckpt.strategy_tensors(tensors))
-        self.result.restore(progress)
-        self.first_game = index + 1
-        self.log(f"resuming after game {index + 1}/{len(self.games)} ({self.games[index].name}) from {path}")
+        self.result.restore(resumed.progress)  # bitcl rl records its results beside the config
+        done = resumed.task
+        self.first_game = done + 1
+        self.log(f"resuming after game {done + 1}/{len(self.games)} ({self.games[done].name}) from {resumed.path}")
 
     # -- one game -------------------------------------------------------------------------
     def train_game(self, t: int, ctx: RLTaskContext) -> tuple[float, int]:
@@ -158,10 +151,9 @@ class RLRun:
         return time.perf_counter() - start, updates * c.envs * c.rollout
 
     def capacity(self) -> Optional[float]:
-        states = [s for _, s in bit_states(self.agent)]
-        if not states:
-            return None
-        return sum(s.frozen_bits() for s in states) / sum(s.total_bits() for s in states)
+        """Fraction of the agent's quantised bits that are frozen; None without Bit layers."""
+        found = bit_capacity(self.agent)
+        return None if found is None else found[0]
 
     def evaluate(self, t: int) -> list[float]:
         c = self.config

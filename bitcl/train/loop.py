@@ -25,9 +25,10 @@ from torch import nn
 
 from bitcl.data.scenarios import Scenario, Task
 from bitcl.distributed import DistContext
-from bitcl.errors import ConfigError, TrainingDiverged
+from bitcl.errors import ConfigError
 from bitcl.quant import bit_states
 from bitcl.strategies import RunInfo, Strategy, TaskContext
+from bitcl.train.step import StepRunner, make_optimizer, make_scheduler
 
 
 def derived_seed(seed: int, *parts) -> int:
@@ -145,9 +146,7 @@ class Trainer:
 
     def _optimizer(self) -> torch.optim.Optimizer:
         params = [p for p in self.model.parameters() if p.requires_grad]
-        if self.config.optimizer == "adam":
-            return torch.optim.Adam(params, lr=self.config.lr)
-        return torch.optim.SGD(params, lr=self.config.lr, momentum=self.config.momentum)
+        return make_optimizer(params, self.config.optimizer, self.config.lr, self.config.momentum)
 
     def _batch(self, task: Task, indices: torch.Tensor, augment: Optional[torch.Generator]):
         x = task.inputs(task.x_train[indices])
@@ -195,8 +194,9 @@ class Trainer:
             raise ConfigError(f"task {task.index} has {n} training samples, fewer than the {self.world.world_size} ranks")
         optimizer = self._optimizer()
         steps_per_epoch = math.ceil(n / cfg.batch_size)
-        scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, epochs * steps_per_epoch))
-                     if cfg.lr_schedule == "cosine" else None)
+        step_once = StepRunner(self.strategy, ctx, optimizer,
+                               make_scheduler(optimizer, cfg.lr_schedule, epochs * steps_per_epoch),
+                               self.project, hint="lower --lr?")
         bar = self._progress_bar(task, epochs * steps_per_epoch)
         self.net.train()
         epoch_seconds = []
@@ -211,29 +211,13 @@ class Trainer:
                 if self.world.enabled:
                     batch = batch[self.world.rank::self.world.world_size]
                 loss, penalty = self.task_loss(parts, offsets, batch, global_count, augment=augment)
-                total = loss if penalty is None else loss + penalty
-                value = total.item()
-                if not math.isfinite(value):
-                    raise TrainingDiverged(f"task {task.index}, epoch {epoch}, step {step}: loss is {value} "
-                                           "(lower --lr?); checkpoints of earlier tasks are intact")
-                optimizer.zero_grad(set_to_none=True)
-                total.backward()
-                hook_start = time.perf_counter()
-                self.strategy.after_backward(ctx)
-                self.hook_seconds += time.perf_counter() - hook_start
-                optimizer.step()
-                if scheduler is not None:
-                    scheduler.step()
-                self.project()
-                hook_start = time.perf_counter()
-                self.strategy.after_step(ctx)
-                self.hook_seconds += time.perf_counter() - hook_start
-                running += value
+                running += step_once(loss, penalty, task.index, epoch, step)
                 seen += 1
                 if bar is not None and (step % 20 == 0 or step == steps_per_epoch - 1):
                     bar.update(step + 1 + epoch * steps_per_epoch - bar.n)
                     bar.set_postfix(epoch=epoch, loss=f"{running / seen:.4f}")
             epoch_seconds.append(time.perf_counter() - start)
+        self.hook_seconds += step_once.hook_seconds
         if bar is not None:
             bar.close()
         return epoch_seconds
@@ -288,13 +272,3 @@ class Trainer:
         self.world.all_reduce_(correct)
         self.net.train(was_training)
         return int(correct) / n
-
-    def capacity(self) -> tuple[float, dict[str, float]]:
-        """Fraction of all bits of all quantised weights that are frozen, overall and per tensor."""
-        per_tensor = {}
-        frozen = total = 0
-        for name, state in bit_states(self.model):
-            f, t = state.frozen_bits(), state.total_bits()
-            per_tensor[name] = f / t
-            frozen, total = frozen + f, total + t
-        return (frozen / total if total else 0.0), per_tensor

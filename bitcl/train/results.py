@@ -6,10 +6,13 @@ forgetting (Chaudhry et al., 2018) of the accuracy matrix ``A[i][j]``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
+
+from torch import nn
 
 import bitcl
 from bitcl import metrics
+from bitcl.quant import bit_states
 
 TIMING_KEYS = ("train_seconds", "epoch_seconds", "consolidate_seconds", "eval_seconds")
 
@@ -40,6 +43,41 @@ class RunResult:
     @property
     def forgetting(self) -> float:
         return metrics.forgetting(self.accuracy_matrix)
+
+    # -- one task's entries, in the order a loop produces them ----------------------------------
+    def record_training(self, seconds: float, hook_seconds: float, epoch_seconds: list[float]) -> None:
+        """Task training took ``seconds``, ``hook_seconds`` of them in the strategy's per-step hooks."""
+        self.timing["train_seconds"].append(seconds)
+        self.timing.setdefault("step_hook_seconds", []).append(hook_seconds)
+        self.timing["epoch_seconds"].append(sum(epoch_seconds) / len(epoch_seconds) if epoch_seconds else 0.0)
+
+    def record_consolidation(self, seconds: float) -> None:
+        """Consolidation (``end_task``) took ``seconds``; also records the importance work (per-step
+        hooks + consolidation) relative to the task's training time."""
+        timing = self.timing
+        timing["consolidate_seconds"].append(seconds)
+        timing.setdefault("importance_fraction", []).append(
+            (timing["step_hook_seconds"][-1] + seconds) / max(timing["train_seconds"][-1], 1e-9))
+
+    def record_evaluation(self, row: list[float], seconds: float, capacity: Optional[tuple[float, dict[str, float]]],
+                          state_bytes: int, task_results: dict) -> None:
+        """The accuracy row after a task (evaluated in ``seconds``), the capacity (None: no Bit
+        layers), the strategy's kept bytes and its per-task entries."""
+        self.timing["eval_seconds"].append(seconds)
+        self.accuracy_matrix.append(row)
+        if capacity is not None:
+            self.capacity.append(capacity[0])
+            self.capacity_per_layer.append(capacity[1])
+        self.state_bytes.append(state_bytes)
+        self.add_task_results(task_results)
+
+    def task_line(self) -> str:
+        """The log line of the task just recorded."""
+        t, row, timing = len(self.accuracy_matrix) - 1, self.accuracy_matrix[-1], self.timing
+        cap = f", capacity {self.capacity[-1]:.3f}" if self.capacity else ""
+        return (f"task {t + 1}/{self.tasks}: acc on task {t} {row[t]:.4f}, mean over seen "
+                f"{sum(row[:t + 1]) / (t + 1):.4f}, train {timing['train_seconds'][-1]:.1f}s, "
+                f"consolidate {timing['consolidate_seconds'][-1]:.2f}s{cap}")
 
     def add_task_results(self, entries: dict) -> None:
         """Append a strategy's per-task entries (each key holds one list over tasks)."""
@@ -93,3 +131,16 @@ class RunResult:
         rows = [",".join(f"task{j}" for j in range(self.tasks))]
         rows += [",".join(f"{a:.6f}" for a in row) for row in self.accuracy_matrix]
         return "\n".join(rows) + "\n"
+
+
+def bit_capacity(model: nn.Module) -> Optional[tuple[float, dict[str, float]]]:
+    """Fraction of all bits of all quantised weights that are frozen (DESIGN.md ``capacity``),
+    overall and per tensor; None for a model without Bit layers."""
+    per_tensor, frozen, total = {}, 0, 0
+    for name, state in bit_states(model):
+        f, n = state.frozen_bits(), state.total_bits()
+        per_tensor[name] = f / n
+        frozen, total = frozen + f, total + n
+    if not per_tensor:
+        return None
+    return frozen / total, per_tensor

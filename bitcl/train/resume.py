@@ -1,0 +1,63 @@
+"""``--resume``: continue a run after its last complete task, for ``bitcl run``, ``bitcl rl`` and ``bitcl.fit``.
+
+A task's checkpoint (DESIGN.md part 2) is written atomically only once the task is
+consolidated, so the newest one that reads back valid is the last complete task; its
+``bitcl_progress`` metadata holds the settings of the run that wrote it and the results
+so far. Resuming refuses, before anything is loaded, a checkpoint without progress and
+one written with other settings; the model and strategy state then load exactly, so a
+run killed (even by ``kill -9``) and resumed ends with the tensors of an uninterrupted one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Optional
+
+from torch import nn
+
+from bitcl import checkpoint as ckpt
+from bitcl.errors import CheckpointError, ConfigError
+from bitcl.strategies import Strategy
+from bitcl.train.rundir import RunDirectory
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """What :func:`resume_latest` loaded: the last complete ``task`` (0-based), its checkpoint
+    ``path``, and its ``progress`` (the run's record: ``config`` and the results so far)."""
+
+    task: int
+    path: Path
+    progress: dict
+
+
+def changed_settings(saved: dict, current: dict, free: Iterable[str] = ()) -> list[str]:
+    """The settings (keys of either dict, less those in ``free``) whose values differ, sorted."""
+    free = set(free)
+    return sorted(k for k in set(saved) | set(current) if k not in free and saved.get(k) != current.get(k))
+
+
+def resume_latest(rundir: RunDirectory, config: dict, model: nn.Module, strategy: Strategy, *,
+                  free: Iterable[str] = (), flag: str = "--resume") -> Optional[Resumed]:
+    """Load the newest checkpoint of ``rundir`` into ``model`` and ``strategy``; None when it has none.
+
+    ``config`` is this run's settings (``config.to_dict()``); those in ``free`` may differ from the
+    recorded ones (output folder, verbosity...). Raises CheckpointError for a checkpoint without run
+    progress, or whose tensors, bit widths or scales do not fit ``model``; ConfigError, naming the
+    settings, for one written with other settings (``flag`` starts that message)."""
+    latest = rundir.latest()
+    if latest is None:
+        return None
+    task, path, tensors, meta = latest
+    progress = meta.get("bitcl_progress")
+    if not isinstance(progress, dict) or not isinstance(progress.get("config"), dict):
+        raise CheckpointError(f"{path}: has no run progress; cannot resume from it")
+    changed = changed_settings(progress["config"], config, free)
+    if changed:
+        raise ConfigError(f"{flag}: the run in {rundir.path} was made with other settings ({', '.join(changed)})")
+    ckpt.load_model_state(model, tensors, str(path), meta)
+    strategy.load_state_tensors(ckpt.strategy_tensors(tensors))
+    return Resumed(task, path, progress)
+
+
+__all__ = ["Resumed", "changed_settings", "resume_latest"]
