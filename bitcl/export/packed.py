@@ -9,7 +9,12 @@ File layout (``bitcl export CHECKPOINT --format packed``):
 * metadata ``"bitcl_packed"``: JSON with the architecture, per quantised tensor its
   shape, ``bits_stored`` B, ``bits_trained`` N and ``scale`` s, and the
   preprocessing: ``pixel_scale`` (divide raw 0..255 pixels by it), the layout,
-  and whether a permutation applies (before scaling, on flattened pixels).
+  and whether a permutation applies (before scaling, on flattened pixels);
+  ``layers`` (when the backbone is a plain chain of linear/conv layers, ReLUs and 2x2
+  max-pools, as bitcl's MLP and conv net are): the layer sequence, one entry per layer
+  ``{"name", "kind": "linear"|"conv", "shape", "after": ["relu", "maxpool2"...]}`` (conv also
+  ``stride``, ``padding``), which the numpy runtime follows; the task's head comes after it.
+  Files without it (written before it existed) still run: the runtime derives it from the arch.
 
 A weight is ``s' * c'`` with c' and s' from ``bitcl.quant.reduce.codes_from_top_bits``
 (exactly ``s * c`` when B = N). Activations are float32: bitcl does not
@@ -68,6 +73,41 @@ def input_permutation(spec: dict, task: Optional[int]) -> Optional[torch.Tensor]
     return task_permutations(spec["seed"], spec["tasks"], pixels)[task]
 
 
+def layer_sequence(model: nn.Module) -> Optional[list[dict]]:
+    """The backbone as the packed file's ``layers`` list, or None where it is not a plain chain
+    (one ``layers`` Sequential of linear/conv layers, ReLU, 2x2 max-pool, flatten and dropout)."""
+    backbone = getattr(model, "backbone", None)
+    chain = getattr(backbone, "layers", None)
+    if not isinstance(chain, nn.Sequential) or [n for n, _ in backbone.named_children()] != ["layers"]:
+        return None
+    out: list[dict] = []
+    flat = False  # after a Flatten only linear layers may follow (a linear flattens its input anyway)
+    for index, module in chain.named_children():
+        name = f"backbone.layers.{index}"
+        flat = flat or isinstance(module, nn.Flatten)
+        if isinstance(module, nn.Linear):
+            out.append({"name": name, "kind": "linear", "shape": list(module.weight.shape), "after": []})
+        elif isinstance(module, nn.Conv2d):
+            if flat or module.groups != 1 or module.dilation != (1, 1) or module.padding_mode != "zeros" \
+                    or isinstance(module.padding, str) or len(set(module.stride)) != 1 or len(set(module.padding)) != 1:
+                return None
+            out.append({"name": name, "kind": "conv", "shape": list(module.weight.shape), "stride": module.stride[0],
+                        "padding": module.padding[0], "after": []})
+        elif isinstance(module, nn.ReLU) and out:
+            out[-1]["after"].append("relu")
+        elif isinstance(module, nn.MaxPool2d) and out and _pool2(module):
+            out[-1]["after"].append("maxpool2")
+        elif not isinstance(module, (nn.Flatten, nn.Dropout)):  # a linear flattens; dropout is off in eval
+            return None
+    return out or None
+
+
+def _pool2(pool: nn.MaxPool2d) -> bool:
+    pairs = [pool.kernel_size, pool.stride, pool.padding, pool.dilation]
+    pairs = [p if isinstance(p, tuple) else (p, p) for p in pairs]
+    return pairs == [(2, 2), (2, 2), (0, 0), (1, 1)] and not pool.ceil_mode
+
+
 def export_packed(checkpoint: str | Path, out: str | Path, task: Optional[int] = None,
                   bits: Optional[int] = None) -> dict:
     """Write the packed file; returns a summary (sizes in bytes and bytes per weight).
@@ -105,6 +145,9 @@ def export_packed(checkpoint: str | Path, out: str | Path, task: Optional[int] =
                               "note": "feed raw pixels 0..255; permute the flattened pixels (if given), "
                                       "then divide by pixel_scale"},
             "activations": "float32 (not quantised)"}
+    layers = layer_sequence(model)
+    if layers is not None:
+        meta["layers"] = layers
     out = Path(out)
     atomic_write(out, lambda tmp: save_file(tensors, tmp, metadata={"bitcl_packed": json.dumps(meta)}))
     weights = sum(s.codes.numel() for s in states.values())

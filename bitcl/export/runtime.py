@@ -5,7 +5,9 @@ alone, rebuilds each weight as an integer code times one scale per tensor, and
 runs the network. The first layer accumulates exactly in int64 on the raw 8-bit
 pixels (the 1/255 pixel scale is folded into the layer's single scale multiply);
 later layers run in float64 on float activations (bitcl does not quantise
-activations). Supports bitcl's MLP and conv net.
+activations). It follows the file's ``layers`` list (linear and conv layers, ReLU, 2x2
+max-pool; see ``bitcl.export.packed``), then the task's head; files written before the
+list existed run bitcl's MLP and conv net, their list derived from the architecture.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from bitcl.errors import CheckpointError, DataError
 from bitcl.train.validate import decode_json, read_safetensors
 
-from .validate import validate_packed
+from .validate import check_layer_list, validate_packed
 
 
 def unpack_planes(planes: np.ndarray, bits: int, n: int) -> np.ndarray:
@@ -44,42 +46,20 @@ class NumpyRuntime:
             self.layers[name] = (ints.reshape(info["shape"]), info["scale"] * mult)
         self._check_layers(str(path))
 
-    def _shape(self, name: str):
-        if name in self.layers:
-            return tuple(self.layers[name][0].shape)
-        if name in self.tensors:
-            return tuple(self.tensors[name].shape)
-        return None
-
     def _check_layers(self, where: str) -> None:
-        """The layers this runtime will read exist and chain (MLP and conv net only)."""
-        spec = self.spec
-        task = self.meta["task"]
-        head = f"heads.{task if task is not None else 0}" if spec["setting"] == "task" else "heads.0"
-        if spec["arch"] == "mlp":
-            prefixes = [f"backbone.layers.{1 + 2 * i}" for i in range(len(spec["hidden"]))] + [head]
-            inputs = [int(np.prod(spec["input_shape"]))] + list(spec["hidden"])
-            layers = [(p, 2, (None, n)) for p, n in zip(prefixes, inputs)]
-        elif spec["arch"] == "conv":
-            layers = [("backbone.layers.0", 4, (None, spec["input_shape"][0], 3, 3)),
-                      ("backbone.layers.3", 4, None), ("backbone.layers.7", 2, None), (head, 2, None)]
+        """The layer list to follow: the file's (already checked on reading) or, for files written
+        before it existed, the MLP's or conv net's, checked the same way."""
+        shapes = {k: tuple(v.shape) for k, v in self.tensors.items()
+                  if not k.endswith(".planes") and k != "input.permutation"}
+        shapes.update({k: tuple(v[0].shape) for k, v in self.layers.items()})
+        if "layers" in self.meta:
+            self.sequence = self.meta["layers"]
         else:
-            raise CheckpointError(f"{where}: the numpy runtime runs the mlp and conv architectures, "
-                                  f"not {spec['arch']!r}")
-        previous = None
-        for prefix, ndim, want in layers:
-            shape = self._shape(f"{prefix}.weight")
-            if shape is None or len(shape) != ndim:
-                raise CheckpointError(f"{where}: missing or malformed {prefix}.weight for the {spec['arch']} runtime")
-            if want is not None and any(w is not None and w != s for w, s in zip(want, shape)):
-                raise CheckpointError(f"{where}: {prefix}.weight has shape {shape}, expected {want}")
-            if previous is not None and ndim == 4 and shape[1] != previous:
-                raise CheckpointError(f"{where}: {prefix}.weight takes {shape[1]} channels, the layer before "
-                                      f"gives {previous}")
-            bias = self._shape(f"{prefix}.bias")
-            if bias is not None and bias != (shape[0],):
-                raise CheckpointError(f"{where}: {prefix}.bias has shape {bias}, expected {(shape[0],)}")
-            previous = shape[0]
+            self.sequence = check_layer_list(_derived_layers(self.spec, shapes, where), shapes, self.spec, where)
+        task = self.meta["task"]
+        head = f"heads.{task if task is not None else 0}" if self.spec["setting"] == "task" else "heads.0"
+        if f"{head}.weight" not in shapes:
+            raise CheckpointError(f"{where}: missing {head}.weight, the head the runtime runs")
 
     def _weight(self, name: str):
         """(integer codes or None, float weights)"""
@@ -100,10 +80,10 @@ class NumpyRuntime:
             out = out + self._weight(f"{prefix}.bias")[1]
         return out
 
-    def _conv(self, x, prefix, exact_int=False):
+    def _conv(self, x, prefix, exact_int=False, stride=1, padding=1):
         ints, w = self._weight(f"{prefix}.weight")
-        xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
-        windows = sliding_window_view(xp, w.shape[2:], axis=(2, 3))  # (n, C, H, W, kh, kw)
+        xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+        windows = sliding_window_view(xp, w.shape[2:], axis=(2, 3))[:, :, ::stride, ::stride]  # (n, C, H, W, kh, kw)
         if exact_int and ints is not None:
             acc = np.einsum("nchwij,ocij->nohw", windows.astype(np.int64), ints, optimize=True)
             out = acc * (self.layers[f"{prefix}.weight"][1] / self.meta["preprocessing"]["pixel_scale"])
@@ -126,25 +106,40 @@ class NumpyRuntime:
             raise DataError("raw pixels must be integers in 0..255")
         if "input.permutation" in self.tensors:
             x = x[:, self.tensors["input.permutation"]]
-        x = x.astype(np.int64)
         spec = self.spec
-        if spec["arch"] == "mlp":
-            h = x
-            for i in range(len(spec["hidden"])):
-                h = np.maximum(self._linear(h, f"backbone.layers.{1 + 2 * i}", exact_int=(i == 0)), 0)
-        else:
-            h = x.reshape(len(x), *spec["input_shape"])
-            for i, prefix in enumerate(("backbone.layers.0", "backbone.layers.3")):
-                h = np.maximum(self._conv(h, prefix, exact_int=(i == 0)), 0)
-                n, c, hh, ww = h.shape
-                h = h[:, :, :hh // 2 * 2, :ww // 2 * 2].reshape(n, c, hh // 2, 2, ww // 2, 2).max(axis=(3, 5))
-            h = np.maximum(self._linear(h.reshape(len(h), -1), "backbone.layers.7"), 0)
+        h = x.astype(np.int64).reshape(len(x), *spec["input_shape"])
+        for i, layer in enumerate(self.sequence):  # the first layer accumulates raw pixels exactly
+            if layer["kind"] == "linear":
+                h = self._linear(h.reshape(len(h), -1), layer["name"], exact_int=(i == 0))
+            else:
+                h = self._conv(h, layer["name"], i == 0, layer["stride"], layer["padding"])
+            for op in layer["after"]:
+                if op == "relu":
+                    h = np.maximum(h, 0)
+                else:  # maxpool2
+                    n, c, hh, ww = h.shape
+                    h = h[:, :, :hh // 2 * 2, :ww // 2 * 2].reshape(n, c, hh // 2, 2, ww // 2, 2).max(axis=(3, 5))
+        h = h.reshape(len(h), -1)
         task = self.meta["task"] if task is None else task
         head = f"heads.{task}" if spec["setting"] == "task" else "heads.0"
         logits = self._linear(h, head)
         if spec["setting"] == "class":
             logits[:, self.meta["active_outputs"]:] = -np.inf
         return logits
+
+
+def _derived_layers(spec: dict, shapes: dict, where: str) -> list[dict]:
+    """The layer list of bitcl's MLP or conv net, for packed files written before files carried one."""
+    def entry(name, kind, **conv):
+        return {"name": name, "kind": kind, "shape": list(shapes.get(f"{name}.weight", ())), **conv, "after": ["relu"]}
+    if spec["arch"] == "mlp":
+        return [entry(f"backbone.layers.{1 + 2 * i}", "linear") for i in range(len(spec["hidden"]))]
+    if spec["arch"] == "conv":
+        layers = [entry(f"backbone.layers.{i}", "conv", stride=1, padding=1) for i in (0, 3)]
+        for layer in layers:
+            layer["after"].append("maxpool2")
+        return layers + [entry("backbone.layers.7", "linear")]
+    raise CheckpointError(f"{where}: the numpy runtime runs the mlp and conv architectures, not {spec['arch']!r}")
 
 
 def _read(path: Path) -> tuple[dict, dict]:

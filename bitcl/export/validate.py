@@ -29,7 +29,9 @@ def validate_packed(tensors: Mapping[str, tuple[str, tuple]], meta: Any, where: 
     * every other tensor float32 (finite, when ``values`` are given), except
       ``input.permutation``: int64, a permutation of the pixels, present exactly when
       the preprocessing says so;
-    * the model no larger than what the file stores.
+    * the model no larger than what the file stores;
+    * ``layers`` (files written since the list exists; see :func:`check_layer_list`): a layer
+      sequence whose names exist with the stated shapes and chain from the input to the heads.
     """
     f = Fields(meta, where, CheckpointError, "bitcl_packed")
     f.integer("format_version", FORMAT_VERSION, FORMAT_VERSION)
@@ -79,7 +81,84 @@ def validate_packed(tensors: Mapping[str, tuple[str, tuple]], meta: Any, where: 
             raise CheckpointError(f"{where}: tensor {key!r} holds NaN or infinite values")
     _check_permutation(tensors, values, spec, permuted, where)
     check_spec_size(spec, available, where)
+    if "layers" in f.obj:
+        check_layer_list(f.obj["layers"], _shapes(tensors, quantized.obj), spec, where)
     return meta
+
+
+# -- the layer sequence the numpy runtime follows ------------------------------------------------
+
+LAYER_KINDS = {"linear": 2, "conv": 4}  # kind -> weight dimensions
+LAYER_OPS = ("relu", "maxpool2")  # applied in order after a layer; maxpool2: 2x2 window, stride 2, floor
+
+
+def _shapes(tensors: Mapping[str, tuple[str, tuple]], quantized: Mapping[str, Any]) -> dict[str, tuple]:
+    """Every weight and bias the file holds -> its shape (quantised tensors by their metadata shape)."""
+    out = {k: tuple(shape) for k, (_, shape) in tensors.items()
+           if not k.endswith(".planes") and k != "input.permutation"}
+    out.update({k: tuple(v["shape"]) for k, v in quantized.items()})
+    return out
+
+
+def check_layer_list(layers: Any, shapes: Mapping[str, tuple], spec: dict, where: str) -> list[dict]:
+    """Check the ``layers`` list of a packed file against the tensors it holds (``name -> shape``).
+
+    Each entry is ``{"name", "kind": linear|conv, "shape": the weight's shape, "after": [ops]}``
+    (conv also ``"stride"``, ``"padding"``); a linear layer flattens its input. The list must name
+    existing weights with the stated shapes (a bias, where present, of shape ``(out,)``), chain from
+    ``model.input_shape`` through every op, cover every ``backbone.*`` tensor of the file once, and end
+    with features the width every stored head takes. Returns the list; one-line CheckpointError otherwise.
+    """
+    if not isinstance(layers, list) or not layers:
+        raise CheckpointError(f"{where}: bitcl_packed.layers must be a non-empty list of layers")
+    shape = tuple(spec["input_shape"])  # (C, H, W) feature maps or (D,) features; flattened before a linear
+    covered = set()
+    for i, layer in enumerate(layers):
+        e = Fields(layer, where, CheckpointError, f"bitcl_packed.layers[{i}]")
+        name = e.string("name")
+        kind = e.string("kind", tuple(LAYER_KINDS))
+        want = tuple(e.array("shape"))
+        ops = e.array("after")
+        got = shapes.get(f"{name}.weight")
+        if got is None or got != want or len(want) != LAYER_KINDS[kind]:
+            e.fail(f"{name}.weight must exist with the stated {kind} shape {list(want)}, the file has "
+                   f"{'none' if got is None else list(got)}")
+        bias = shapes.get(f"{name}.bias")
+        if bias is not None and bias != want[:1]:
+            e.fail(f"{name}.bias has shape {list(bias)}, expected {[want[0]]}")
+        if name in covered:
+            e.fail(f"layer {name!r} appears twice")
+        covered.add(name)
+        if kind == "linear":
+            if math.prod(shape) != want[1]:
+                e.fail(f"{name} takes {want[1]} inputs, the layer before gives {math.prod(shape)}")
+            shape = want[:1]
+        else:
+            stride, padding = e.integer("stride", 1, 64), e.integer("padding", 0, 64)
+            if len(shape) != 3 or shape[0] != want[1]:
+                e.fail(f"{name} takes {want[1]}-channel maps, the layer before gives {list(shape)}")
+            size = [(d + 2 * padding - k) // stride + 1 for d, k in zip(shape[1:], want[2:])]
+            if min(size) < 1:
+                e.fail(f"{name}'s {want[2]}x{want[3]} kernel does not fit {shape[1]}x{shape[2]} maps")
+            shape = (want[0], *size)
+        for op in ops:
+            if op not in LAYER_OPS:
+                e.fail(f"unknown op {op!r} (known: {', '.join(LAYER_OPS)})")
+            if op == "maxpool2":
+                if len(shape) != 3 or min(shape[1:]) < 2:
+                    e.fail(f"maxpool2 after {name} needs maps of at least 2x2, got {list(shape)}")
+                shape = (shape[0], shape[1] // 2, shape[2] // 2)
+    stray = sorted(k for k in shapes if k.startswith("backbone.") and k.rsplit(".", 1)[0] not in covered)
+    if stray:
+        raise CheckpointError(f"{where}: bitcl_packed.layers does not use tensor {stray[0]!r} of the file")
+    width = math.prod(shape)
+    for key, head in sorted(shapes.items()):
+        if key.startswith("heads.") and key.endswith(".weight") and (len(head) != 2 or head[1] != width):
+            raise CheckpointError(f"{where}: {key} has shape {list(head)}, the last layer gives {width} features")
+        bias = shapes.get(key[: -len("weight")] + "bias")
+        if key.startswith("heads.") and key.endswith(".weight") and bias is not None and bias != head[:1]:
+            raise CheckpointError(f"{where}: {key[:-len('weight')]}bias has shape {list(bias)}, expected {[head[0]]}")
+    return layers
 
 
 def _numpy(value: Any) -> np.ndarray:

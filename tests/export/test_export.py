@@ -92,6 +92,25 @@ def test_conv_class_incremental_numpy_runtime(conv_run, small_npz, tmp_path):
     np.testing.assert_allclose(got[finite], want[finite], rtol=1e-4, atol=1e-4)
 
 
+def test_conv_layer_list_in_the_file_and_files_without_it(conv_run, small_npz, tmp_path):
+    """The conv net's packed file lists its layers (conv/ReLU/pool x2, linear/ReLU); without the list
+    (a file written before it existed) the runtime derives it and gives the same logits."""
+    from safetensors import safe_open
+    path = tmp_path / "c.safetensors"
+    export_packed(conv_run / "checkpoints" / "task-4.safetensors", path)
+    with safe_open(str(path), "np") as f:
+        tensors, meta = {k: f.get_tensor(k) for k in f.keys()}, json.loads(f.metadata()["bitcl_packed"])
+    assert [(e["name"], e["kind"], e["after"]) for e in meta["layers"]] == [
+        ("backbone.layers.0", "conv", ["relu", "maxpool2"]), ("backbone.layers.3", "conv", ["relu", "maxpool2"]),
+        ("backbone.layers.7", "linear", ["relu"])]
+    assert meta["layers"][1]["shape"] == [64, 32, 3, 3] and meta["layers"][0]["padding"] == 1
+    del meta["layers"]
+    from safetensors.numpy import save_file as save_numpy
+    save_numpy(tensors, str(tmp_path / "old.safetensors"), metadata={"bitcl_packed": json.dumps(meta)})
+    raw = raw_test_pixels(small_npz, 16)
+    assert np.array_equal(NumpyRuntime(tmp_path / "old.safetensors")(raw), NumpyRuntime(path)(raw))
+
+
 def test_reduced_bits_shrink_the_file(mlp_run, tmp_path):
     """--bits B stores exactly B planes: plane bytes scale with B."""
     ckpt = mlp_run / "checkpoints" / "task-1.safetensors"

@@ -63,6 +63,18 @@ BAD_PACKED = [
     ("model bits", lambda t, m: m["model"].__setitem__("bits", 25), "model.bits must lie in 2..24"),
     ("model hidden huge", lambda t, m: m["model"].__setitem__("hidden", [10 ** 7]), "asks for a layer of 10,000,000"),
     ("metadata a list", lambda t, m: m.clear() or m.update({"x": []}), "format_version"),
+    ("layer list empty", lambda t, m: m.__setitem__("layers", []), "layers must be a non-empty list"),
+    ("layer missing", lambda t, m: m["layers"][0].__setitem__("name", "backbone.layers.3"),
+     "backbone.layers.3.weight must exist with the stated linear shape [12, 64], the file has none"),
+    ("layer shape", lambda t, m: m["layers"][0].__setitem__("shape", [12, 63]), "the file has [12, 64]"),
+    ("layer kind", lambda t, m: m["layers"][0].__setitem__("kind", "lstm"), "'kind' must be one of linear, conv"),
+    ("layer op", lambda t, m: m["layers"][0].__setitem__("after", ["gelu"]), "unknown op 'gelu'"),
+    ("layer pool on features", lambda t, m: m["layers"][0].__setitem__("after", ["maxpool2"]), "maxpool2 after"),
+    ("layer twice", lambda t, m: m["layers"].append(dict(m["layers"][0])), "appears twice"),
+    ("layer chain", lambda t, m: m["layers"].insert(0, {"name": "heads.1", "kind": "linear", "shape": [2, 12],
+                                                        "after": []}), "heads.1 takes 12 inputs, the layer before gives 64"),
+    ("layer not listed", lambda t, m: t.__setitem__("backbone.extra.weight", torch.zeros(2, 2)),
+     "does not use tensor 'backbone.extra.weight'"),
 ]
 
 
@@ -88,6 +100,24 @@ def test_missing_or_extra_layer_is_refused_not_left_at_random_init(packed, tmp_p
     tensors["heads.7.weight"] = torch.zeros(2, 12)
     with pytest.raises(CheckpointError, match="'heads.7.weight' is not a parameter"):
         load_packed(write(tmp_path / "b.safetensors", tensors, meta))
+
+
+def test_layer_list_is_followed_and_files_without_it_still_run(packed, tmp_path):
+    """The runtime runs the file's layer list (a list without the ReLU changes the logits); a file
+    written before the list existed runs through the derived MLP list with the same logits."""
+    tensors, meta = parts(packed)
+    assert meta["layers"] == [{"name": Q[:-len(".weight")], "kind": "linear", "shape": [12, 64], "after": ["relu"]}]
+    pixels = np.random.default_rng(1).integers(0, 256, (5, 64))
+    want = NumpyRuntime(packed)(pixels)
+    with torch.no_grad():
+        np.testing.assert_allclose(want, load_packed(packed)(torch.tensor(pixels, dtype=torch.float32)).numpy(),
+                                   rtol=1e-5, atol=1e-5)
+    old = dict(meta)
+    del old["layers"]
+    assert np.array_equal(NumpyRuntime(write(tmp_path / "old.safetensors", tensors, old))(pixels), want)
+    meta["layers"][0]["after"] = []
+    linear = NumpyRuntime(write(tmp_path / "linear.safetensors", tensors, meta))(pixels)
+    assert not np.allclose(linear, want)
 
 
 def test_runtime_refuses_pixels_of_the_wrong_size(packed):
