@@ -12,7 +12,7 @@ from .regularizer import SampledImportanceOptions, c_field
 
 @dataclass
 class AfOptions(SampledImportanceOptions):
-    c: float = c_field(10.0, "best of the c search on Split-MNIST, README")
+    c: float = c_field(100.0)
 
 
 @register

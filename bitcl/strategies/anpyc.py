@@ -39,7 +39,7 @@ from bitcl.importance import entropy_scores
 from bitcl.quant import bit_states
 
 from .base import register
-from .regularizer import ImportanceRegularizer, batch_field, samples_field
+from .regularizer import SEARCHED, ImportanceRegularizer, batch_field, samples_field
 
 
 def pruning_schedule(first: float, decay: float, step: float, tasks: int) -> list[list[float]]:
@@ -62,7 +62,7 @@ def pruning_schedule(first: float, decay: float, step: float, tasks: int) -> lis
 
 @dataclass
 class AnpycOptions:
-    lam: float = field(default=1000.0, metadata={"help": "consolidation strength λ (search on Permuted-MNIST, README)"})
+    lam: float = field(default=10000.0, metadata={"help": f"consolidation strength λ ({SEARCHED})"})
     prune_first: float = field(default=50.0, metadata={"help": "P_0: percent of free weights pruned after task 0"})
     prune_decay: float = field(default=0.8, metadata={"help": "P_t = prune_decay * P_{t-1}"})
     prune_step: float = field(default=10.0, metadata={"help": "percentage points pruned per pruning step"})

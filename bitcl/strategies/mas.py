@@ -15,7 +15,7 @@ from .regularizer import ImportanceRegularizer, SampledImportanceOptions, c_fiel
 
 @dataclass
 class MasOptions(SampledImportanceOptions):
-    c: float = c_field(100.0, "best of the c search on Split-MNIST, README")
+    c: float = c_field(100.0)
 
 
 class OutputSensitivityRegularizer(ImportanceRegularizer):

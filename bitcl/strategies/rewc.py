@@ -16,7 +16,7 @@ from .regularizer import ImportanceRegularizer, SampledImportanceOptions, c_fiel
 
 @dataclass
 class RewcOptions(SampledImportanceOptions):
-    c: float = c_field(1.0, "best of the c search on Split-MNIST, README")
+    c: float = c_field(10.0)
     fisher: str = field(default="exact", metadata={"help": "Fisher estimate", "choices": FISHER_KINDS})
 
 

@@ -3,8 +3,8 @@
 ω += −g·Δθ over every step of a task (g the minibatch gradient of the step,
 Δθ the actual update after the bit projection); at the task's end
 Ω += max(0, ω / (Δ² + ξ)), Δ the change over the task. ξ = 0.1 is Benzing's MNIST
-setting (AISTATS 2022, arXiv 2006.06357); c = 20 is the best of bitcl's search on
-Split-MNIST with Adam at batch 64 (README; Benzing's c = 0.2 is for batch 256). SIU,
+setting (AISTATS 2022, arXiv 2006.06357); c = 20 was chosen on validation data with Adam
+at batch 64 (benchmarks/search_regularizers.py; Benzing's c = 0.2 is for batch 256). SIU,
 SIB and SOS (same paper) share this file's machinery.
 """
 from __future__ import annotations
@@ -15,12 +15,12 @@ from bitcl.errors import ConfigError
 from bitcl.importance import PathIntegral
 
 from .base import register
-from .regularizer import ImportanceRegularizer, c_field, check_common
+from .regularizer import SEARCHED, ImportanceRegularizer, c_field, check_common
 
 
 @dataclass
 class SiOptions:
-    c: float = c_field(20.0, "best of the c search on Split-MNIST, README; Benzing's 0.2 is for SGD at batch 256")
+    c: float = c_field(20.0, f"{SEARCHED}; Benzing's 0.2 is for SGD at batch 256")
     xi: float = field(default=0.1, metadata={"help": "damping ξ of ω / (Δ² + ξ) (Benzing's MNIST setting)"})
 
     def validate(self) -> None:

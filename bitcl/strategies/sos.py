@@ -18,7 +18,7 @@ from .si import PathIntegralRegularizer
 
 @dataclass
 class SosOptions:
-    c: float = c_field(10.0, "best of the c search on Split-MNIST, README")
+    c: float = c_field(10.0)
     alpha: float = field(default=1.0, metadata={"help": "weight of the independent gradient g' in [0, 1]"})
 
     def validate(self) -> None:
