@@ -117,9 +117,6 @@ def torchrun(*args, max_restarts=0, **kwargs):
     return cmd, env
 
 
-@pytest.mark.xfail(strict=True, reason="bitcl/train/loop.py task_loss skips a part (a replayed task) with no sample "
-                   "on this rank, so a learning norm all-reduces fewer times there and gloo aborts on the "
-                   "collective mismatch; fix: under torchrun forward every part on every rank, empty or not")
 def test_joint_with_learning_norms_under_torchrun(tmp_path, tiny_npz):
     """joint replay with --bn train on resnet18, global batch 3 (shards of 2 and 1, so a rank often lacks a
     task): every rank makes the same norm calls, so the 2-rank run completes with agreeing ranks."""

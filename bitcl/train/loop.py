@@ -169,7 +169,9 @@ class Trainer:
         xs, ys, tasks = [], [], []
         for k, task in enumerate(parts):
             local = indices[which == k] - offsets[k]
-            if len(local) or (k == 0 and len(indices) == 0):  # an empty shard still joins the DDP step
+            # under torchrun every part is forwarded on every rank, empty or not: a learning batch norm
+            # all-reduces once per forward, and ranks must make the same collectives (issue 14)
+            if len(local) or self.world.enabled or (k == 0 and len(indices) == 0):
                 x, y = self._batch(task, local, augment)
                 xs.append(x)
                 ys.append(y)
