@@ -37,6 +37,7 @@ from avalanche.training.plugins import SupervisedPlugin  # noqa: E402
 from bitcl.api_context import DataContext  # noqa: E402
 from bitcl.errors import ConfigError  # noqa: E402
 from bitcl.quant import bit_states  # noqa: E402
+from bitcl.train.results import bit_capacity  # noqa: E402
 from bitcl.strategies import RunInfo, Strategy, check_supported, get_strategy, make_options  # noqa: E402
 
 AVALANCHE_SERVICES = frozenset({"independent_gradient"})
@@ -115,10 +116,8 @@ class BitclPlugin(SupervisedPlugin):
     # -- reading the state ---------------------------------------------------------------------
     def capacity(self) -> float:
         """Fraction of all bits of the model's quantised weights that are frozen (results.json's)."""
-        frozen = total = 0
-        for _, state in bit_states(self.strategy.model if self.strategy else torch.nn.Module()):
-            frozen, total = frozen + state.frozen_bits(), total + state.total_bits()
-        return frozen / total if total else 0.0
+        measured = bit_capacity(self.strategy.model) if self.strategy else None
+        return measured[0] if measured else 0.0
 
 
 def _named(method: str, doc: str) -> type[BitclPlugin]:
