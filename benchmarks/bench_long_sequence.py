@@ -22,19 +22,15 @@ from bitcl.engine import run
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.join(HERE, "..", "..", "shared", "data", "mnist15k.npz")
-SEARCH = os.path.join(HERE, "out", "regularizers_search.json")
 
 METHODS = {"anpyc": {}, "ewc": {"mode": "online"}, "si": {}, "mas": {}, "blip": {}, "finetune": {}}
 
 
 def main(tasks: int) -> None:
     torch.set_num_threads(2)
-    best = json.load(open(SEARCH)) if os.path.exists(SEARCH) else {}
     curves = {}
     for method, options in METHODS.items():
         options = dict(options)
-        if method in best:  # the c chosen by bench_regularizers.py search (also the default)
-            options["c"] = best[method]["best_c"]
         r = run(RunConfig(method=method, benchmark="permuted-mnist", tasks=tasks, epochs=1, data=DATA, quiet=True,
                           out=os.path.join(HERE, "out", "runs", f"long{tasks}-{method}"), overwrite=True,
                           method_options=options))
