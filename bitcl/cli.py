@@ -26,6 +26,12 @@ class UsageError(BitclError):
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        # No prefix abbreviations: the method's own flags are added after a first parse that knows
+        # only --method and --config, where EWC's `--c 100` would otherwise be read as `--config 100`.
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message):  # one line, no usage dump
         raise UsageError(message)
 

@@ -62,6 +62,8 @@ def test_run_writes_the_results_contract(tmp_path, small_npz):
     (["--method", "blip", "--fisher-prior", "-1"], "fisher-prior"),
     (["--tasks", "3"], "equal tasks"),
     (["--classes", "1,x"], "integers"),
+    (["--method", "ewc", "--c", "abc"], "--c"),      # EWC's --c, not an abbreviation of --config
+    (["--conf", "x.json"], "unrecognized"),          # no prefix abbreviations at all
 ])
 def test_bad_input_is_one_line_and_exit_2(args, needle, tmp_path):
     """Each bad input gets exactly one stderr line naming the problem, exit status 2, no traceback."""
@@ -70,6 +72,13 @@ def test_bad_input_is_one_line_and_exit_2(args, needle, tmp_path):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in done.stderr
     assert not (tmp_path / "r" / "results.json").exists()
+
+
+def test_method_option_c_is_not_read_as_config(tmp_path, small_npz):
+    """`--method ewc --c 100` sets EWC's penalty strength (it once matched --config by abbreviation)."""
+    done = run_cli("run", "--method", "ewc", "--c", "100", "--data", small_npz, "--out", tmp_path / "r", *FAST)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "r" / "results.json").read_text())["config"]["method_options"]["c"] == 100
 
 
 def test_existing_run_is_never_overwritten_unless_asked(tmp_path, small_npz):
