@@ -249,10 +249,9 @@ QUICK = dict(PROTOCOL, epochs=1, train_per_digit=20, test_per_digit=10)
 
 
 def padded_mnist_subset(path: str, protocol: dict) -> str:
-    """A class-balanced subset of shared/data/mnist15k.npz (seed 0), written to ``path``."""
+    """A class-balanced subset of data/mnist15k.npz (seed 0), written to ``path``."""
     import numpy as np
-    source = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data",
-                          "mnist15k.npz")
+    source = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "mnist15k.npz")
     with np.load(source) as f:
         x, y, train = f["x"], f["y"], f["train"]
     rng = np.random.default_rng(0)

@@ -1,4 +1,4 @@
-"""BLIP benchmarks on shared/data/mnist15k.npz (issue 4): accuracy, speed, memory, 50 tasks.
+"""BLIP benchmarks on data/mnist15k.npz (issue 4): accuracy, speed, memory, 50 tasks.
 
     .venv/bin/python benchmarks/bench_blip.py [accuracy|scenarios|speed|long|all]
 
@@ -27,7 +27,7 @@ from bitcl.engine import run
 from bitcl.report import write_report
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DATA = os.path.join(HERE, "..", "..", "shared", "data", "mnist15k.npz")
+DATA = os.path.join(HERE, "..", "data", "mnist15k.npz")
 RUNS = os.path.join(HERE, "out", "runs")
 
 

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_distributed.py
 
-BLIP on Split-MNIST (shared/data/mnist15k.npz, MLP 784-1200, 3 epochs, global batch
+BLIP on Split-MNIST (data/mnist15k.npz, MLP 784-1200, 3 epochs, global batch
 64): wall time of `torchrun --nproc_per_node=1` (2 threads) against
 `--nproc_per_node=2` (1 thread each), and whether the accuracy matrices agree.
 Writes benchmarks/out/distributed.json.
@@ -18,7 +18,7 @@ import time
 
 from _timing import write_json
 
-DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist15k.npz")
+DATA = os.path.join(os.path.dirname(__file__), "..", "data", "mnist15k.npz")
 
 
 def launch(procs: int, threads: int, out: str) -> float:

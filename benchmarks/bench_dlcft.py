@@ -1,4 +1,4 @@
-"""DLCFT from a pre-trained backbone (issue 8), on shared/data/mnist15k.npz.
+"""DLCFT from a pre-trained backbone (issue 8), on data/mnist15k.npz.
 
     .venv/bin/python benchmarks/bench_dlcft.py
 
@@ -22,7 +22,7 @@ from bitcl.pretrain import pretrain
 from bitcl.report import write_report
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DATA = os.path.join(HERE, "..", "..", "shared", "data", "mnist15k.npz")
+DATA = os.path.join(HERE, "..", "data", "mnist15k.npz")
 RUNS = os.path.join(HERE, "out", "runs")
 PRE = os.path.join(HERE, "out", "pretrained_0-4.safetensors")
 

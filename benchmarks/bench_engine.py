@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_engine.py
 
 Same model (MLP 784-1200, one head per task), data (Split-MNIST on
-shared/data/mnist15k.npz), batch size 64, epochs, Adam with the same cosine
+data/mnist15k.npz), batch size 64, epochs, Adam with the same cosine
 schedule, 2 threads, one process; the two are timed alternately, training time
 only (no evaluation), and the median of the per-round ratios is reported.
 Target: engine / hand loop <= 1.10. Writes benchmarks/results/engine_overhead.json.
@@ -22,7 +22,7 @@ from _timing import write_json
 from bitcl.config import RunConfig
 from bitcl.engine import Engine
 
-DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist15k.npz")
+DATA = os.path.join(os.path.dirname(__file__), "..", "data", "mnist15k.npz")
 EPOCHS = 2
 
 

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_importance.py
 
 MLP 784-1200-10 (quantised backbone), 256 real MNIST digits from
-shared/data/mnist15k.npz, 2 threads. Target (issue 5): >= 10x faster.
+data/mnist15k.npz, 2 threads. Target (issue 5): >= 10x faster.
 Writes benchmarks/results/importance_speed.json.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from bitcl.data import load_source
 from bitcl.importance import batch_fisher_sums, layers_of, output_sensitivity_sums
 from bitcl.models import build_model
 
-DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist15k.npz")
+DATA = os.path.join(os.path.dirname(__file__), "..", "data", "mnist15k.npz")
 
 
 def naive(model, params, x, per_sample_scalar, power):

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_long_sequence.py [TASKS] [--plot-only]
 
-Permuted-MNIST (shared/data/mnist15k.npz), TASKS tasks (default 20), task-incremental,
+Permuted-MNIST (data/mnist15k.npz), TASKS tasks (default 20), task-incremental,
 MLP 784-1200, 1 epoch per task, for anpyc, ewc (online), si, mas, blip and finetune.
 Per method: ACC after every task (mean over the tasks seen), the first task's accuracy
 over time, the fraction of weights still free (ANPyC: unpruned-by-nobody; BLIP:
@@ -21,7 +21,7 @@ from bitcl.config import RunConfig
 from bitcl.engine import run
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DATA = os.path.join(HERE, "..", "..", "shared", "data", "mnist15k.npz")
+DATA = os.path.join(HERE, "..", "data", "mnist15k.npz")
 
 METHODS = {"anpyc": {}, "ewc": {"mode": "online"}, "si": {}, "mas": {}, "blip": {}, "finetune": {}}
 

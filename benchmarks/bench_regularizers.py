@@ -1,4 +1,4 @@
-"""Importance regularisers vs BLIP on shared/data/mnist15k.npz, at each method's default strength.
+"""Importance regularisers vs BLIP on data/mnist15k.npz, at each method's default strength.
 
     .venv/bin/python benchmarks/bench_regularizers.py [final|largebatch|all]
 
@@ -28,7 +28,7 @@ from bitcl.report import write_report
 from bitcl.strategies import get_strategy, make_options
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DATA = os.path.join(HERE, "..", "..", "shared", "data", "mnist15k.npz")
+DATA = os.path.join(HERE, "..", "data", "mnist15k.npz")
 RUNS = os.path.join(HERE, "out", "runs")
 METHODS = ["ewc", "si", "siu", "sib", "sos", "mas", "masx", "af", "rewc"]
 # Permuted-MNIST protocol: the issue asks for 10 tasks; 5 tasks x 1 epoch is what fitted in

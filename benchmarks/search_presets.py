@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/search_presets.py permuted-blip [--quick]
 
 permuted-blip: Permuted-MNIST (10 tasks, task-incremental, 3 epochs per task, MLP 784-1200,
-20 bits) on shared/data/mnist15k.npz. Every candidate (learning rate, batch size, BLIP's
+20 bits) on data/mnist15k.npz. Every candidate (learning rate, batch size, BLIP's
 Fisher prior) is trained on 90 % of the training split and scored on the other 10 %
 (``--validation 0.1``: a stratified hold-out of each class's training digits; the test
 split is never read). The best validation ACC is the preset (bitcl/presets.py cites the
@@ -25,7 +25,7 @@ from _env import write_result  # noqa: E402
 from bitcl.config import RunConfig  # noqa: E402
 from bitcl.engine import run  # noqa: E402
 
-DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "mnist15k.npz")
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "mnist15k.npz")
 
 PERMUTED = dict(method="blip", benchmark="permuted-mnist", scenario="task", epochs=3, data=DATA, quiet=True,
                 preset=False)

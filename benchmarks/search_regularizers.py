@@ -13,7 +13,7 @@ the past tasks' losses under the linearisation (a constant of the method, not a 
 Protocol (the same for every candidate and for the test runs): Split-MNIST, 5 tasks,
 task-incremental (a head per task), MLP 784-1200 with 20-bit Bit layers, 5 epochs per task, Adam
 at lr 3e-3 with cosine annealing within each task, batch 64 (the engine defaults; ``preset=False``),
-seed 0, data shared/data/mnist15k.npz. Five epochs per task was sized by timing one run first (about
+seed 0, data data/mnist15k.npz. Five epochs per task was sized by timing one run first (about
 15 s with one torch thread on an idle core) so that the whole search fits in about 45 minutes of
 wall time on a machine shared by several jobs.
 
@@ -48,7 +48,7 @@ from bitcl.engine import run  # noqa: E402
 from bitcl.strategies import get_strategy, strategy_names  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DATA = os.path.join(HERE, "..", "..", "shared", "data", "mnist15k.npz")
+DATA = os.path.join(HERE, "..", "data", "mnist15k.npz")
 STRENGTH_FIELDS = ("c", "lam")
 # Methods that have a strength field but must not be tuned, with the reason (kept in the JSON).
 EXCLUDED = {"dlcft": "c = 1 makes DLCFT's penalty exactly the past tasks' losses under the linearisation "
@@ -59,7 +59,7 @@ EPOCHS = 5
 PROTOCOL = dict(benchmark="split-mnist", scenario="task", epochs=EPOCHS, data=DATA, quiet=True, preset=False,
                 seed=0, arch="mlp", hidden=[1200], bits=20)
 PROTOCOL_TEXT = (f"Split-MNIST, 5 tasks, task-incremental, MLP 784-1200, 20 bits, {EPOCHS} epochs per task, Adam "
-                 "lr 3e-3 cosine, batch 64 (engine defaults, preset=False), seed 0, shared/data/mnist15k.npz")
+                 "lr 3e-3 cosine, batch 64 (engine defaults, preset=False), seed 0, data/mnist15k.npz")
 
 
 def strength_field(method: str) -> dataclasses.Field | None:

@@ -8,15 +8,13 @@ settings.register_profile("ci", max_examples=40, deadline=None)
 settings.load_profile("ci")
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
-SHARED_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
+REPO_DATA = os.path.join(os.path.dirname(__file__), "..", "data")  # real MNIST committed in the repo (data/README.md)
 
 
 @pytest.fixture
 def mnist15k_path():
-    path = os.path.join(SHARED_DATA, "mnist15k.npz")
-    if not os.path.exists(path):
-        pytest.skip("../shared/data/mnist15k.npz not present")
-    return path
+    """The 15,000-digit MNIST set committed in data/ (data/README.md)."""
+    return os.path.join(REPO_DATA, "mnist15k.npz")
 
 
 @pytest.fixture
@@ -34,7 +32,7 @@ TEST_DATA = os.path.join(os.path.dirname(__file__), "data", "mnist2k.npz")
 @pytest.fixture(scope="session")
 def small_npz():
     """2,000 real MNIST digits (1,600 train / 400 test), committed in tests/data: a fixed random subset
-    of ../shared/data/mnist15k.npz with its train/test split (tests never need ../shared)."""
+    of data/mnist15k.npz with its train/test split."""
     return TEST_DATA
 
 

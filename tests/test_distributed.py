@@ -15,7 +15,7 @@ import torch.multiprocessing as mp
 
 from bitcl.distributed import DistContext
 from bitcl.errors import ConfigError
-from tests.conftest import SHARED_DATA, run_cli
+from tests.conftest import REPO_DATA, run_cli
 
 WORKER = Path(__file__).with_name("dist_equivalence_worker.py")
 # Stated tolerances of "2 ranks = 1 process" (README): every float tensor of every checkpoint
@@ -32,10 +32,8 @@ ACC_TOL = 1 / TEST_PER_TASK
 
 @pytest.fixture(scope="module")
 def tiny_npz(tmp_path_factory):
-    """Digits 0-3 of shared/data/mnist15k.npz: 80 training and 40 test digits each (2 tasks of 2)."""
-    path = os.path.join(SHARED_DATA, "mnist15k.npz")
-    if not os.path.exists(path):
-        pytest.skip("../shared/data/mnist15k.npz not present")
+    """Digits 0-3 of data/mnist15k.npz: 80 training and 40 test digits each (2 tasks of 2)."""
+    path = os.path.join(REPO_DATA, "mnist15k.npz")
     with np.load(path) as f:
         x, y, train = f["x"], f["y"], f["train"]
     rng = np.random.default_rng(0)

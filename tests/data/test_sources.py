@@ -9,7 +9,7 @@ import torch
 
 from bitcl.data import build_scenario, load_source, stratified_split
 from bitcl.errors import ConfigError, DataError
-from tests.conftest import SHARED_DATA
+from tests.conftest import REPO_DATA
 
 
 def test_npz_uses_its_train_mask(mnist15k_path):
@@ -34,9 +34,7 @@ def test_embedded_mnist_is_5000_real_digits():
 
 def test_idx_folder_reads_real_gzipped_files():
     """The official t10k IDX files load (one pair: split 80/20)."""
-    folder = os.path.join(SHARED_DATA, "mnist-idx")
-    if not os.path.isdir(folder):
-        pytest.skip("shared/data/mnist-idx not present")
+    folder = os.path.join(REPO_DATA, "mnist-idx")
     data = load_source(folder)
     assert len(data.y_train) + len(data.y_test) == 10000
 

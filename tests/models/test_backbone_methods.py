@@ -9,7 +9,7 @@ import torch
 from bitcl.config import RunConfig
 from bitcl.engine import run
 from bitcl.models.norm import ContinualBatchNorm2d
-from tests.conftest import SHARED_DATA, run_cli
+from tests.conftest import REPO_DATA, run_cli
 
 # sample counts kept small: these runs check that each method works on the backbone, not accuracy
 METHODS = {"blip": {"fisher_samples": 64}, "ewc": {"samples": 64}, "si": {}, "mas": {"samples": 64},
@@ -20,13 +20,9 @@ ONE_THREAD = dict(os.environ, OMP_NUM_THREADS="1")
 
 @pytest.fixture(scope="module")
 def tiny_npz(tmp_path_factory):
-    """Digits 0-3 of shared/data/mnist15k.npz: 160 training and 64 test images."""
-    path = f"{SHARED_DATA}/mnist15k.npz"
-    try:
-        with np.load(path) as f:
-            x, y, train = f["x"], f["y"], f["train"]
-    except FileNotFoundError:
-        pytest.skip("shared/data/mnist15k.npz not present")
+    """Digits 0-3 of data/mnist15k.npz: 160 training and 64 test images."""
+    with np.load(f"{REPO_DATA}/mnist15k.npz") as f:
+        x, y, train = f["x"], f["y"], f["train"]
     rng = np.random.default_rng(0)
     keep = np.sort(np.concatenate([rng.choice(np.flatnonzero(train & (y < 4)), 160, replace=False),
                                    rng.choice(np.flatnonzero(~train & (y < 4)), 64, replace=False)]))
