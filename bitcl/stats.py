@@ -121,3 +121,19 @@ def significantly_above(values: Sequence[float], reference: float, alpha: float 
     from scipy import stats
 
     return bool(stats.ttest_1samp(xs, reference, alternative="greater").pvalue < alpha)
+
+
+def significantly_greater(a: Sequence[float], b: Sequence[float], alpha: float = ALPHA) -> bool:
+    """Whether the mean of ``a`` is above the mean of ``b`` by Welch's one-sided t-test at ``alpha``.
+
+    Used to decide whether a trained RL agent's evaluation returns beat a random policy's. Groups
+    of fewer than two values, or two constant groups, are compared by their means alone (a
+    difference that cannot be tested is accepted only when it is exact, i.e. with no spread).
+    """
+    xa, xb = _finite(a, "a"), _finite(b, "b")
+    sa, sb = summarize(xa), summarize(xb)
+    if len(xa) < 2 or len(xb) < 2 or (sa.std == 0 and sb.std == 0):
+        return sa.mean > sb.mean
+    from scipy import stats
+
+    return bool(stats.ttest_ind(xa, xb, equal_var=False, alternative="greater").pvalue < alpha)

@@ -50,7 +50,13 @@ class RLConfig:
     vf_coef: float = _f(0.5, "value loss coefficient")
     ent_coef: float = _f(0.01, "entropy bonus coefficient")
     max_grad_norm: float = _f(0.5, "gradient norm clipping")
-    eval_episodes: int = _f(10, "evaluation episodes per game (fixed seeds)")
+    eval_episodes: int = _f(100, "evaluation episodes per game (fixed seeds); every return-matrix entry gets a "
+                                 "95 per cent interval over them and games are tested against the random policy")
+    reference: str = _f(None, "results.json of a `bitcl rl --single-task` run on the same games and budget: "
+                              "normalise by its returns (Continual World); default: by each game's return at "
+                              "the end of its own training")
+    single_task: bool = _f(False, "reference run: a freshly initialised agent per game, same budget (use with "
+                                  "--method finetune; its results.json is what --reference reads)")
     eval_seed: int = _f(10_000, "seed of the evaluation episodes (the same for every evaluation)")
     eval_policy: str = _f("sample", "evaluation actions: sampled from the policy, or its argmax",
                           choices=EVAL_POLICIES)
@@ -100,6 +106,11 @@ class RLConfig:
                                   f"got {getattr(self, name)!r}")
         if self.resume and self.overwrite:
             raise ConfigError("--resume and --overwrite exclude each other")
+        if self.single_task and self.method != "finetune":
+            raise ConfigError("--single-task trains a fresh agent per game, so no continual method acts: "
+                              f"use --method finetune (got {self.method!r})")
+        if self.single_task and self.reference:
+            raise ConfigError("--single-task makes a reference run; it cannot itself take --reference")
         if self.resume and not self.out:
             raise ConfigError("--resume needs --out")
 

@@ -29,9 +29,9 @@ from .agent import Agent
 from .config import RLConfig
 from .context import RLTaskContext
 from .envs import VectorGame, resolve_games
-from .evaluate import mean_return
+from .evaluate import episode_returns, mean_of
 from .ppo import UpdateSettings, collect, update
-from .results import RLResult
+from .results import RLResult, read_reference
 
 
 def rl_methods() -> list[str]:
@@ -81,6 +81,9 @@ class RLRun:
         self.strategy = cls(options, self.agent, self.info)
         self.result = RLResult(config, [g.name for g in self.games],
                                params=sum(p.numel() for p in self.agent.parameters()))
+        if config.reference:
+            reference = read_reference(config.reference, config)
+            self.result.reference_episodes = [reference[g.name] for g in self.games]
         self.first_game = 0
 
     # -- output -----------------------------------------------------------------------
@@ -155,10 +158,20 @@ class RLRun:
         found = bit_capacity(self.agent)
         return None if found is None else found[0]
 
-    def evaluate(self, t: int) -> list[float]:
+    def evaluate(self, t: int) -> list[list[float]]:
+        """Every game's evaluation episodes (returns) with the agent as it is after game ``t``."""
         c = self.config
-        return [mean_return(g, c.eval_episodes, c.eval_seed, c.eval_max_steps, self.agent, j, c.eval_policy)
+        return [episode_returns(g, c.eval_episodes, c.eval_seed, c.eval_max_steps, self.agent, j, c.eval_policy)
                 for j, g in enumerate(self.games)]
+
+    def fresh_agent(self, t: int) -> None:
+        """``--single-task``: a newly initialised agent (and method) for game ``t`` > 0, seeded per game;
+        game 0 keeps the agent the run started with, as a continual run's first game does."""
+        torch.manual_seed(_seed(self.config, t, 2))
+        cls = type(self.strategy)
+        self.agent = Agent(self.games, LayerFactory(self.config.backbone, self.config.bits),
+                           self.config.head).to(self.device)
+        self.strategy = cls(self.strategy.options, self.agent, self.info)
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> RLResult:
@@ -167,22 +180,27 @@ class RLRun:
         try:
             if c.resume:
                 self._resume()
-            if not self.result.random_returns:
-                self.result.random_returns = [mean_return(g, c.eval_episodes, c.eval_seed, c.eval_max_steps)
-                                              for g in self.games]
+            if not self.result.random_episodes:
+                self.result.random_episodes = [episode_returns(g, c.eval_episodes, c.eval_seed, c.eval_max_steps)
+                                               for g in self.games]
             timing = self.result.timing
             for t in range(self.first_game, len(self.games)):
+                if c.single_task and t > 0:
+                    self.fresh_agent(t)
                 ctx = RLTaskContext(self.agent, t, self.info, c.seed)
                 self.strategy.before_task(ctx)
                 seconds, steps = self.train_game(t, ctx)
                 timing["train_seconds"].append(seconds)
                 timing["steps_per_second"].append(steps / max(seconds, 1e-9))
+                self.result.steps_trained.append(steps)
                 start = time.perf_counter()
                 self.strategy.end_task(ctx)
                 timing["consolidate_seconds"].append(time.perf_counter() - start)
                 start = time.perf_counter()
-                row = self.evaluate(t)
+                episodes = self.evaluate(t)
                 timing["eval_seconds"].append(time.perf_counter() - start)
+                row = [mean_of(e) for e in episodes]
+                self.result.episode_returns.append(episodes)
                 self.result.return_matrix.append(row)
                 cap = self.capacity()
                 if cap is not None:

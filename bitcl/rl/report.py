@@ -2,14 +2,15 @@
 
 ``bitcl report`` hands results that hold a ``return_matrix`` here (``is_rl_result``). Plots
 (matplotlib, the ``plots`` extra): per run, the training-return curve of every game and the
-normalised return matrix (DESIGN.md part 2: ``(R[i][j] - random_j) / (R[j][j] - random_j)``).
+normalised return matrix (docs/contracts/rl-results.md: ``(R[i][j] - random_j) / (ref_j - random_j)``).
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Sequence
 
-COLUMNS = ("run", "method", "games", "score", "forgetting", "final capacity", "state bytes", "steps/s")
+COLUMNS = ("run", "method", "games", "score (over games)", "forgetting (over games)", "not learned",
+           "final capacity", "state bytes", "steps/s")
 
 
 def is_rl_result(results: dict) -> bool:
@@ -20,14 +21,26 @@ def _fmt(value, spec: str = ".3f") -> str:
     return "–" if value is None else format(value, spec)
 
 
+def _over(r: dict, value_key: str, over_key: str) -> str:
+    """``0.951 (3/3)``: a score or forgetting with how many games it averages; results written
+    before bitcl 0.3 do not record that and show the bare value."""
+    value = _fmt(r.get(value_key))
+    if over_key not in r:
+        return value
+    total = len(r["games"]) if value_key == "score" else max(len(r["games"]) - 1, 0)
+    return f"{value} ({len(r[over_key])}/{total})"
+
+
 def table(runs: Sequence[tuple[str, dict]]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for name, r in runs:
         cap = _fmt(r["capacity"][-1]) if r.get("capacity") else "–"
         state = (r.get("memory", {}).get("state_bytes") or [0])[-1]
         sps = r.get("timing", {}).get("steps_per_second") or [0.0]
-        lines.append(f"| {name} | {r['method']} | {','.join(r['games'])} | {_fmt(r.get('score'))} | "
-                     f"{_fmt(r.get('forgetting'))} | {cap} | {state:,} | {sum(sps) / len(sps):.0f} |")
+        unlearned = ",".join(r.get("unlearned_games") or []) or "–"
+        lines.append(f"| {name} | {r['method']} | {','.join(r['games'])} | {_over(r, 'score', 'score_over')} | "
+                     f"{_over(r, 'forgetting', 'forgetting_over')} | {unlearned} | {cap} | {state:,} | "
+                     f"{sum(sps) / len(sps):.0f} |")
     return "\n".join(lines)
 
 

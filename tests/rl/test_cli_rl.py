@@ -36,11 +36,15 @@ def _check_contract(r, method):
     norm, rand, ret = r["normalised_matrix"], r["random_returns"], r["return_matrix"]
     for i in range(2):
         for j in range(2):
-            denom = ret[j][j] - rand[j]
-            if denom:
-                assert norm[i][j] == pytest.approx((ret[i][j] - rand[j]) / denom)
+            if r["games"][j] in r["learned_games"]:
+                assert norm[i][j] == pytest.approx((ret[i][j] - rand[j]) / (ret[j][j] - rand[j]))
             else:
-                assert norm[i][j] is None
+                assert norm[i][j] is None and r["games"][j] in r["unlearned_games"]
+    # every entry: its episodes (--eval-episodes of them) and their 95 % t interval
+    assert [[len(e) for e in row] for row in r["episode_returns"]] == [[2, 2], [2, 2]]
+    assert r["return_intervals"][1][0]["n"] == 2 and r["return_intervals"][1][0]["interval"] == "t"
+    assert r["normalisation"]["reference"] == "own-training"
+    assert r["steps_trained"] == [512, 512] and r["steps_requested"] == 512
     assert set(r["timing"]) >= {"train_seconds", "steps_per_second", "consolidate_seconds", "eval_seconds"}
     assert len(r["timing"]["steps_per_second"]) == 2 and min(r["timing"]["steps_per_second"]) > 0
     assert len(r["memory"]["state_bytes"]) == 2
@@ -85,6 +89,28 @@ def test_finetune_run_and_resume_reproduce_the_same_results(tmp_path):
     assert bad.returncode == 2 and "other settings (lr)" in bad.stderr
 
 
+def test_single_task_reference_normalises_a_continual_run(tmp_path):
+    """`--single-task` trains a fresh agent per game; `--reference` normalises by its diagonal
+    (Continual World) and records it; a reference of another budget is refused in one line."""
+    ref_out, ref = _run(tmp_path, "ref", "--method", "finetune", "--single-task")
+    assert ref["single_task"] is True
+    first = load_file(str(ref_out / "checkpoints" / "task-0.safetensors"))
+    second = load_file(str(ref_out / "checkpoints" / "task-1.safetensors"))
+    # game 1's agent started afresh: its game-0 policy head is not game 0's trained one
+    assert not torch.equal(first["policies.0.weight"], second["policies.0.weight"])
+    _, r = _run(tmp_path, "cont", "--method", "finetune", "--reference", ref_out / "results.json")
+    assert r["normalisation"]["reference"] == "single-task"
+    assert r["reference_returns"] == [ref["return_matrix"][0][0], ref["return_matrix"][1][1]]
+    for j, game in enumerate(r["games"]):
+        if game in r["learned_games"]:
+            denom = r["reference_returns"][j] - r["random_returns"][j]
+            assert r["normalised_matrix"][1][j] == pytest.approx((r["return_matrix"][1][j] - r["random_returns"][j]) / denom)
+    bad = run_cli("rl", *QUICK[:-1], "--steps", "1024", "--quiet", "--out", tmp_path / "bad", "--method", "finetune",
+                  "--reference", ref_out / "results.json")
+    assert bad.returncode == 2 and "the reference differs in steps 512 (this run 1024)" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
+
+
 def test_ft_fix_trains_only_the_new_heads_after_the_first_game(tmp_path):
     """ft-fix: the trunk after game 1 equals the trunk after game 0; game 1's head did learn."""
     out, r = _run(tmp_path, "ftfix", "--method", "ft-fix", "--backbone", "float")
@@ -115,6 +141,8 @@ def test_ewc_online_run(tmp_path):
     (["--method", "blip", "--backbone", "float"], "needs --backbone quant"),
     (["--method", "ft-fix", "--head", "shared"], "does not support --head shared"),
     (["--suite", "nes"], "invalid choice"),
+    (["--method", "blip", "--single-task"], "use --method finetune"),
+    (["--method", "finetune", "--reference", "no/such.json"], "--reference no/such.json: no such file"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path, capsys):
     """Bad input: one line on stderr naming the problem, exit status 2, nothing written (in-process CLI)."""
