@@ -32,6 +32,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 torch.set_num_threads(1)
 
 import bitcl  # noqa: E402
@@ -44,17 +45,13 @@ from bitcl.api import benchmark_tasks, fit  # noqa: E402
 from bitcl.config import RunConfig  # noqa: E402
 from bitcl.engine import run as engine_run  # noqa: E402
 from bitcl.models import build_model  # noqa: E402
+from _env import write_result  # noqa: E402
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 HIDDEN, LR, BATCH, PRIOR = 256, 0.05, 64, 1e-8
 
 
 def environment() -> dict:
-    try:
-        from benchmarks._env import environment as env
-        return env()
-    except ImportError:
-        return {"torch": torch.__version__, "threads": torch.get_num_threads()}
+    return {"torch": torch.__version__, "threads": torch.get_num_threads()}
 
 
 class Heads(MultiTaskModule):
@@ -216,22 +213,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--skip-timing", action="store_true")
     args = parser.parse_args()
-    os.makedirs(RESULTS, exist_ok=True)
     env = environment()
     import avalanche
     env.update({"avalanche": avalanche.__version__, "bitcl": bitcl.__version__})
     found = defects()
-    with open(os.path.join(RESULTS, "avalanche_defects.json"), "w") as f:
-        json.dump({"environment": env, "measured": found}, f, indent=2)
+    write_result("avalanche_defects", {"versions": env, "measured": found})
     if not args.skip_timing:
         protocol = {"benchmark": "split-mnist (embedded 5,000 digits), 5 tasks, task-incremental", "hidden": HIDDEN,
                     "bits": 20, "epochs": 1, "optimizer": "sgd", "lr": LR, "batch_size": BATCH,
                     "fisher_prior": PRIOR, "repeats": args.repeats, "statistic": "min over repeats of training + consolidation seconds "
                     "(bitcl: timing.train_seconds + consolidate_seconds; Avalanche: wall time of its train "
                     "calls); wall_seconds adds data loading, model set-up and bitcl's evaluation"}
-        result = {"environment": env, "protocol": protocol, "paths": timing(args.repeats)}
-        with open(os.path.join(RESULTS, "avalanche.json"), "w") as f:
-            json.dump(result, f, indent=2)
+        write_result("avalanche", {"versions": env, "protocol": protocol, "paths": timing(args.repeats)})
 
 
 if __name__ == "__main__":

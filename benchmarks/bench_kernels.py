@@ -35,22 +35,7 @@ from bitcl import kernels
 from bitcl.kernels import reference
 from bitcl.quant import BitLinear, bit_states, max_code
 
-try:
-    from _env import write_result
-except ImportError:  # a checkout without benchmarks/_env.py: record the same fields here
-    import json
-
-    def write_result(name: str, payload: dict) -> str:
-        here = os.path.dirname(os.path.abspath(__file__))
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True).stdout
-        cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                    if line.startswith("model name")), platform.processor())
-        env = {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "git_commit": commit.strip()}
-        os.makedirs(os.path.join(here, "results"), exist_ok=True)
-        path = os.path.join(here, "results", f"{name}.json")
-        with open(path, "w") as f:
-            json.dump({**payload, "environment": env}, f, indent=2)
-        return path
+from _env import write_result  # noqa: E402  (refuses benchmarks/results/ from a dirty tree)
 
 
 def min_ratio(candidate, baseline, rounds: int = 15, inner: int = 10) -> float:

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _env import RESULTS, environment  # noqa: E402
+from _env import write_result  # noqa: E402
 
 GAMES = ("breakout", "space_invaders", "freeway")
 
@@ -132,12 +132,7 @@ def main() -> None:
         ratio = out["games"][game]["ratio_bitcl_over_sb3"]
         print(f"{game}: bitcl {mb:.2f} vs sb3 {ms:.2f} (random {random:.2f}), ratio "
               f"{'-' if ratio is None else f'{ratio:.2f}'}, difference {mb - ms:+.2f} ± {se:.2f} (1 s.e.)", flush=True)
-    out["environment"] = environment()
-    os.makedirs(RESULTS, exist_ok=True)
-    import json
-    with open(os.path.join(RESULTS, "rl_vs_sb3.json"), "w") as f:
-        json.dump(out, f, indent=1)
-    print("wrote benchmarks/results/rl_vs_sb3.json")
+    write_result("rl_vs_sb3", out, indent=1)
 
 
 if __name__ == "__main__":
