@@ -1,15 +1,21 @@
-"""Continual RL on MinAtar: finetune, ft-fix, EWC and BLIP over a game sequence (issue 16).
+"""Continual RL on MinAtar: finetune, ft-fix, EWC and BLIP over a game sequence.
 
 Modes (each runs `bitcl rl` as subprocesses, at most ``--jobs`` at a time, niced, 1 torch
 thread each, run folders under ``--work``; the summary JSON goes to benchmarks/results/):
 
-* ``tune``: the method settings chosen by measurement on a split that is NOT the reported
-  one (seed 100, the games in reverse order): BLIP's ``--fisher-prior`` and EWC's ``--c``
-  over a grid; choice = highest score whose forgetting is at most 0.05 (else the lowest
-  forgetting).  -> rl_tuning.json
-* ``sequence``: the reported runs, seeds 0,1,2 x the four methods with the tuned settings;
-  per-method mean and standard deviation of score and forgetting, BLIP's state bytes per game,
-  the targets checked, and the mean normalised matrix per method plotted to docs/rl_normalised.png.
+Every run evaluates 100 episodes per game per matrix entry (``bitcl rl``'s default) and is
+normalised by a single-task reference run of the same seed and budget (``--single-task``, then
+``--reference``: Continual World, Wołczyk et al. 2021).
+
+* ``tune``: the method settings chosen on validation seeds (``--tune-seeds``, default 100,101,
+  never reported; the games in reverse order): BLIP's ``--fisher-prior`` and EWC's ``--c`` over
+  a grid; choice = highest mean score whose mean forgetting is at most 0.05 (else the lowest
+  mean forgetting).  -> rl_tuning.json
+* ``sequence``: the reported runs, seeds 0,1,2 x the four methods at the settings rl_tuning.json
+  chose; per method the mean, standard deviation and 95 % t interval of score and forgetting,
+  Welch's test of BLIP against finetune, ft-fix and EWC, the targets checked (BLIP's forgetting
+  <= 0.05 at the upper end of its interval; BLIP's score significantly above finetune and
+  ft-fix), and the mean normalised matrix per method plotted to docs/rl_normalised.png.
   -> rl_sequence.json
 * ``speed``: in this one process, alternating, ``--repeats`` times: BLIP (quantised trunk, the
   projection after every optimiser step) and plain float PPO (finetune, float trunk) for
@@ -18,7 +24,7 @@ thread each, run folders under ``--work``; the summary JSON goes to benchmarks/r
   2 torch threads (the default of ``--threads``).  -> rl_speed.json
 
     python benchmarks/bench_rl.py tune
-    python benchmarks/bench_rl.py sequence --blip-prior P --ewc-c C
+    python benchmarks/bench_rl.py sequence
     python benchmarks/bench_rl.py speed
 """
 from __future__ import annotations
@@ -33,7 +39,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _env import RESULTS, environment  # noqa: E402
+from _env import write_result  # noqa: E402
 
 GAMES = ("breakout", "space_invaders", "freeway")
 METHODS = ("finetune", "ft-fix", "ewc", "blip")
@@ -51,115 +57,144 @@ def method_args(method: str, prior: float, c: float) -> list[str]:
 
 
 def run(tag: str, args: list[str], work: str) -> dict:
-    """One `bitcl rl` run (reused when its results.json exists with the same command)."""
+    """One `bitcl rl` run; a finished run folder with the same command is reused (resumable figures)."""
     out = os.path.join(work, tag)
     cmd = [sys.executable, "-m", "bitcl", "rl", *args, "--threads", "1", "--quiet", "--out", out]
     done_file = os.path.join(out, "results.json")
-    if os.path.exists(done_file):
-        r = json.load(open(done_file))
-        if r.get("command") == cmd[3:-1]:
-            return rescore(r)
+    marker = os.path.join(out, "command.json")
+    if os.path.exists(done_file) and os.path.exists(marker) and json.load(open(marker)) == cmd[3:-1]:
+        return json.load(open(done_file))
     start = time.time()
     done = subprocess.run(["nice", "-n", "5", *cmd, "--overwrite"], capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"{tag}: {' '.join(cmd)} failed: {done.stderr.strip()[-500:]}")
+    json.dump(cmd[3:-1], open(marker, "w"))
     r = json.load(open(done_file))
-    r["command"] = cmd[3:-1]
-    r["wall_seconds"] = time.time() - start
-    json.dump(r, open(done_file, "w"), indent=1)
-    r = rescore(r)
-    print(f"{tag}: score {r['score']} forgetting {r['forgetting']} ({r['wall_seconds']:.0f}s)", flush=True)
+    print(f"{tag}: score {r['score']} over {r['score_over']}, forgetting {r['forgetting']} "
+          f"({time.time() - start:.0f}s)", flush=True)
     return r
 
 
 def run_all(jobs: list[tuple[str, list[str]]], work: str, workers: int) -> dict[str, dict]:
+    """Run ``jobs`` (tag, args) at most ``workers`` at a time."""
     with ThreadPoolExecutor(workers) as pool:
         futures = {tag: pool.submit(run, tag, args, work) for tag, args in jobs}
         return {tag: f.result() for tag, f in futures.items()}
 
 
-def rescore(r: dict) -> dict:
-    """Metrics recomputed from the returns by the library (runs written by an older rule agree)."""
-    from bitcl.rl.results import forgetting, normalised_matrix, score, unlearned
-    norm = normalised_matrix(r["return_matrix"], r["random_returns"])
-    return {**r, "normalised_matrix": norm, "score": score(norm), "forgetting": forgetting(norm),
-            "unlearned_games": unlearned(r["return_matrix"], r["random_returns"], r["games"])}
-
-
 def summary(r: dict) -> dict:
-    keys = ("score", "forgetting", "return_matrix", "random_returns", "normalised_matrix", "unlearned_games",
-            "capacity")
+    keys = ("score", "score_over", "forgetting", "forgetting_over", "unlearned_games", "return_matrix",
+            "return_intervals", "random_returns", "reference_returns", "normalised_matrix", "capacity",
+            "steps_trained")
     out = {k: r.get(k) for k in keys}
     out["state_bytes"] = r["memory"]["state_bytes"]
     out["steps_per_second"] = r["timing"]["steps_per_second"]
     out["consolidate_seconds"] = r["timing"]["consolidate_seconds"]
     out["train_seconds"] = r["timing"]["train_seconds"]
-    out["command"] = "bitcl " + " ".join(r["command"])
+    out["eval_seconds"] = r["timing"]["eval_seconds"]
     return out
 
 
-def choose(results: list[tuple[float, dict]]) -> float:
-    ok = [(r["score"], v) for v, r in results if r["forgetting"] is not None and r["forgetting"] <= 0.05]
-    if ok:
-        return max(ok)[1]
-    return min((r["forgetting"], v) for v, r in results)[1]
+def choose(results: list[tuple[float, list[dict]]]) -> float:
+    """Highest mean score whose mean forgetting is at most 0.05, else the lowest mean forgetting."""
+    from bitcl.stats import summarize
+    rows = []
+    for value, rs in results:
+        sc = [r["score"] for r in rs if r["score"] is not None]
+        fg = [r["forgetting"] for r in rs if r["forgetting"] is not None]
+        rows.append((summarize(sc).mean if sc else -1e9, summarize(fg).mean if fg else 1e9, value))
+    ok = [(s, v) for s, f, v in rows if f <= 0.05]
+    return max(ok)[1] if ok else min((f, v) for _, f, v in rows)[1]
+
+
+def _jobs(games: str, steps: int, seeds: list[int], variants: dict[str, list[str]], work: str) -> list:
+    """Per seed: the single-task reference run first, then every variant normalised by it."""
+    base = ["--games", games, "--steps", str(steps)]
+    jobs = [(f"reference-s{s}", base + ["--method", "finetune", "--single-task", "--seed", str(s)]) for s in seeds]
+    for s in seeds:
+        ref = os.path.join(work, f"reference-s{s}", "results.json")
+        jobs += [(f"{name}-s{s}", base + extra + ["--seed", str(s), "--reference", ref])
+                 for name, extra in variants.items()]
+    return jobs
+
+
+def _run_phased(jobs: list, work: str, workers: int) -> dict[str, dict]:
+    """The reference runs first (the others read their results.json), then the rest."""
+    refs = [j for j in jobs if j[0].startswith("reference-")]
+    runs = run_all(refs, work, workers)
+    runs.update(run_all([j for j in jobs if not j[0].startswith("reference-")], work, workers))
+    return runs
 
 
 def tune(args) -> None:
+    """BLIP's --fisher-prior and EWC's --c on validation seeds (not the reported ones)."""
     games = ",".join(reversed(GAMES))
-    base = ["--games", games, "--steps", str(args.steps), "--seed", "100"]
-    jobs = [(f"tune-blip-{p:g}", base + ["--method", "blip"] + method_args("blip", p, 0)) for p in PRIORS]
-    jobs += [(f"tune-ewc-{c:g}", base + ["--method", "ewc"] + method_args("ewc", 0, c)) for c in EWC_CS]
-    runs = run_all(jobs, args.work, args.jobs)
-    blip = [(p, runs[f"tune-blip-{p:g}"]) for p in PRIORS]
-    ewc = [(c, runs[f"tune-ewc-{c:g}"]) for c in EWC_CS]
-    result = {"benchmark": "rl_tuning", "split": {"seed": 100, "games": games, "steps": args.steps},
-              "rule": "highest score with forgetting <= 0.05, else lowest forgetting",
-              "blip_prior": {f"{p:g}": summary(r) for p, r in blip}, "chosen_blip_prior": choose(blip),
-              "ewc_c": {f"{c:g}": summary(r) for c, r in ewc}, "chosen_ewc_c": choose(ewc),
-              "environment": environment()}
-    write("rl_tuning.json", result)
+    seeds = [int(s) for s in args.tune_seeds.split(",")]
+    variants = {f"blip-{p:g}": ["--method", "blip"] + method_args("blip", p, 0) for p in PRIORS}
+    variants.update({f"ewc-{c:g}": ["--method", "ewc"] + method_args("ewc", 0, c) for c in EWC_CS})
+    runs = _run_phased(_jobs(games, args.steps, seeds, variants, args.work), args.work, args.jobs)
+    blip = [(p, [runs[f"blip-{p:g}-s{s}"] for s in seeds]) for p in PRIORS]
+    ewc = [(c, [runs[f"ewc-{c:g}-s{s}"] for s in seeds]) for c in EWC_CS]
+    result = {"benchmark": "rl_tuning", "split": {"seeds": seeds, "games": games, "steps": args.steps},
+              "rule": "highest mean score with mean forgetting <= 0.05, else lowest mean forgetting",
+              "blip_prior": {f"{p:g}": [summary(r) for r in rs] for p, rs in blip}, "chosen_blip_prior": choose(blip),
+              "ewc_c": {f"{c:g}": [summary(r) for r in rs] for c, rs in ewc}, "chosen_ewc_c": choose(ewc)}
+    write_result("rl_tuning", result, indent=1)
     print(f"chosen: --fisher-prior {result['chosen_blip_prior']:g}, EWC --c {result['chosen_ewc_c']:g}")
 
 
-def _stats(values) -> dict:
-    values = [v for v in values if v is not None]
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "values": values}
+def _tuned() -> tuple[float, float]:
+    """The settings rl_tuning.json chose (the sequence never uses values picked on its own seeds)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "rl_tuning.json")
+    if not os.path.exists(path):
+        raise SystemExit("run `python benchmarks/bench_rl.py tune` first: the sequence uses its choices")
+    tuned = json.load(open(path))
+    return tuned["chosen_blip_prior"], tuned["chosen_ewc_c"]
 
 
 def sequence(args) -> None:
+    from bitcl.stats import summarize, welch_p
     seeds = [int(s) for s in args.seeds.split(",")]
-    base = ["--games", ",".join(GAMES), "--steps", str(args.steps)]
-    jobs = [(f"{m}-s{s}", base + ["--method", m, "--seed", str(s)] + method_args(m, args.blip_prior, args.ewc_c))
-            for s in seeds for m in METHODS]
-    runs = run_all(jobs, args.work, args.jobs)
+    prior, c = _tuned()
+    variants = {m: ["--method", m] + method_args(m, prior, c) for m in METHODS}
+    runs = _run_phased(_jobs(",".join(GAMES), args.steps, seeds, variants, args.work), args.work, args.jobs)
     per_method = {}
     for m in METHODS:
         rs = [runs[f"{m}-s{s}"] for s in seeds]
-        per_method[m] = {"score": _stats([r["score"] for r in rs]),
-                         "forgetting": _stats([r["forgetting"] for r in rs]),
+        sc = [r["score"] for r in rs if r["score"] is not None]
+        fg = [r["forgetting"] for r in rs if r["forgetting"] is not None]
+        per_method[m] = {"score": summarize(sc).as_dict() if sc else None, "score_values": sc,
+                         "forgetting": summarize(fg).as_dict() if fg else None, "forgetting_values": fg,
                          "runs": {f"seed {s}": summary(r) for s, r in zip(seeds, rs)}}
     blip = per_method["blip"]
+    comparisons = {f"blip_vs_{m}": {"score_p_welch": welch_p(blip["score_values"], per_method[m]["score_values"])}
+                   for m in ("finetune", "ft-fix", "ewc")}
+    for v in comparisons.values():
+        v["significant"] = v["score_p_welch"] is not None and v["score_p_welch"] < 0.05
     targets = {
-        "blip_forgetting_at_most_0.05": blip["forgetting"]["mean"] <= 0.05,
-        "blip_score_at_least_finetune": blip["score"]["mean"] >= per_method["finetune"]["score"]["mean"],
-        "blip_score_at_least_ft_fix": blip["score"]["mean"] >= per_method["ft-fix"]["score"]["mean"],
+        "blip_forgetting_upper_95_at_most_0.05": (blip["forgetting"] or {}).get("high") is not None
+                                                  and blip["forgetting"]["high"] <= 0.05,
+        "blip_score_above_finetune_significantly": comparisons["blip_vs_finetune"]["significant"]
+                                                   and blip["score"]["mean"] > per_method["finetune"]["score"]["mean"],
+        "blip_score_above_ft_fix_significantly": comparisons["blip_vs_ft-fix"]["significant"]
+                                                 and blip["score"]["mean"] > per_method["ft-fix"]["score"]["mean"],
         "blip_state_bytes_constant": all(len(set(r["state_bytes"])) == 1 for r in blip["runs"].values()),
-        "every_game_learned_above_random": {
-            m: all(r["return_matrix"][j][j] > r["random_returns"][j] for r in v["runs"].values()
-                   for j in range(len(GAMES))) for m, v in per_method.items()},
+        "unlearned_games": {m: {s: r["unlearned_games"] for s, r in v["runs"].items()} for m, v in per_method.items()},
     }
     result = {"benchmark": "rl_sequence", "games": list(GAMES), "steps_per_game": args.steps, "seeds": seeds,
-              "settings": {"blip --fisher-prior": args.blip_prior, "ewc --mode online --c": args.ewc_c,
-                           "source": "benchmarks/results/rl_tuning.json (seed 100, reversed games)"},
-              "methods": per_method, "targets": targets, "environment": environment()}
-    write("rl_sequence.json", result)
+              "evaluation": "100 episodes per game per matrix entry (bitcl rl's default), 95 % Student t intervals; "
+                            "normalised by a single-task reference run per seed (Continual World)",
+              "settings": {"blip --fisher-prior": prior, "ewc --mode online --c": c,
+                           "source": "benchmarks/results/rl_tuning.json (validation seeds, reversed games)"},
+              "methods": per_method, "comparisons": comparisons, "targets": targets,
+              "plots": ["docs/rl_normalised.png"]}
     plot(per_method, seeds)
+    write_result("rl_sequence", result, indent=1)
     for m in METHODS:
         s, f = per_method[m]["score"], per_method[m]["forgetting"]
-        print(f"{m:9s} score {s['mean']:.3f} ± {s['std']:.3f}  forgetting {f['mean']:.3f} ± {f['std']:.3f}")
-    print(json.dumps(targets, indent=1))
+        print(f"{m:9s} score {s and summarize(per_method[m]['score_values']).format(3)}  "
+              f"forgetting {f and summarize(per_method[m]['forgetting_values']).format(3)}")
+    print(json.dumps({k: v for k, v in targets.items() if k != "unlearned_games"}, indent=1))
 
 
 def plot(per_method: dict, seeds: list[int]) -> None:
@@ -179,7 +214,9 @@ def plot(per_method: dict, seeds: list[int]) -> None:
                         color="white" if mean[i, j] < 0.6 else "black")
         ax.set_xticks(range(len(GAMES)), GAMES, rotation=30, ha="right", fontsize=7)
         ax.set_yticks(range(len(GAMES)), [f"after {g}" for g in GAMES], fontsize=7)
-        ax.set_title(f"{m}: score {v['score']['mean']:.2f}, forgetting {v['forgetting']['mean']:.2f}", fontsize=8)
+        sc, fg = v["score"], v["forgetting"]
+        ax.set_title(f"{m}: score {sc['mean'] if sc else float('nan'):.2f}, "
+                     f"forgetting {fg['mean'] if fg else float('nan'):.2f}", fontsize=8)
     fig.suptitle(f"MinAtar, normalised return (mean of seeds {','.join(map(str, seeds))})", fontsize=9)
     fig.tight_layout()
     os.makedirs(DOCS, exist_ok=True)
@@ -215,20 +252,13 @@ def speed(args) -> None:
               "ratio_threads_2_over_1": med["float_threads_2"] / med["float_threads_1"],
               "targets": {"blip_at_least_0.9x_float": med["blip"] / med["float"] >= 0.9,
                           "consolidation_at_most_5pct": max(fraction) <= 0.05},
-              "runs": rows, "environment": environment()}
-    write("rl_speed.json", result)
+              "runs": rows}
+    write_result("rl_speed", result, indent=1)
     print(f"BLIP / float PPO steps/s: {result['ratio_blip_over_float']:.3f} (medians {med['blip']:.0f} / "
           f"{med['float']:.0f}); consolidation / training: {max(fraction):.4f}; "
           f"2 threads / 1 thread: {result['ratio_threads_2_over_1']:.3f}")
     print("note: consolidation is measured on --speed-steps of training; at the sequence's steps per game "
           "the fraction is smaller in proportion (rl_sequence.json holds those timings)")
-
-
-def write(name: str, result: dict) -> None:
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, name), "w") as f:
-        json.dump(result, f, indent=1)
-    print(f"wrote benchmarks/results/{name}")
 
 
 def main() -> None:
@@ -237,8 +267,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=None,
                    help="environment steps per game (default: 60000 for tune, 100000 for sequence)")
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--blip-prior", type=float, default=1e-7)
-    p.add_argument("--ewc-c", type=float, default=1e5)
+    p.add_argument("--tune-seeds", default="100,101", help="validation seeds of `tune` (never reported)")
     p.add_argument("--jobs", type=int, default=2, help="runs at a time")
     p.add_argument("--work", default="/tmp/bitcl_rl_bench", help="run folders")
     p.add_argument("--speed-steps", type=int, default=20_480, help="steps per speed measurement")
