@@ -2,7 +2,7 @@
 
 ``bitcl report`` hands results that hold a ``return_matrix`` here (``is_rl_result``). Plots
 (matplotlib, the ``plots`` extra): per run, the training-return curve of every game and the
-normalised return matrix (DESIGN.md part 2: ``(R[i][j] - random_j) / (R[j][j] - random_j)``).
+normalised return matrix (docs/contracts/rl-results.md: ``(R[i][j] - random_j) / (R[j][j] - random_j)``).
 """
 from __future__ import annotations
 

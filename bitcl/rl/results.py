@@ -1,6 +1,6 @@
 """What a ``bitcl rl`` run produced; :meth:`RLResult.to_json` is the results.json contract.
 
-DESIGN.md part 2, "results.json of bitcl rl": ``return_matrix[i][j]`` is the mean evaluation
+docs/contracts/rl-results.md: ``return_matrix[i][j]`` is the mean evaluation
 return on game j after training games 0..i; ``normalised_matrix[i][j] = (R[i][j] - random_j) /
 (R[j][j] - random_j)`` (null when game j's trained return is not above the random one: nothing
 was learned to normalise by, and a negative denominator would flip the sign; such games are

@@ -1,4 +1,4 @@
-"""The results.json metrics of `bitcl rl` (DESIGN.md part 2) on hand-made matrices."""
+"""The results.json metrics of `bitcl rl` (docs/contracts/rl-results.md) on hand-made matrices."""
 import pytest
 
 from bitcl.rl.results import forgetting, normalised_matrix, score
