@@ -87,10 +87,11 @@ def test_snippet_rules_catch_a_wrong_quoted_output():
 
 
 def _shims(bin_dir: Path) -> None:
-    """`bitcl` and `python` as a user of an installed bitcl has them."""
+    """`bitcl`, `python` and `torchrun` as a user of an installed bitcl has them."""
     bin_dir.mkdir()
     (bin_dir / "bitcl").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m bitcl "$@"\n')
     (bin_dir / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    (bin_dir / "torchrun").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m torch.distributed.run "$@"\n')
     for shim in bin_dir.iterdir():
         shim.chmod(0o755)
 
@@ -118,8 +119,9 @@ def test_every_snippet_runs_and_prints_what_the_text_quotes(page, tmp_path):
             cmd = [sys.executable, "-c", block.code]
         else:
             cmd = ["bash", "-euo", "pipefail", "-c", block.code]
-        out = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=600)
-        printed = out.stdout + out.stderr
+        out = subprocess.run(cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             timeout=600)
+        printed = out.stdout  # stdout and stderr interleaved as a terminal shows them
         assert out.returncode == 0, f"{block} exited {out.returncode}:\n{block.code}\n{printed[-3000:]}"
         if block.expect is not None:
             why = output_mismatch(block.expect, printed)
