@@ -1,6 +1,7 @@
 """Every figure and plot in README.md and docs/ is tied to its own source (tests/figures.py), and
 the committed results it may cite were made from committed code."""
 import json
+import re
 
 import pytest
 
@@ -113,3 +114,41 @@ def test_checker_fails_on_a_paper_number_the_text_does_not_attribute(result):
     """A paper marker on a line that does not say it is the paper's number fails."""
     problems = check_text("BLIP reaches 0.97<!-- paper: Shi 2021, Table 1 -->.", "README.md")
     assert problems and "paper" in problems[0].why
+
+
+def _first_readme_figure():
+    """The README's text, and the first measured figure in it: (printed number, FILE, PATH, start)."""
+    text = (ROOT / "README.md").read_text()
+    m = re.search(r"([-−]?\d+\.\d+)x?<!-- fig: (\S+) (\S+) -->", text)
+    assert m, "README.md has no measured figure"
+    return text, m
+
+
+def test_changing_one_digit_of_a_real_readme_figure_fails():
+    """On the real README: the last digit of its first measured figure changed -> exactly that
+    figure fails."""
+    text, m = _first_readme_figure()
+    printed = m.group(1)
+    changed = printed[:-1] + str((int(printed[-1]) + 1) % 10)
+    edited = text[:m.start(1)] + changed + text[m.end(1):]
+    assert check_text(text, "README.md") == []
+    problems = check_text(edited, "README.md")
+    assert [p.text for p in problems] == [changed]
+
+
+def test_changing_the_value_a_real_readme_figure_cites_fails(tmp_path, monkeypatch):
+    """On the real README: the JSON value its first figure cites, moved by one unit of the printed
+    precision in a copy of the result files -> that figure fails."""
+    text, m = _first_readme_figure()
+    printed, name, path = m.group(1), m.group(2), m.group(3)
+    for source in (ROOT / "benchmarks" / "results").glob("*.json"):
+        (tmp_path / source.name).write_text(source.read_text())
+    data = json.loads((tmp_path / name).read_text())
+    *parents, last = path.split(".")
+    node = figures.lookup(data, ".".join(parents)) if parents else data
+    key = int(last) if isinstance(node, list) else last
+    node[key] += 10 ** -len(printed.split(".")[1])
+    (tmp_path / name).write_text(json.dumps(data))
+    monkeypatch.setattr(figures, "RESULTS", tmp_path)
+    problems = check_text(text, "README.md")
+    assert problems and all(p.text.replace("−", "-") == printed.replace("−", "-") for p in problems), problems
