@@ -45,16 +45,32 @@ def test_no_tracked_file_refers_to_files_outside_the_repository():
     assert not offenders, "files referring outside the repository:\n" + "\n".join(offenders)
 
 
+def _mkdocs_build(config: Path, site: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_MKDOCS_2_WARNING": "1"}
+    return subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site),
+                           "--config-file", str(config)], cwd=config.parent, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.mark.slow
 def test_mkdocs_strict_build(tmp_path):
     """`mkdocs build --strict` (what `make docs` runs) succeeds: no broken link, no missing page,
     no API reference that fails to render."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_MKDOCS_2_WARNING": "1"}
-    out = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site"),
-                          "--config-file", str(ROOT / "mkdocs.yml")], cwd=ROOT, env=env, capture_output=True,
-                         text=True, timeout=300)
+    out = _mkdocs_build(ROOT / "mkdocs.yml", tmp_path / "site")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "WARNING" not in out.stderr, out.stderr
     assert (tmp_path / "site" / "index.html").is_file()
+
+
+@pytest.mark.slow
+def test_mkdocs_strict_build_fails_on_a_broken_link(tmp_path):
+    """The strict build is not vacuous: a link to a page that does not exist fails it."""
+    shutil.copytree(ROOT / "docs", tmp_path / "docs")
+    shutil.copy(ROOT / "mkdocs.yml", tmp_path / "mkdocs.yml")
+    with open(tmp_path / "docs" / "index.md", "a") as f:
+        f.write("\nSee [a page that is not there](no-such-page.md).\n")
+    out = _mkdocs_build(tmp_path / "mkdocs.yml", tmp_path / "site")
+    assert out.returncode != 0 and "no-such-page.md" in out.stdout + out.stderr
 
 
 def test_pages_have_few_no_run_blocks_each_with_a_reason():
