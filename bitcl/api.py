@@ -5,7 +5,7 @@
 backward, ``after_backward``, optimiser step, bit projection, ``after_step`` -> ``end_task``;
 then every task's test split is evaluated, and (with ``out``) a checkpoint is written. The
 results (:class:`~bitcl.train.results.RunResult`) and the files in ``out`` are those of
-``bitcl run``: the same results.json contract (ACC, BWT and forgetting as in DESIGN.md) and
+``bitcl run``: the same results.json contract (ACC, BWT and forgetting as in docs/contracts/results.md) and
 the same safetensors checkpoints.
 
 Scenarios with a user's model:

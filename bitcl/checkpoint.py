@@ -1,6 +1,6 @@
 """Checkpoints: safetensors, written atomically, loaded without unpickling.
 
-Contract (DESIGN.md part 2): ``DIR/checkpoints/task-<t>.safetensors`` holds the
+Contract (docs/contracts/checkpoint.md): ``DIR/checkpoints/task-<t>.safetensors`` holds the
 whole model state and, for every quantised tensor ``<name>``, ``<name>.codes``
 (int32) and ``<name>.frozen`` (uint8); its metadata ``"bitcl"`` maps each
 quantised name to ``{"bits": N, "scale": s}``. bitcl adds ``strategy/<key>``
@@ -99,7 +99,7 @@ def save_checkpoint(path: Path, model: nn.Module, strategy_state: Optional[dict]
 def read_checkpoint(path: Path, task: Optional[int] = None) -> tuple[dict[str, torch.Tensor], dict]:
     """Tensors and decoded metadata of a checkpoint, validated; CheckpointError if it is not a valid one.
 
-    Checked (DESIGN.md part 2): every quantised ``<name>`` of the ``bitcl`` metadata has bits
+    Checked (docs/contracts/checkpoint.md): every quantised ``<name>`` of the ``bitcl`` metadata has bits
     in 2..24 and a finite positive scale, an int32 ``.codes`` inside the N-bit window and a
     uint8 ``.frozen`` of counts <= N, of one shape with its float32 latent; no codes without
     metadata; no complex tensors, no non-finite model weights; ``bitcl_progress`` (when

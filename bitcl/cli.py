@@ -1,5 +1,5 @@
 """``bitcl run | rerun | rl | list | report | analyze | export | pretrain``: the command line
-(contract in DESIGN.md part 2). Flags of ``run`` and ``pretrain`` are generated from the fields
+(contract in docs/cli.md). Flags of ``run`` and ``pretrain`` are generated from the fields
 of ``RunConfig`` and of each method's options dataclass, so each setting is declared once.
 
 Bad input of any kind ends with one line on stderr and exit status 2, never a
@@ -98,7 +98,7 @@ def add_config_flags(parser: argparse.ArgumentParser, names: Optional[Sequence[s
 
 
 def _run_parser(method_cls, prog: str = "bitcl run") -> argparse.ArgumentParser:
-    p = _Parser(prog=prog, description="Train one model on a sequence of tasks (DESIGN.md: CLI contract).")
+    p = _Parser(prog=prog, description="Train one model on a sequence of tasks (the CLI is documented in docs/cli.md).")
     p.add_argument("--config", dest="config_file", default=None, metavar="RESULTS_JSON",
                    help="replay the settings recorded in a run's results.json (flags given here override them)")
     add_config_flags(p)

@@ -1,4 +1,4 @@
-"""Continual-learning metrics, as defined in DESIGN.md (part 2) and never changed silently.
+"""Continual-learning metrics, as defined in docs/contracts/results.md and never changed silently.
 
 With ``A[i][j]`` the accuracy on task j's test split after training tasks 0..i
 (T tasks):

@@ -12,7 +12,7 @@
  * before it writes anything.  Each has a reference twin in
  * kernels/reference.py; the tests check they agree bit for bit.
  *
- * Code convention (DESIGN.md): signed narrow-range codes
+ * Code convention (docs/methods.md): signed narrow-range codes
  * c in [-(2^(N-1) - 1), 2^(N-1) - 1], offset-binary u = c + 2^(N-1), bit planes
  * most significant first; k = number of frozen most significant bits of u.
  *

@@ -2,7 +2,7 @@
 
 Computes exactly what ``kernels/reference.py: project_`` computes (and ``bitops.c``):
 for each weight with k frozen bits, the window of offset codes allowed by its frozen
-bits, ``u in [max(1, floor(u / 2^(N-k)) 2^(N-k)), ... + 2^(N-k) - 1]`` (DESIGN.md, "Bits,
+bits, ``u in [max(1, floor(u / 2^(N-k)) 2^(N-k)), ... + 2^(N-k) - 1]`` (docs/methods.md, "Bits,
 planes and freezing"; BLIP, Shi et al., CVPR 2021, arXiv 2105.04444, Sec. 3.3), the
 latent clamped to ``scale * window``, and the new code ``round_half_even(latent *
 inv_scale)`` clamped to the window, so no frozen bit can change.

@@ -1,7 +1,7 @@
 """Reference implementations of the bit kernels, in plain torch.
 
 They define what the fast path (``bitops.c``) computes, bit for bit, and run
-anywhere torch runs (CPU or CUDA). Conventions follow DESIGN.md "Bits, planes
+anywhere torch runs (CPU or CUDA). Conventions follow docs/methods.md "Bits, planes
 and freezing" (arithmetic in :mod:`bitcl.quant.codes`): signed narrow-range
 codes ``c``, offset-binary ``u = c + 2^(N-1)``, planes most significant first,
 ``k`` frozen top bits. Each public function validates its arguments first

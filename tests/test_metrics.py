@@ -1,4 +1,4 @@
-"""ACC, BWT and forgetting follow the definitions in DESIGN.md."""
+"""ACC, BWT and forgetting follow the definitions in docs/contracts/results.md."""
 import pytest
 
 from bitcl import metrics

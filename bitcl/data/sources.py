@@ -3,7 +3,7 @@
 Every source returns an :class:`ArrayData` of float32 images in [0, 1]
 (``x / 255`` for 8-bit pixels) shaped ``(n, C, H, W)``, int64 labels, and a
 train/test split. Sources without a split get the stratified 80/20 split of
-:func:`stratified_split` (seed 0), the one ``shared/data/mnist15k.npz`` uses.
+:func:`stratified_split` (seed 0), the one ``data/mnist15k.npz`` uses.
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 For a linear layer y = W x + b, sample n's weight gradient is the outer product
 g_n x_n^T (g_n = dL_n/dy_n), so elementwise ``sum_n |g_n x_n^T|^p = (|g|^p)^T (|x|^p)``:
-one matrix product for the whole batch, no loop over samples (DESIGN.md,
+one matrix product for the whole batch, no loop over samples (docs/methods.md,
 "Information gain"). Conv layers use the unfolded input: sample n's gradient is
 g_n U_n^T with U_n the im2col patches, computed for all n with batched matmuls
 over chunks of samples small enough to stay in cache.

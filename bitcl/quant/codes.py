@@ -1,6 +1,6 @@
 """The one place for bitcl's bit arithmetic: codes, windows, top bits, checks.
 
-Conventions (DESIGN.md, "Bits, planes and freezing"), from BLIP (Shi et al.,
+Conventions (docs/methods.md, "Bits, planes and freezing"), from BLIP (Shi et al.,
 "Continual Learning via Bit-Level Information Preserving", CVPR 2021,
 arXiv 2105.04444, Sec. 3.2-3.3):
 
@@ -109,7 +109,7 @@ def window_middle(codes: torch.Tensor, frozen: torch.Tensor, bits: int) -> torch
     """Signed codes with the free bits set to ``100...0`` (the middle of each window).
 
     A weight with every bit frozen keeps its code. Used when freezing resets the free
-    bits (BLIP's choice, DESIGN.md) and to rebuild weights from frozen bits alone.
+    bits (BLIP's choice, docs/methods.md) and to rebuild weights from frozen bits alone.
     """
     u = offset_codes(codes, bits)
     window, u_lo = _window_base(u, frozen, bits)

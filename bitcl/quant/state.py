@@ -109,7 +109,7 @@ class BitState:
     def freeze(self, extra: torch.Tensor, reset_free_bits: bool = True) -> None:
         """Freeze ``extra`` more most significant bits per weight (clamped to N).
 
-        With ``reset_free_bits`` (BLIP's choice, DESIGN.md) the remaining free
+        With ``reset_free_bits`` (BLIP's choice, docs/methods.md) the remaining free
         bits are set to ``100...0``, the middle of the weight's new window, so the
         next task can move it either way by half the window; otherwise the codes
         are kept. The latent is set to the resulting quantised value.

@@ -4,7 +4,7 @@ Continual RL as in BLIP's experiments (Shi et al., CVPR 2021, arXiv 2105.04444, 
 one agent learns games one after another; after each game every game of the sequence is
 evaluated (``return_matrix``), the method consolidates (EWC's Fisher, BLIP's frozen bits:
 the Fisher of the policy over the last rollouts' states) and a checkpoint is written in
-the DESIGN.md format, so ``--resume`` continues at the next game after a kill.
+the format of docs/contracts/checkpoint.md, so ``--resume`` continues at the next game after a kill.
 """
 from __future__ import annotations
 

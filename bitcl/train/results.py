@@ -1,6 +1,6 @@
 """What a run produced: the accuracy matrix, timing and memory; ``to_json`` is results.json.
 
-Metrics (DESIGN.md part 2; ``bitcl.metrics``): ACC, BWT (Lopez-Paz & Ranzato, 2017) and
+Metrics (docs/contracts/results.md; ``bitcl.metrics``): ACC, BWT (Lopez-Paz & Ranzato, 2017) and
 forgetting (Chaudhry et al., 2018) of the accuracy matrix ``A[i][j]``.
 """
 from __future__ import annotations
@@ -134,7 +134,7 @@ class RunResult:
 
 
 def bit_capacity(model: nn.Module) -> Optional[tuple[float, dict[str, float]]]:
-    """Fraction of all bits of all quantised weights that are frozen (DESIGN.md ``capacity``),
+    """Fraction of all bits of all quantised weights that are frozen (``capacity`` in docs/contracts/results.md),
     overall and per tensor; None for a model without Bit layers."""
     per_tensor, frozen, total = {}, 0, 0
     for name, state in bit_states(model):

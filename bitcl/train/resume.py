@@ -1,6 +1,6 @@
 """``--resume``: continue a run after its last complete task, for ``bitcl run``, ``bitcl rl`` and ``bitcl.fit``.
 
-A task's checkpoint (DESIGN.md part 2) is written atomically only once the task is
+A task's checkpoint (docs/contracts/checkpoint.md) is written atomically only once the task is
 consolidated, so the newest one that reads back valid is the last complete task; its
 ``bitcl_progress`` metadata holds the settings of the run that wrote it and the results
 so far. Resuming refuses, before anything is loaded, a checkpoint without progress and

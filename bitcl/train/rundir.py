@@ -1,6 +1,6 @@
 """The run directory: results.json, accuracy_matrix.csv, log.txt and checkpoints/, owned by one run.
 
-Layout and checkpoint format: DESIGN.md part 2. Only the main rank writes.
+Layout and checkpoint format: docs/contracts/results.md and docs/contracts/checkpoint.md. Only the main rank writes.
 
 * **One owner.** ``DIR/.bitcl.lock`` is held with ``flock`` for the whole run, so a second
   run on the same folder is refused while the first lives, and the lock of a process that

@@ -3,7 +3,7 @@
 Per step: ``loss + penalty`` -> refuse a non-finite value -> backward -> the strategy's
 ``after_backward`` -> optimiser step -> lr schedule -> projection of every quantised weight
 onto the window its frozen bits allow (BLIP, Shi et al., CVPR 2021, arXiv 2105.04444: the
-latent weights are kept in their frozen-bit intervals after every update; DESIGN.md "Bits,
+latent weights are kept in their frozen-bit intervals after every update; docs/methods.md "Bits,
 planes and freezing") -> the strategy's ``after_step``. Each loop computes its own loss
 (the engine's is sharded over ranks, ``fit``'s is a user's batch): everything after the
 forward pass lives here, so a fix to the step reaches every loop.

@@ -4,7 +4,7 @@
 :class:`~bitcl.train.step.StepRunner`) -> ``end_task`` (the method's consolidation: BLIP's
 frozen bits, EWC's Fisher...) and the backbone's own end of task (batch norm policies),
 each timed. ``evaluate_and_save``: every task's test accuracy (a row of the accuracy
-matrix, DESIGN.md part 2), the capacity and the method's kept state recorded, then the
+matrix, docs/contracts/results.md), the capacity and the method's kept state recorded, then the
 task's checkpoint and its log line. The engine checks that its ranks agree in between.
 """
 from __future__ import annotations

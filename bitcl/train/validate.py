@@ -1,7 +1,7 @@
 """Validators for what bitcl reads back from its own files: ``results.json`` and checkpoint progress.
 
 A file that parses (valid JSON, a readable safetensors header) is not yet a bitcl file:
-every value is checked against the contracts of DESIGN.md part 2 (types, ranges,
+every value is checked against the contracts in docs/contracts/ (types, ranges,
 finiteness, consistent task counts) before anything uses it, and refused with one line
 naming the file and the first thing wrong. Sizes are checked before anything is allocated.
 """
@@ -209,7 +209,7 @@ def timing_map(fields: Fields, key: str, per_task: Optional[int]) -> None:
 
 # -- results.json ---------------------------------------------------------------------------------
 def validate_results(obj: Any, where: str, require: Sequence[str] = ()) -> dict:
-    """Check a parsed results.json (supervised or RL, DESIGN.md part 2); returns it unchanged."""
+    """Check a parsed results.json (supervised or RL, docs/contracts/results.md, rl-results.md); returns it unchanged."""
     f = Fields(obj, where, DataError)
     for key in require:
         if not f.has(key):

@@ -1,4 +1,4 @@
-"""The run-directory contract (DESIGN.md part 2) as one check, for any loop that writes a run:
+"""The run-directory contract (docs/contracts/results.md) as one check, for any loop that writes a run:
 ``bitcl run``, ``bitcl.fit``. The CLI's own tests (tests/test_cli.py) assert the same keys."""
 import json
 import os
