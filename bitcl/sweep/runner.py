@@ -111,26 +111,26 @@ class Sweep:
     # -- choosing on validation ------------------------------------------------------------------
     def select(self, points: list[dict], varying: list[str]) -> dict:
         """Run every candidate of ``[select]`` on the validation hold-out; the choice per group."""
-        from bitcl.sweep.spec import applies
         sel = self.spec.select
         seeds = list(sel.seeds) if sel.seeds is not None else list(self.spec.grid["seed"])
         groups: dict[str, dict] = {}
         for point in points:
-            if applies(sel.option, point["method"]):
+            if sel.option_for(point["method"]) is not None:
                 groups.setdefault(make_run(point, varying).group, point)
-        values = {g: list(sel.values) for g in groups}
-        names = varying + [sel.option]
+        values = {g: sel.values_for(p["method"]) for g, p in groups.items()}
+        option = {g: sel.option_for(p["method"]) for g, p in groups.items()}
+        names = varying + sel.options
         record: dict = {**sel.as_dict(), "seeds": seeds, "groups": {}}
         for round_ in range(sel.extend + 1):
             runs = {}
             for g, point in groups.items():
                 for v in values[g]:
                     for s in seeds:
-                        run = make_run({**point, sel.option: v, "validation": sel.fraction, "seed": s}, names,
+                        run = make_run({**point, option[g]: v, "validation": sel.fraction, "seed": s}, names,
                                        prefix="select")
                         runs[run.name] = (g, v, run)
             self.run_all([r for _, _, r in runs.values()])
-            record["groups"] = {g: self._choose(g, values[g], runs) for g in groups}
+            record["groups"] = {g: {"option": option[g], **self._choose(g, values[g], runs)} for g in groups}
             grown = False
             if round_ < sel.extend:
                 for g, choice in record["groups"].items():
@@ -225,16 +225,17 @@ def run_sweep(spec: Spec, out: Path, log: Callable[[str], None] = print) -> dict
             points = [_point(r) for r in runs]
             selection = sweep.select(points, spec.varying)
             chosen = {g: c["chosen"] for g, c in selection["groups"].items()}
-            varying = spec.varying + [spec.select.option]
+            option = {g: c["option"] for g, c in selection["groups"].items()}
+            varying = spec.varying + spec.select.options
             runs = []
             for point in points:
                 group = make_run(point, spec.varying).group
                 if group in chosen and chosen[group] is None:
                     continue  # every candidate failed: reported in the selection record
                 if group in chosen:
-                    point = {**point, spec.select.option: chosen[group]}
+                    point = {**point, option[group]: chosen[group]}
                 runs.append(make_run(point, varying))
-            log("chosen on validation: " + ", ".join(f"{g} {spec.select.option}={v!r}" for g, v in chosen.items()))
+            log("chosen on validation: " + ", ".join(f"{g} {option[g]}={v!r}" for g, v in chosen.items()))
         sweep.run_all(runs)
         return write_summary(spec, out, [sweep.records[r.name] for r in runs], selection,
                              [r for r in sweep.records.values() if r["name"].startswith("select/")])

@@ -54,18 +54,39 @@ def _method_options(method: str) -> set[str]:
 
 @dataclass(frozen=True)
 class Select:
-    """Choose ``option`` among ``values`` by ``metric`` on a validation hold-out of the training split."""
+    """Choose ``option`` among ``values`` by ``metric`` on a validation hold-out of the training split.
 
-    option: str
-    values: tuple
+    ``option`` and ``values`` may be per method (``{ewc = "c", anpyc = "lam"}``,
+    ``{ewc = [100, 1000], si = [2, 20]}``): methods strengths are on different scales."""
+
+    option: Any  # str, or method -> str
+    values: Any  # tuple, or method -> tuple
     metric: str = "acc"
     fraction: float = 0.1
     seeds: Optional[tuple[int, ...]] = None  # None: the sweep's seeds
     extend: int = 0  # while the best value is on an edge of the grid, add one beyond it (at most this many per side)
     extend_factor: float = 10.0
 
+    def option_for(self, method: str) -> Optional[str]:
+        """The option chosen for ``method``, or None when nothing is chosen for it."""
+        option = self.option.get(method) if isinstance(self.option, dict) else self.option
+        if option is None or not applies(option, method):
+            return None
+        if isinstance(self.values, dict) and method not in self.values:
+            return None
+        return option
+
+    def values_for(self, method: str) -> list:
+        return list(self.values[method] if isinstance(self.values, dict) else self.values)
+
+    @property
+    def options(self) -> list[str]:
+        return sorted(set(self.option.values())) if isinstance(self.option, dict) else [self.option]
+
     def as_dict(self) -> dict:
-        return {"option": self.option, "values": list(self.values), "metric": self.metric, "split": "validation",
+        values = ({m: list(v) for m, v in self.values.items()} if isinstance(self.values, dict)
+                  else list(self.values))
+        return {"option": self.option, "values": values, "metric": self.metric, "split": "validation",
                 "fraction": self.fraction, "seeds": None if self.seeds is None else list(self.seeds),
                 "extend": self.extend, "extend_factor": self.extend_factor}
 
@@ -237,20 +258,37 @@ def _parse_select(raw: dict, spec: Spec, where: str) -> Select:
     extra = sorted(set(raw) - allowed)
     if extra:
         raise ConfigError(f"{where}: [select] has unknown keys {extra}; allowed: {', '.join(sorted(allowed))}")
-    option = raw.get("option")
-    if not isinstance(option, str) or not option:
-        raise ConfigError(f"{where}: [select] option must name a setting or method option")
-    if option in spec.grid:
-        raise ConfigError(f"{where}: [select] option {option!r} is also a key of the grid; give its values in "
-                          "[select] only")
+    option, values = raw.get("option"), raw.get("values")
+    methods = spec.grid["method"]
+    options = option if isinstance(option, dict) else {m: option for m in methods}
+    if not options or not all(isinstance(o, str) and o for o in options.values()):
+        raise ConfigError(f"{where}: [select] option must name a setting or method option "
+                          "(or map methods to one)")
+    per_method = values if isinstance(values, dict) else {m: values for m in methods}
+    for table in (options, per_method):
+        strangers = sorted(set(table) - set(methods))
+        if strangers:
+            raise ConfigError(f"{where}: [select] names methods not in the sweep: {strangers}")
     fields = _run_fields()
-    if option not in fields and not any(option in _method_options(m) for m in spec.grid["method"]):
-        raise ConfigError(f"{where}: [select] option {option!r} is neither a `bitcl run` setting nor an option of "
-                          f"{', '.join(spec.grid['method'])}")
-    values = raw.get("values")
-    if not isinstance(values, list) or len(values) < 2:
-        raise ConfigError(f"{where}: [select] values must list at least two candidates")
-    values = _values(option, values, fields.get(option), where)
+    for name in set(options.values()):
+        if name in spec.grid:
+            raise ConfigError(f"{where}: [select] option {name!r} is also a key of the grid; give its values in "
+                              "[select] only")
+        if name not in fields and not any(name in _method_options(m) for m in methods):
+            raise ConfigError(f"{where}: [select] option {name!r} is neither a `bitcl run` setting nor an option of "
+                              f"{', '.join(methods)}")
+    if isinstance(option, dict):
+        for method, name in options.items():
+            if not applies(name, method):
+                raise ConfigError(f"{where}: [select] option {name!r} is not an option of method {method!r}")
+    checked = {}
+    for method, vals in per_method.items():
+        if not isinstance(vals, list) or len(vals) < 2:
+            raise ConfigError(f"{where}: [select] values must list at least two candidates"
+                              + (f" (method {method})" if isinstance(values, dict) else ""))
+        name = options.get(method)
+        checked[method] = tuple(_values(name or "values", vals, fields.get(name), where))
+    values = checked if isinstance(values, dict) else next(iter(checked.values()))
     metric = raw.get("metric", "acc")
     if metric not in METRICS:
         raise ConfigError(f"{where}: [select] metric must be one of {', '.join(METRICS)}, got {metric!r}")
@@ -270,9 +308,10 @@ def _parse_select(raw: dict, spec: Spec, where: str) -> Select:
     factor = raw.get("extend_factor", 10.0)
     if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor > 1 or not math.isfinite(factor):
         raise ConfigError(f"{where}: [select] extend_factor must be a number > 1, got {factor!r}")
-    if extend and not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in values):
+    flat = [v for vs in checked.values() for v in vs]
+    if extend and not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in flat):
         raise ConfigError(f"{where}: [select] extend needs positive numeric values")
-    return Select(option, tuple(values), metric, float(fraction), None if seeds is None else tuple(seeds), extend,
+    return Select(option, values, metric, float(fraction), None if seeds is None else tuple(seeds), extend,
                   float(factor))
 
 

@@ -93,7 +93,7 @@ def write_summary(spec, out: Path, records: list[dict], selection: Optional[dict
     if selection is not None:
         text += [f"Chosen on a validation hold-out ({selection['fraction']:g} of the training split, seeds "
                  f"{selection['seeds']}, by mean {selection['metric']}):", ""]
-        text += [f"- {g}: {selection['option']} = {c['chosen']!r}" + (" (on the edge of the grid)"
+        text += [f"- {g}: {c['option']} = {c['chosen']!r}" + (" (on the edge of the grid)"
                                                                       if c.get("on_edge") else "")
                  + (f" — {c['note']}" if c.get("note") else "") for g, c in selection["groups"].items()]
         text.append("")

@@ -117,3 +117,26 @@ def test_strength_chosen_on_validation_then_run_on_test(tmp_path, fake):
         "split-mnist/ewc/c=1000.0/seed=0", "split-mnist/ewc/c=1000.0/seed=1",
         "split-mnist/finetune/seed=0", "split-mnist/finetune/seed=1"]
     assert summary["selection"]["metric"] == "acc" and summary["selection"]["split"] == "validation"
+
+
+def test_strengths_per_method(tmp_path, fake):
+    """option and values may be per method: EWC's c and ANPyC's lam on their own scales."""
+    runs = fake(score=lambda cfg: {"ewc": lambda o: -abs(o["c"] - 1000), "anpyc": lambda o: -abs(o["lam"] - 10)}
+                .get(cfg.method, lambda o: 0)(cfg.method_options) / 1e5 + 0.5)
+    text = SPEC.replace('methods = ["finetune", "ewc"]', 'methods = ["finetune", "ewc", "anpyc"]')
+    summary = sweep(tmp_path, text.replace("seeds = [0, 1, 2]", "seeds = [0]")
+                    + '[select]\noption = {ewc = "c", anpyc = "lam"}\n'
+                      'values = {ewc = [100, 1000], anpyc = [10, 100]}\n')
+    groups = summary["selection"]["groups"]
+    assert groups["split-mnist/ewc"]["option"] == "c" and groups["split-mnist/ewc"]["chosen"] == 1000
+    assert groups["split-mnist/anpyc"]["option"] == "lam" and groups["split-mnist/anpyc"]["chosen"] == 10
+    assert sorted(r["name"] for r in summary["runs"]) == ["split-mnist/anpyc/lam=10/seed=0",
+                                                         "split-mnist/ewc/c=1000/seed=0", "split-mnist/finetune/seed=0"]
+    assert len(runs.calls) == 7
+
+
+def test_select_refuses_an_option_a_method_lacks(tmp_path):
+    path = tmp_path / "spec.toml"
+    path.write_text('methods = ["ewc", "anpyc"]\n[select]\noption = {ewc = "lam"}\nvalues = [1, 10]\n')
+    with pytest.raises(ConfigError, match="'lam' is not an option of method 'ewc'"):
+        load_spec(path)
