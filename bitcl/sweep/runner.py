@@ -15,7 +15,7 @@ from typing import Callable, Optional
 
 from bitcl.errors import BitclError, ConfigError
 from bitcl.sweep.backends import Job, make_backend
-from bitcl.sweep.spec import METRICS, RunSpec, Spec, check_runs, expand, make_run, nice
+from bitcl.sweep.spec import METRICS, RunSpec, Spec, assign, check_runs, expand, make_run, nice
 
 LOCK_NAME = ".bitcl-sweep.lock"
 
@@ -126,15 +126,15 @@ class Sweep:
             for g, point in groups.items():
                 for v in values[g]:
                     for s in seeds:
-                        run = make_run({**point, option[g]: v, "validation": sel.fraction, "seed": s}, names,
-                                       prefix="select")
+                        run = make_run({**assign(point, option[g], v), "validation": sel.fraction, "seed": s},
+                                       names, prefix="select")
                         runs[run.name] = (g, v, run)
             self.run_all([r for _, _, r in runs.values()])
             record["groups"] = {g: {"option": option[g], **self._choose(g, values[g], runs)} for g in groups}
             grown = False
             if round_ < sel.extend:
                 for g, choice in record["groups"].items():
-                    ordered = sorted(values[g])
+                    ordered = _ordered(values[g])
                     if choice["chosen"] is None or len(ordered) < 2:
                         continue
                     if choice["chosen"] == ordered[0]:
@@ -146,8 +146,9 @@ class Sweep:
             if not grown:
                 break
         for g, choice in record["groups"].items():
-            ordered = sorted(values[g], key=_order)
-            choice["on_edge"] = choice["chosen"] is not None and choice["chosen"] in (ordered[0], ordered[-1])
+            ordered = _ordered(values[g])
+            choice["on_edge"] = (choice["chosen"] is not None and _numeric(values[g])
+                                 and choice["chosen"] in (ordered[0], ordered[-1]))
         return record
 
     def _choose(self, group: str, values: list, runs: dict) -> dict:
@@ -155,7 +156,7 @@ class Sweep:
         sel = self.spec.select
         sign = METRICS[sel.metric]
         candidates = []
-        for v in sorted(values, key=_order):
+        for v in _ordered(values):
             scores = [self.records[name]["results"][sel.metric] for name, (g, value, _) in runs.items()
                       if g == group and value == v and self.records[name]["status"] == "done"]
             failed = [name for name, (g, value, _) in runs.items()
@@ -166,14 +167,19 @@ class Sweep:
                 entry[sel.metric] = summarize(scores, sel.metric).as_dict()
             candidates.append(entry)
         scored = [c for c in candidates if sel.metric in c]
-        # the best mean; ties: the candidate listed first (the smaller value)
+        # the best mean; ties: the candidate first in order (the smaller value, or the one listed first)
         best = max(scored, key=lambda c: sign * round(c[sel.metric]["mean"], 12), default=None)
         return {"candidates": candidates, "chosen": None if best is None else best["value"],
                 "note": None if best is not None else "every candidate failed: no choice, no test runs"}
 
 
-def _order(value):
-    return (0, value, "") if isinstance(value, (int, float)) and not isinstance(value, bool) else (1, 0, str(value))
+def _numeric(values) -> bool:
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+
+def _ordered(values) -> list:
+    """Numeric candidates in increasing order; others (strings, joint candidates) as listed."""
+    return sorted(values) if _numeric(values) else list(values)
 
 
 def finished_results(folder: Path, run: RunSpec) -> Optional[dict]:
@@ -233,7 +239,7 @@ def run_sweep(spec: Spec, out: Path, log: Callable[[str], None] = print) -> dict
                 if group in chosen and chosen[group] is None:
                     continue  # every candidate failed: reported in the selection record
                 if group in chosen:
-                    point = {**point, option[group]: chosen[group]}
+                    point = assign(point, option[group], chosen[group])
                 runs.append(make_run(point, varying))
             log("chosen on validation: " + ", ".join(f"{g} {option[g]}={v!r}" for g, v in chosen.items()))
         sweep.run_all(runs)

@@ -57,20 +57,22 @@ class Select:
     """Choose ``option`` among ``values`` by ``metric`` on a validation hold-out of the training split.
 
     ``option`` and ``values`` may be per method (``{ewc = "c", anpyc = "lam"}``,
-    ``{ewc = [100, 1000], si = [2, 20]}``): methods strengths are on different scales."""
+    ``{ewc = [100, 1000], si = [2, 20]}``): methods strengths are on different scales. Several
+    settings chosen together are a list of names with a list of candidates, each a list of values:
+    ``option = ["lr", "batch_size"]``, ``values = [[3e-3, 64], [6e-3, 32]]``."""
 
-    option: Any  # str, or method -> str
-    values: Any  # tuple, or method -> tuple
+    option: Any  # str, tuple of str (chosen together), or method -> either
+    values: Any  # tuple of candidates, or method -> tuple
     metric: str = "acc"
     fraction: float = 0.1
     seeds: Optional[tuple[int, ...]] = None  # None: the sweep's seeds
     extend: int = 0  # while the best value is on an edge of the grid, add one beyond it (at most this many per side)
     extend_factor: float = 10.0
 
-    def option_for(self, method: str) -> Optional[str]:
+    def option_for(self, method: str):
         """The option chosen for ``method``, or None when nothing is chosen for it."""
         option = self.option.get(method) if isinstance(self.option, dict) else self.option
-        if option is None or not applies(option, method):
+        if option is None or not all(applies(o, method) for o in names_of(option)):
             return None
         if isinstance(self.values, dict) and method not in self.values:
             return None
@@ -81,7 +83,9 @@ class Select:
 
     @property
     def options(self) -> list[str]:
-        return sorted(set(self.option.values())) if isinstance(self.option, dict) else [self.option]
+        """Every setting or option name chosen, for any method."""
+        chosen = self.option.values() if isinstance(self.option, dict) else [self.option]
+        return sorted({n for o in chosen for n in names_of(o)})
 
     def as_dict(self) -> dict:
         values = ({m: list(v) for m, v in self.values.items()} if isinstance(self.values, dict)
@@ -89,6 +93,18 @@ class Select:
         return {"option": self.option, "values": values, "metric": self.metric, "split": "validation",
                 "fraction": self.fraction, "seeds": None if self.seeds is None else list(self.seeds),
                 "extend": self.extend, "extend_factor": self.extend_factor}
+
+
+def names_of(option) -> tuple[str, ...]:
+    """The names an option of [select] sets: one, or several chosen together."""
+    return tuple(option) if isinstance(option, (list, tuple)) else (option,)
+
+
+def assign(point: dict, option, value) -> dict:
+    """``point`` with the candidate ``value`` of ``option`` (one name, or several together)."""
+    if isinstance(option, tuple):
+        return {**point, **dict(zip(option, value))}
+    return {**point, option: value}
 
 
 @dataclass
@@ -260,17 +276,22 @@ def _parse_select(raw: dict, spec: Spec, where: str) -> Select:
         raise ConfigError(f"{where}: [select] has unknown keys {extra}; allowed: {', '.join(sorted(allowed))}")
     option, values = raw.get("option"), raw.get("values")
     methods = spec.grid["method"]
+    if isinstance(option, list):
+        option = tuple(option)
+    elif isinstance(option, dict):
+        option = {m: tuple(o) if isinstance(o, list) else o for m, o in option.items()}
     options = option if isinstance(option, dict) else {m: option for m in methods}
-    if not options or not all(isinstance(o, str) and o for o in options.values()):
-        raise ConfigError(f"{where}: [select] option must name a setting or method option "
-                          "(or map methods to one)")
+    if not options or not all(names_of(o) and all(isinstance(n, str) and n for n in names_of(o))
+                              for o in options.values()):
+        raise ConfigError(f"{where}: [select] option must name a setting or method option, a list of them chosen "
+                          "together, or map methods to one")
     per_method = values if isinstance(values, dict) else {m: values for m in methods}
     for table in (options, per_method):
         strangers = sorted(set(table) - set(methods))
         if strangers:
             raise ConfigError(f"{where}: [select] names methods not in the sweep: {strangers}")
     fields = _run_fields()
-    for name in set(options.values()):
+    for name in {n for o in options.values() for n in names_of(o)}:
         if name in spec.grid:
             raise ConfigError(f"{where}: [select] option {name!r} is also a key of the grid; give its values in "
                               "[select] only")
@@ -278,16 +299,28 @@ def _parse_select(raw: dict, spec: Spec, where: str) -> Select:
             raise ConfigError(f"{where}: [select] option {name!r} is neither a `bitcl run` setting nor an option of "
                               f"{', '.join(methods)}")
     if isinstance(option, dict):
-        for method, name in options.items():
-            if not applies(name, method):
-                raise ConfigError(f"{where}: [select] option {name!r} is not an option of method {method!r}")
+        for method, o in options.items():
+            for name in names_of(o):
+                if not applies(name, method):
+                    raise ConfigError(f"{where}: [select] option {name!r} is not an option of method {method!r}")
     checked = {}
     for method, vals in per_method.items():
         if not isinstance(vals, list) or len(vals) < 2:
             raise ConfigError(f"{where}: [select] values must list at least two candidates"
                               + (f" (method {method})" if isinstance(values, dict) else ""))
-        name = options.get(method)
-        checked[method] = tuple(_values(name or "values", vals, fields.get(name), where))
+        o = options.get(method)
+        if isinstance(o, tuple):
+            if not all(isinstance(v, list) and len(v) == len(o) for v in vals):
+                raise ConfigError(f"{where}: [select] option {list(o)} is chosen jointly: each candidate must list "
+                                  f"{len(o)} values")
+            for i, name in enumerate(o):
+                for v in vals:
+                    _values(name, [v[i]], fields.get(name), where)
+            if len({repr(v) for v in vals}) != len(vals):
+                raise ConfigError(f"{where}: [select] values lists the same candidate twice")
+            checked[method] = tuple(tuple(v) for v in vals)
+        else:
+            checked[method] = tuple(_values(o or "values", vals, fields.get(o), where))
     values = checked if isinstance(values, dict) else next(iter(checked.values()))
     metric = raw.get("metric", "acc")
     if metric not in METRICS:
@@ -310,6 +343,7 @@ def _parse_select(raw: dict, spec: Spec, where: str) -> Select:
         raise ConfigError(f"{where}: [select] extend_factor must be a number > 1, got {factor!r}")
     flat = [v for vs in checked.values() for v in vs]
     if extend and not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in flat):
+        # (a joint candidate is a tuple, so this also refuses extend with options chosen together)
         raise ConfigError(f"{where}: [select] extend needs positive numeric values")
     return Select(option, values, metric, float(fraction), None if seeds is None else tuple(seeds), extend,
                   float(factor))

@@ -93,7 +93,8 @@ def write_summary(spec, out: Path, records: list[dict], selection: Optional[dict
     if selection is not None:
         text += [f"Chosen on a validation hold-out ({selection['fraction']:g} of the training split, seeds "
                  f"{selection['seeds']}, by mean {selection['metric']}):", ""]
-        text += [f"- {g}: {c['option']} = {c['chosen']!r}" + (" (on the edge of the grid)"
+        text += [f"- {g}: " + (", ".join(f"{n} = {v!r}" for n, v in zip(c["option"], c["chosen"] or ()))
+                               if isinstance(c["option"], (list, tuple)) else f"{c['option']} = {c['chosen']!r}") + (" (on the edge of the grid)"
                                                                       if c.get("on_edge") else "")
                  + (f" — {c['note']}" if c.get("note") else "") for g, c in selection["groups"].items()]
         text.append("")

@@ -140,3 +140,16 @@ def test_select_refuses_an_option_a_method_lacks(tmp_path):
     path.write_text('methods = ["ewc", "anpyc"]\n[select]\noption = {ewc = "lam"}\nvalues = [1, 10]\n')
     with pytest.raises(ConfigError, match="'lam' is not an option of method 'ewc'"):
         load_spec(path)
+
+
+def test_settings_chosen_together(tmp_path, fake):
+    """option = [names], values = [[...], ...]: joint candidates, as the presets search uses."""
+    fake(score=lambda cfg: 0.5 + (cfg.lr == 0.006 and cfg.batch_size == 32) * 0.1)
+    summary = sweep(tmp_path, 'method = "finetune"\ntasks = 2\nepochs = 1\nseeds = [0, 1]\n[select]\n'
+                              'option = ["lr", "batch_size"]\nvalues = [[0.003, 64], [0.006, 32], [0.006, 64]]\n')
+    choice = summary["selection"]["groups"]["split-mnist/finetune"]
+    assert choice["option"] == ("lr", "batch_size") and choice["chosen"] == (0.006, 32)
+    assert [c["value"] for c in choice["candidates"]] == [(0.003, 64), (0.006, 32), (0.006, 64)]
+    assert sorted(r["name"] for r in summary["runs"]) == ["split-mnist/finetune/batch_size=32/lr=0.006/seed=0",
+                                                         "split-mnist/finetune/batch_size=32/lr=0.006/seed=1"]
+    assert "batch_size = 32" in (tmp_path / "out" / "summary.md").read_text()
