@@ -9,7 +9,7 @@ $(BIN)/bitcl: pyproject.toml requirements.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade "pip>=23"
 	$(BIN)/pip install -q -r requirements.txt
-	$(BIN)/pip install -q -c requirements.txt -e ".[dev,rl,atari,avalanche,gpu]"
+	$(BIN)/pip install -q -c requirements.txt -e ".[dev,rl,atari,avalanche,gpu,ray,slurm]"
 	touch $(BIN)/bitcl
 
 setup: $(BIN)/bitcl

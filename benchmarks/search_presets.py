@@ -1,76 +1,64 @@
-"""Choose presets on VALIDATION data, then measure them once on the test split.
+"""Choose presets on VALIDATION data, then measure them on the test split.
 
-    .venv/bin/python benchmarks/search_presets.py permuted-blip [--quick]
+    .venv/bin/python benchmarks/search_presets.py permuted-blip [--quick] [--out DIR]
 
-permuted-blip: Permuted-MNIST (10 tasks, task-incremental, 3 epochs per task, MLP 784-1200,
-20 bits) on data/mnist15k.npz. Every candidate (learning rate, batch size, BLIP's
-Fisher prior) is trained on 90 % of the training split and scored on the other 10 %
-(``--validation 0.1``: a stratified hold-out of each class's training digits; the test
-split is never read). The best validation ACC is the preset (bitcl/presets.py cites the
-result file); only then is the chosen setting run on the test split, over seeds 0-2.
+permuted-blip: the spec benchmarks/sweeps/search_permuted_blip.toml, run by ``bitcl sweep``
+(resumable; runs into --out, default benchmarks/out/sweeps/search_permuted_blip/). Every candidate
+(learning rate, batch size, BLIP's Fisher prior, chosen together) trains on 90 % of the training
+split and is scored on the other 10 %; the best validation ACC is the preset (bitcl/presets.py cites
+the result file); only then is it run on the test split, over seeds 0-2.
 
-Writes benchmarks/results/search_permuted_blip.json (every candidate's validation ACC/BWT and
-the choice) and benchmarks/results/preset_permuted_blip.json (test ACC/BWT per seed).
+Writes benchmarks/results/search_permuted_blip.json (every candidate's validation figures and the
+choice) and benchmarks/results/preset_permuted_blip.json (test ACC/BWT per seed, mean and 95 % t
+interval). ``--quick``: a smoke run (2 tasks, 1 epoch, the small test file, two candidates, seed 0)
+written to benchmarks/out/.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import sys
-
-import torch
+from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _env import write_result  # noqa: E402
+from _sweeps import HERE, by_name, default_out, mean_figures, save, shrink  # noqa: E402
 
-from bitcl.config import RunConfig  # noqa: E402
-from bitcl.engine import run  # noqa: E402
+from bitcl.sweep import load_spec, run_sweep  # noqa: E402
 
-DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "mnist15k.npz")
-
-PERMUTED = dict(method="blip", benchmark="permuted-mnist", scenario="task", epochs=3, data=DATA, quiet=True,
-                preset=False)
-# (lr, batch size, Fisher prior): the engine defaults, then a faster schedule over priors
-CANDIDATES = [(3e-3, 64, 1e-10), (6e-3, 32, 1e-10), (6e-3, 32, 3e-8), (6e-3, 32, 1e-7)]
+SPECS = {"permuted-blip": HERE / "sweeps" / "search_permuted_blip.toml"}
 
 
-def summary(result) -> dict:
-    return {"acc": result.acc, "bwt": result.bwt, "forgetting": result.forgetting,
-            "capacity": result.capacity[-1] if result.capacity else None,
-            "accuracy_matrix": result.accuracy_matrix, "train_seconds": sum(result.timing["train_seconds"])}
-
-
-def permuted_blip(quick: bool = False) -> None:
-    candidates = CANDIDATES[:2] if quick else CANDIDATES
-    tried = []
-    for lr, batch, prior in candidates:
-        cfg = RunConfig(**PERMUTED, lr=lr, batch_size=batch, validation=0.1, method_options={"fisher_prior": prior})
-        r = run(cfg)
-        tried.append({"lr": lr, "batch_size": batch, "fisher_prior": prior, "validation": summary(r)})
-        print(f"lr {lr:g} batch {batch} prior {prior:g}: validation ACC {r.acc:.4f} BWT {r.bwt:+.4f}", flush=True)
-    best = max(tried, key=lambda t: t["validation"]["acc"])
-    chosen = {"lr": best["lr"], "batch_size": best["batch_size"], "fisher_prior": best["fisher_prior"]}
-    write_result("search_permuted_blip", {
-        "protocol": "Permuted-MNIST, 10 tasks, task-incremental, 3 epochs, MLP 784-1200, 20 bits; trained on 90% of "
-                    "mnist15k's training split, scored on the held-out 10% (--validation 0.1)",
-        "candidates": tried, "chosen": chosen})
-    print(f"chosen on validation: {chosen}", flush=True)
-    seeds = []
-    for seed in (0, 1, 2):
-        cfg = RunConfig(**{**PERMUTED, "preset": True}, seed=seed, lr=chosen["lr"], batch_size=chosen["batch_size"],
-                        method_options={"fisher_prior": chosen["fisher_prior"]})
-        r = run(cfg)
-        seeds.append({"seed": seed, **summary(r)})
-        print(f"test, seed {seed}: ACC {r.acc:.4f} BWT {r.bwt:+.4f}", flush=True)
-    write_result("preset_permuted_blip", {
-        "protocol": "Permuted-MNIST, 10 tasks, task-incremental, 3 epochs, MLP 784-1200, 20 bits, test split",
-        "setting": chosen, "seeds": seeds,
-        "mean_acc": sum(s["acc"] for s in seeds) / len(seeds),
-        "mean_bwt": sum(s["bwt"] for s in seeds) / len(seeds)})
+def permuted_blip(quick: bool, out: Path) -> None:
+    spec = load_spec(SPECS["permuted-blip"])
+    if quick:
+        shrink(spec)
+    summary = run_sweep(spec, out)
+    records = by_name(summary["selection_runs"] + summary["runs"])
+    (group, choice), = summary["selection"]["groups"].items()
+    names = list(choice["option"])
+    candidates = [{**dict(zip(names, c["value"])), "validation": mean_figures(c["runs"], records)}
+                  for c in choice["candidates"]]
+    chosen = dict(zip(names, choice["chosen"]))
+    protocol = "quick smoke run: 2 tasks, 1 epoch, tests/data/mnist2k.npz" if quick else (
+        "Permuted-MNIST, 10 tasks, task-incremental, 3 epochs, MLP 784-1200, 20 bits")
+    save("search_permuted_blip", {
+        "protocol": protocol + "; trained on 90% of the training split, scored on the held-out 10% (--validation 0.1)",
+        "spec": str(SPECS["permuted-blip"].relative_to(HERE.parent)), "candidates": candidates, "chosen": chosen},
+        quick)
+    row = summary["benchmarks"][spec.grid["benchmark"][0]]["ranking"][0]
+    seeds = [{"seed": r["settings"]["seed"], **r["results"]} for r in summary["runs"] if r["status"] == "done"]
+    path = save("preset_permuted_blip", {
+        "protocol": protocol + ", test split; mean and 95% Student t interval over seeds",
+        "setting": chosen, "seeds": seeds, "acc": row["acc"], "bwt": row["bwt"], "forgetting": row["forgetting"],
+        "mean_acc": row["acc"]["mean"], "mean_bwt": row["bwt"]["mean"], "failed": summary["failed"]}, quick)
+    print(f"chosen on validation: {chosen}; wrote {path}")
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(int(os.environ.get("BITCL_THREADS", "1")))
-    what = sys.argv[1] if len(sys.argv) > 1 else "permuted-blip"
-    if what != "permuted-blip":
-        raise SystemExit(f"unknown search {what!r}; choose permuted-blip")
-    permuted_blip(quick="--quick" in sys.argv)
+    parser = argparse.ArgumentParser(description="Choose presets on validation data.")
+    parser.add_argument("what", nargs="?", default="permuted-blip", choices=sorted(SPECS))
+    parser.add_argument("--quick", action="store_true", help="smoke run written to benchmarks/out/")
+    parser.add_argument("--out", default=None, help="sweep directory (default benchmarks/out/sweeps/...)")
+    args = parser.parse_args()
+    name = "search_" + args.what.replace("-", "_") + ("_quick" if args.quick else "")
+    permuted_blip(args.quick, Path(args.out) if args.out else default_out(name))

@@ -140,6 +140,9 @@ def config_from_args(argv: Sequence[str]):
 
 
 def cmd_run(argv: Sequence[str]) -> int:
+    if any(a == "--seeds" or a.startswith("--seeds=") for a in argv):  # several seeds: bitcl.sweep runs them
+        from bitcl.sweep.cli import run_seeds
+        return run_seeds(argv)
     from bitcl.engine import run
     config = config_from_args(argv)
     result = run(config)
@@ -284,8 +287,14 @@ def cmd_rl(argv: Sequence[str]) -> int:
     return run_rl(argv)
 
 
+def cmd_sweep(argv: Sequence[str]) -> int:
+    from bitcl.sweep.cli import cmd_sweep as run_sweep
+    return run_sweep(argv)
+
+
 COMMANDS = {"run": cmd_run, "rerun": cmd_rerun, "rl": cmd_rl, "list": cmd_list, "report": cmd_report,
-            "analyze": cmd_analyze, "export": cmd_export, "pretrain": cmd_pretrain}
+            "analyze": cmd_analyze, "export": cmd_export, "pretrain": cmd_pretrain,
+            "sweep": cmd_sweep}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

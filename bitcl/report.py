@@ -1,5 +1,9 @@
 """``bitcl report``: compare runs in a markdown table, with PNG plots when matplotlib is installed.
 
+Runs whose recorded settings differ only in seed are grouped: a second table gives each group's
+ACC, BWT and forgetting as mean ± half-width of the 95 % Student t interval (``bitcl.stats``)
+with the number of seeds, and a plot shows the groups' ACC with those intervals as error bars.
+
 Plots: one accuracy-matrix heatmap and one per-task-accuracy-over-time plot per
 run, and one capacity-over-tasks plot for all quantised runs. They are written
 beside the report file (``--out``), or to ``<first run>/report/`` without it.
@@ -73,6 +77,76 @@ def table(runs: Sequence[tuple[str, dict]]) -> str:
     return "\n".join(lines)
 
 
+# settings that do not change what a run computes, besides the seed that groups runs
+_NOT_SETTINGS = frozenset({"seed", "out", "overwrite", "resume", "quiet", "data_source", "bitcl_version",
+                           "evaluated_on"})
+
+
+def _setting_key(config: dict) -> str:
+    import json
+    return json.dumps({k: v for k, v in config.items() if k not in _NOT_SETTINGS}, sort_keys=True, default=str)
+
+
+def _flat(config: dict) -> dict:
+    """The settings of a recorded config with the method's options beside them."""
+    flat = {k: v for k, v in config.items() if k not in _NOT_SETTINGS and k != "method_options"}
+    flat.update(config.get("method_options") or {})
+    return flat
+
+
+def seed_groups(runs: Sequence[tuple[str, dict]]) -> list[tuple[str, list[tuple[str, dict]]]]:
+    """Runs grouped by their recorded settings less the seed (``config`` in results.json), in the
+    order first seen; a run without a recorded config is a group of its own. Each group is labelled by
+    its method and the settings in which the groups differ."""
+    keyed: dict[str, list[tuple[str, dict]]] = {}
+    for name, r in runs:
+        key = _setting_key(r["config"]) if isinstance(r.get("config"), dict) else f"run:{name}"
+        keyed.setdefault(key, []).append((name, r))
+    configs = [_flat(members[0][1].get("config") or {}) for members in keyed.values()]
+    differing = sorted({k for c in configs for k in c if k != "method"
+                        and len({repr(d[k]) for d in configs if k in d}) > 1})
+    groups = []
+    for members, config in zip(keyed.values(), configs):
+        extra = ", ".join(f"{k}={config[k]}" for k in differing if k in config)
+        label = members[0][1]["method"] + (f" ({extra})" if extra else "")
+        if not config:
+            label = members[0][0]
+        groups.append((label, members))
+    return groups
+
+
+def seed_table(groups) -> str:
+    """Mean ± half-width of the 95 % t interval over the seeds of each group (n: the number of runs)."""
+    from bitcl import stats
+    head = (f"Over seeds: mean ± half-width of the {int(stats.LEVEL * 100)} % Student t interval "
+            "(std ddof 1; no interval for n=1)")
+    lines = [head, "", "| group | seeds | ACC | BWT | forgetting |", "|---|---|---|---|---|"]
+    for label, members in groups:
+        seeds = ", ".join(str(r.get("config", {}).get("seed", r.get("seed", "?"))) for _, r in members)
+        cells = [stats.summarize([r[k] for _, r in members], k).format(4) for k in ("acc", "bwt", "forgetting")]
+        lines.append(f"| {label} | {seeds} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _seed_plot(groups, folder: Path) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from bitcl import stats
+    folder.mkdir(parents=True, exist_ok=True)
+    summaries = [stats.summarize([r["acc"] for _, r in members], "acc") for _, members in groups]
+    fig, ax = plt.subplots(figsize=(6, 0.6 + 0.4 * len(groups)))
+    ax.barh(range(len(groups)), [s.mean for s in summaries], xerr=[s.half_width or 0.0 for s in summaries],
+            capsize=3)
+    ax.set_yticks(range(len(groups)), [f"{label} (n={s.n})" for (label, _), s in zip(groups, summaries)], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"ACC (mean, {int(stats.LEVEL * 100)} % t interval over seeds)")
+    path = folder / "seeds-acc.png"
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
 def _plots(runs: Sequence[tuple[str, dict]], folder: Path) -> list[Path]:
     import matplotlib
     matplotlib.use("Agg")
@@ -140,9 +214,13 @@ def write_report(run_dirs: Sequence[str], out: Optional[str] = None) -> str:
         return text
     runs = list(zip(run_names(run_dirs), (load_results(d) for d in run_dirs)))
     text = "# bitcl report\n\n" + table(runs) + "\n" + data_sources(runs)
+    groups = seed_groups(runs)
+    grouped = any(len(members) > 1 for _, members in groups)
+    if grouped:
+        text += "\n" + seed_table(groups) + "\n"
     folder = Path(out).parent if out else Path(run_dirs[0]) / "report"
     try:
-        pictures = _plots(runs, folder)
+        pictures = _plots(runs, folder) + ([_seed_plot(groups, folder)] if grouped else [])
         text += "\n" + "\n".join(f"![{p.stem}]({p.name if out else p})" for p in pictures) + "\n"
     except ImportError:
         text += "\n(plots skipped: matplotlib is not installed; `pip install bitcl[plots]`)\n"

@@ -1,0 +1,39 @@
+"""A stand-in for ``bitcl.sweep.backends.execute`` that writes a valid results.json at once, so that
+the sweep's bookkeeping (retries, resumption, selection, summaries) is tested in milliseconds."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from bitcl import metrics
+
+
+class FakeRuns:
+    """``score(config) -> ACC`` decides each run's figures; ``fail`` lists (name part, attempts to fail)."""
+
+    def __init__(self, score=None, fail=None):
+        self.score = score or (lambda cfg: 0.5 + 0.01 * cfg.seed)
+        self.fail = dict(fail or {})
+        self.calls: list[list[str]] = []
+
+    def __call__(self, argv, threads, env=None):
+        from bitcl.cli import config_from_args
+        argv = list(argv)
+        self.calls.append(argv)
+        cfg = config_from_args(argv)
+        for part, left in self.fail.items():
+            if part in cfg.out and left > 0:
+                self.fail[part] = left - 1
+                Path(cfg.out).mkdir(parents=True, exist_ok=True)
+                return 1, "bitcl run: error: simulated failure", 0.01
+        acc = float(self.score(cfg))
+        matrix = [[acc + 0.1, 0.1], [acc, acc]]
+        results = {"method": cfg.method, "benchmark": cfg.benchmark, "scenario": cfg.scenario, "seed": cfg.seed,
+                   "tasks": 2, "accuracy_matrix": matrix, "acc": metrics.acc(matrix), "bwt": metrics.bwt(matrix),
+                   "forgetting": metrics.forgetting(matrix), "timing": {"train_seconds": [0.1, 0.1]},
+                   "memory": {"state_bytes": [0, 0]}, "config": cfg.to_dict()}
+        assert math.isfinite(results["acc"])
+        Path(cfg.out).mkdir(parents=True, exist_ok=True)
+        (Path(cfg.out) / "results.json").write_text(json.dumps(results))
+        return 0, "", 0.01
