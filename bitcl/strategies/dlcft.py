@@ -28,7 +28,8 @@ initialisation the default ``--layers 1`` is a linear probe of random features: 
 the AlexNet, whose flattened 2048-wide random features separate MNIST digits (the
 least-squares head reaches 0.98 on a 5-digit task of 800 training digits), not for the
 ResNet-18, whose random features are global averages of 160 channels (0.56 on the same task,
-where DLCFT scored near chance). Linearise more (``--layers 0``) or start from trained weights.
+where DLCFT scored near chance). Start from trained weights, or linearise more (``--layers 0``:
+every layer's gradient becomes a feature; far slower, and not yet measured to learn there).
 """
 from __future__ import annotations
 
