@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import warnings
 from typing import Callable, Optional, Sequence, Union
 
 import torch
@@ -45,6 +46,11 @@ from bitcl.train.task import evaluate_and_save, train_and_consolidate
 
 FIT_SERVICES = frozenset({"independent_gradient", "retrain"})
 OptimizerSpec = Union[str, Callable[[list[nn.Parameter]], torch.optim.Optimizer]]
+
+
+class NotLearnedWarning(UserWarning):
+    """A task's accuracy after its own training was confidently at or below chance + margin
+    (``bitcl.train.learned``); the message says how much was frozen and how much range was left."""
 
 
 class HeadedModel(nn.Module):
@@ -174,6 +180,7 @@ class _FitLoop:
         self.device = torch.device(config.device)
         self.hook_seconds = 0.0
         self.result = RunResult(config, len(tasks), params=sum(p.numel() for p in net.parameters()))
+        self.task_facts: dict[int, tuple[float, int]] = {}  # per task: chance level, test samples
 
     def forward_for(self, task: int) -> Callable[[torch.Tensor], torch.Tensor]:
         return (lambda x: self.net(x, task)) if self.task_aware else self.net
@@ -242,17 +249,27 @@ class _FitLoop:
         correct = total = 0
         for batch in loader:
             x, y = split_batch(batch, f"tasks[{t}] test")
-            pred = forward(x.to(self.device)).argmax(1)
+            outputs = forward(x.to(self.device))
+            live = int(torch.isfinite(outputs).any(0).sum())  # classes the prediction chooses among
+            self.task_facts[t] = (1.0 / max(live, 1), self.task_facts.get(t, (0, 0))[1])
+            pred = outputs.argmax(1)
             correct += int((pred == y.to(self.device)).sum())
             total += len(y)
         self.net.train(was_training)
         if total == 0:
             raise ConfigError(f"tasks[{t}] test data is empty")
+        self.task_facts[t] = (self.task_facts[t][0], total)
         return correct / total
+
+    def evaluate_all(self) -> list[float]:
+        row = [self.evaluate(j) for j in range(len(self.tasks))]
+        facts = [self.task_facts[j] for j in range(len(self.tasks))]
+        self.result.set_task_facts([c for c, _ in facts], [n for _, n in facts])
+        return row
 
     def run_task(self, t: int) -> None:
         train_and_consolidate(self, t, t, self.context(t), self.strategy, self.net, self.result)
-        evaluate_and_save(t, lambda: [self.evaluate(j) for j in range(len(self.tasks))], self.strategy, self.net,
+        evaluate_and_save(t, lambda: self.evaluate_all(), self.strategy, self.net,
                           self.result, self.rundir, self.config.to_dict(), self.quiet)
 
     def resume(self) -> int:
@@ -326,4 +343,6 @@ def fit(model: nn.Module, tasks: Sequence[tuple[TaskData, TaskData]], method: st
         success = True
     finally:
         rundir.close(success)
+    for line in loop.result.warnings():  # a task that was not learned is never silent
+        warnings.warn(line, NotLearnedWarning, stacklevel=2)
     return loop.result

@@ -72,6 +72,13 @@ def prepare_data(config: RunConfig, data: Optional[ArrayData]) -> ArrayData:
     return data
 
 
+def chance_levels(scenario) -> list[float]:
+    """Per task, 1 / the classes its prediction chooses among right after its training (bitcl.train.learned)."""
+    sizes = {"task": lambda t: scenario.head_sizes[t], "class": lambda t: scenario.active_outputs[t]}
+    size = sizes.get(scenario.setting, lambda t: scenario.head_sizes[0])
+    return [1.0 / size(t) for t in range(len(scenario))]
+
+
 class Engine:
     """Builds everything a run needs from a :class:`RunConfig` (refusing bad input up front),
     then :meth:`run` trains the task sequence."""
@@ -125,6 +132,7 @@ class Engine:
             self.trainer.wrap_ddp()
         self.result = RunResult(config, len(self.scenario), params=sum(p.numel() for p in self.model.parameters()))
         self.result.data_source = describe_data(data, config)
+        self.result.set_task_facts(chance_levels(self.scenario), [len(t.y_test) for t in self.scenario.tasks])
         self.result.extra["device"] = str(self.device)
 
     def _check_ranks_agree_on_setup(self) -> None:

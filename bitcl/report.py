@@ -20,7 +20,7 @@ from bitcl.train.rundir import refuse_run_file
 from bitcl.train.validate import read_results
 
 COLUMNS = ("run", "method", "scenario", "tasks", "ACC", "BWT", "forgetting", "final capacity", "state bytes",
-           "train s")
+           "train s", "not learned")
 
 
 def load_results(run_dir: str | Path) -> dict:
@@ -66,6 +66,15 @@ def run_names(run_dirs: Sequence[str]) -> list[str]:
     return [re.sub(r"[^A-Za-z0-9._+-]+", "_", n) for n in names]
 
 
+def _not_learned(results: dict) -> str:
+    """The marker column: tasks flagged as not learned (bitcl.train.learned), '–' for none, '?' when the
+    run predates the check."""
+    if "not_learned" not in results:
+        return "?"
+    tasks = [f"T{f['task']}" for f in results["not_learned"] if isinstance(f, dict) and "task" in f]
+    return "⚠ " + ", ".join(tasks) if tasks else "–"
+
+
 def table(runs: Sequence[tuple[str, dict]]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for name, r in runs:
@@ -73,7 +82,8 @@ def table(runs: Sequence[tuple[str, dict]]) -> str:
         state = r.get("memory", {}).get("state_bytes") or [0]
         train = sum(r.get("timing", {}).get("train_seconds", []))
         lines.append(f"| {name} | {r['method']} | {r.get('scenario', '')} | {r.get('tasks', '')} | {r['acc']:.4f} | "
-                     f"{r['bwt']:+.4f} | {r['forgetting']:.4f} | {cap} | {state[-1]:,} | {train:.1f} |")
+                     f"{r['bwt']:+.4f} | {r['forgetting']:.4f} | {cap} | {state[-1]:,} | {train:.1f} | "
+                     f"{_not_learned(r)} |")
     return "\n".join(lines)
 
 

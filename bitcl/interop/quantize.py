@@ -11,15 +11,28 @@ sqrt(fan_in)`` and N-bit narrow-range codes (BLIP: Shi et al., "Continual Learni
 Information Preserving", CVPR 2021, arXiv 2105.04444, Sec. 3.2). A trained model does not follow
 BLIP's from-scratch range ``6 / sqrt(fan_in)``, so ``R`` is chosen per layer from its weights:
 
-* ``range="max"`` (default): ``R = headroom * max|w|`` (weight and bias). Nothing is clipped, so the
-  latent, which is what the forward pass uses, equals the float weight exactly and the model's
-  outputs do not change; the codes are within half a step ``R / (2^(N-1) - 1)`` of the weights.
+* ``range="auto"`` (default): at ``bits >= 16`` (continual learning; BLIP's 20 bits),
+  ``R = max(range_factor / sqrt(fan_in), headroom * max|w|)``: BLIP's range, the one bitcl's own
+  Bit layers use, unless the weights need more; below 16 bits, as ``"max"``. BLIP's frozen-bit
+  count does not depend on R, so the window ``2R / 2^k`` a weight keeps for later tasks scales
+  with R; ``R = max|w|`` left a freshly initialised layer 1/6 of BLIP's range (its weights
+  saturated at R in the first task) and a second task could not be learned (issue 22). With 16
+  or more bits the wider range still leaves at least 13 bits of resolution; with few bits the
+  resolution is what matters, so the tight range is kept.
+* ``range="max"``: ``R = headroom * max|w|`` (weight and bias). Nothing is clipped; every
+  value moves by at most half a step ``R / (2^(N-1) - 1)`` onto the grid.
 * ``range="percentile"``: ``R = headroom * quantile(|w|, percentile)``. Clips the few largest
   weights (counted in the report) for a finer step: worth it at low bit widths only.
 * ``range="fixed"``: BLIP's ``range_factor / sqrt(fan_in)`` (``range_factor`` 6 by default).
 
 ``headroom > 1`` leaves room for weights to grow in later tasks (a weight can never leave
 ``[-R, R]``), at the price of ``log2(headroom)`` bits of resolution.
+
+At conversion every latent is set to its quantised value ``scale * code``, so the converted
+model's forward pass is exactly what ``dequantize_`` / ``bitcl export`` ship (at 4 bits a float
+forward that kept the unquantised latents differed from the exported codes by up to half a step
+per weight). A bare ``nn.Linear`` / ``nn.Conv2d`` is converted in place too (its class becomes the
+Bit layer's; its parameters stay the same objects).
 """
 from __future__ import annotations
 
@@ -34,7 +47,8 @@ from bitcl.errors import ConfigError
 from bitcl.quant import (DEFAULT_BITS, DEFAULT_RANGE_FACTOR, MAX_BITS, MIN_BITS, BitConv2d, BitLinear, bit_states,
                          max_code)
 
-RANGES = ("max", "percentile", "fixed")
+RANGES = ("auto", "max", "percentile", "fixed")
+AUTO_WIDE_FROM_BITS = 16  # range="auto": BLIP's range from this many bits on (module docstring)
 # float32 rounding of the scale may put the top code one ulp below max|w|; this margin keeps
 # range="max" clip-free (it costs ~1e-6 of the resolution)
 _RANGE_MARGIN = 1.0 + 1e-6
@@ -49,10 +63,10 @@ class BitConfig:
     bits: int = DEFAULT_BITS
     filter_fn: Optional[FilterFn] = None        # (module, fully qualified name) -> convert it? default: all
     skip: Sequence[str] = ()                    # names (and everything under them) kept float, e.g. ("fc",)
-    range: str = "max"                          # one of RANGES (module docstring)
+    range: str = "auto"                         # one of RANGES (module docstring)
     percentile: float = 99.99                   # range="percentile": the quantile of |w|, in percent
     headroom: float = 1.0                       # R multiplier (>= 1 keeps every weight representable)
-    range_factor: float = DEFAULT_RANGE_FACTOR  # range="fixed": R = range_factor / sqrt(fan_in)
+    range_factor: float = DEFAULT_RANGE_FACTOR  # range="fixed" / "auto": R = range_factor / sqrt(fan_in)
     range_factors: Optional[dict[str, float]] = field(default=None, repr=False)  # exact per-layer factors
 
     def validate(self) -> "BitConfig":
@@ -88,13 +102,14 @@ class LayerReport:
     """Quantisation error of one converted layer (weight and bias together)."""
 
     kind: str                 # "BitLinear" or "BitConv2d"
+    values: int               # number of quantised values (weight and bias)
     fan_in: int
     range_factor: float
     value_range: float        # R
     scale: float              # one code step
-    clipped_fraction: float   # share of values outside [-R, R] (clipped: changes the forward pass)
-    clip_max_error: float     # max |w - clamp(w)|: what the forward pass sees
-    code_rms_error: float     # rms |w - scale * code|: what a checkpoint / export of the codes holds
+    clipped_fraction: float   # share of values outside [-R, R] (clipped to the range)
+    clip_max_error: float     # max |w - clamp(w)|
+    code_rms_error: float     # rms |w - scale * code|: the conversion error (forward pass and export alike)
     code_max_error: float
     relative_rms_error: float  # code_rms_error / rms(w)
 
@@ -106,6 +121,22 @@ class QuantizationReport:
     bits: int
     layers: dict[str, LayerReport] = field(default_factory=dict)
     kept_float: list[str] = field(default_factory=list)  # Linear / Conv2d layers not converted
+    kept_float_values: int = 0                            # their weights and biases
+
+    @property
+    def totals(self) -> dict:
+        """The whole conversion: layers and values converted (and their bits), values kept float,
+        values clipped, and the conversion error over every converted value."""
+        values = sum(r.values for r in self.layers.values())
+        square_sum = sum(r.code_rms_error ** 2 * r.values for r in self.layers.values())
+        signal = sum((r.code_rms_error / r.relative_rms_error) ** 2 * r.values if r.relative_rms_error > 0 else 0.0
+                     for r in self.layers.values())
+        return {"layers": len(self.layers), "values": values, "bits": values * self.bits,
+                "kept_float_layers": len(self.kept_float), "kept_float_values": self.kept_float_values,
+                "clipped_values": round(sum(r.clipped_fraction * r.values for r in self.layers.values())),
+                "code_rms_error": math.sqrt(square_sum / values) if values else 0.0,
+                "code_max_error": max((r.code_max_error for r in self.layers.values()), default=0.0),
+                "relative_rms_error": math.sqrt(square_sum / signal) if signal > 0 else 0.0}
 
     @property
     def range_factors(self) -> dict[str, float]:
@@ -118,7 +149,7 @@ class QuantizationReport:
                          range_factors=self.range_factors)
 
     def to_json(self) -> dict:
-        return {"bits": self.bits, "kept_float": self.kept_float,
+        return {"bits": self.bits, "kept_float": self.kept_float, "totals": self.totals,
                 "layers": {name: vars(layer) for name, layer in self.layers.items()}}
 
     def __str__(self) -> str:
@@ -126,8 +157,11 @@ class QuantizationReport:
         for name, r in self.layers.items():
             lines.append(f"{name:40s} {r.kind:10s} {r.value_range:10.4g} {r.clipped_fraction:8.2%} "
                          f"{r.relative_rms_error:9.2e}")
+        t = self.totals
+        lines.append(f"{'total':40s} {t['layers']:>3d} layers, {t['values']:,} values ({t['bits']:,} bits), "
+                     f"{t['clipped_values']:,} clipped, rel.rms {t['relative_rms_error']:.2e}")
         if self.kept_float:
-            lines.append("kept float: " + ", ".join(self.kept_float))
+            lines.append(f"kept float: {', '.join(self.kept_float)} ({t['kept_float_values']:,} values)")
         return "\n".join(lines)
 
 
@@ -135,7 +169,7 @@ def _value_range(values: torch.Tensor, fan_in: int, config: BitConfig) -> float:
     if config.range == "fixed":
         return config.range_factor / math.sqrt(fan_in)
     magnitude = values.abs()
-    if config.range == "max":
+    if config.range in ("auto", "max"):
         top = float(magnitude.max())
     else:  # kthvalue: torch.quantile refuses tensors above 16M elements
         k = max(1, math.ceil(config.percentile / 100 * magnitude.numel()))
@@ -198,7 +232,7 @@ def _layer_report(float_values: torch.Tensor, layer: nn.Module) -> LayerReport:
     code_error = original - codes
     rms = float(original.pow(2).mean().sqrt())
     code_rms = float(code_error.pow(2).mean().sqrt())
-    return LayerReport(kind=type(layer).__name__, fan_in=layer.weight[0].numel(), range_factor=layer.range_factor,
+    return LayerReport(kind=type(layer).__name__, values=original.numel(), fan_in=layer.weight[0].numel(), range_factor=layer.range_factor,
                        value_range=value_range, scale=layer.scales["weight"],
                        clipped_fraction=float((original.abs() > value_range).double().mean()),
                        clip_max_error=float((original - clipped).abs().max()),
@@ -206,41 +240,87 @@ def _layer_report(float_values: torch.Tensor, layer: nn.Module) -> LayerReport:
                        relative_rms_error=code_rms / rms if rms > 0 else 0.0)
 
 
+def _range_factor(name: str, module: nn.Module, values: torch.Tensor, config: BitConfig) -> float:
+    fan_in = module.weight[0].numel()
+    if config.range_factors is not None and name in config.range_factors:
+        return float(config.range_factors[name])
+    value_range = _value_range(values, fan_in, config)
+    if config.range == "auto" and config.bits >= AUTO_WIDE_FROM_BITS \
+            and config.range_factor >= value_range * math.sqrt(fan_in) * _RANGE_MARGIN:
+        return config.range_factor  # BLIP's range holds the weights: exactly bitcl's own layers' range
+    # an all-zero layer: BLIP's default range
+    return value_range * math.sqrt(fan_in) * _RANGE_MARGIN if value_range > 0 else DEFAULT_RANGE_FACTOR
+
+
+@torch.no_grad()
+def _snap_to_grid(layer: nn.Module) -> None:
+    """Set every latent to ``scale * code``: the forward pass then computes what export ships."""
+    for state in layer.bit_states():
+        state.latent.copy_(state.dequantized())
+
+
+def _float_values(module: nn.Module) -> torch.Tensor:
+    values = module.weight.detach().reshape(-1)
+    if module.bias is not None:
+        values = torch.cat([values, module.bias.detach().reshape(-1)])
+    return values
+
+
+def _check_float32(name: str, module: nn.Module) -> None:
+    if module.weight.dtype != torch.float32:
+        raise ConfigError(f"quantize_: {name or 'the layer'} holds {module.weight.dtype} weights; Bit layers keep "
+                          "float32 latents (call model.float() first)")
+
+
+def _convert_root(layer: nn.Module, config: BitConfig, report: QuantizationReport) -> None:
+    """A bare ``nn.Linear`` / ``nn.Conv2d``: becomes its Bit layer in place (class swap; the same
+    parameter objects, hooks and mode), so that ``quantize_(layer)`` works like ``quantize_(model)``."""
+    if type(layer) not in (nn.Linear, nn.Conv2d):
+        raise ConfigError(f"quantize_: a bare {type(layer).__name__} (a subclass of nn.Linear / nn.Conv2d) cannot "
+                          "be converted in place; wrap it, e.g. nn.Sequential(layer)")
+    _check_float32("", layer)
+    if isinstance(layer, nn.Conv2d) and isinstance(layer.padding, str) and layer.padding == "same" \
+            and layer.padding_mode != "zeros":
+        raise ConfigError("quantize_: Conv2d with padding='same' and a non-zero padding_mode is not supported")
+    values = _float_values(layer)
+    factor = _range_factor("", layer, values, config)
+    layer.__class__ = BitConv2d if isinstance(layer, nn.Conv2d) else BitLinear
+    layer._setup_bits(config.bits, factor)
+    _snap_to_grid(layer)
+    report.layers[""] = _layer_report(values, layer)
+
+
 def quantize_(model: nn.Module, config: Optional[BitConfig] = None) -> tuple[nn.Module, QuantizationReport]:
     """Replace ``model``'s selected ``nn.Linear`` / ``nn.Conv2d`` by Bit layers, in place.
 
-    Each Bit layer gets the float weights as its latent (clipped to ``[-R, R]``, see the module
-    docstring for R) and its codes from them; nothing is frozen yet. Returns the model and a
-    :class:`QuantizationReport` of the quantisation error per layer. Raises ConfigError for a bad
-    config, a non-float32 layer, or a config that selects no layer.
+    Each Bit layer gets the float weights, clipped to ``[-R, R]`` (see the module docstring for R)
+    and rounded onto the N-bit grid, as its latent and codes; nothing is frozen yet. The converted
+    model computes exactly what its export ships. ``model`` may itself be a bare ``nn.Linear`` or
+    ``nn.Conv2d`` (reported under the name ``""``). Returns the model and a
+    :class:`QuantizationReport` of the quantisation error per layer and in total. Raises
+    ConfigError for a bad config, a non-float32 layer, or a config that selects no layer.
     """
     config = (config or BitConfig()).validate()
     report = QuantizationReport(bits=config.bits)
+    if isinstance(model, (nn.Linear, nn.Conv2d)) and config.selects(model, ""):
+        _convert_root(model, config, report)
+        return model, report
 
     def convert(name: str, module: nn.Module) -> Optional[nn.Module]:
         if not config.selects(module, name):
             if isinstance(module, (nn.Linear, nn.Conv2d)) and not isinstance(module, (BitLinear, BitConv2d)):
                 report.kept_float.append(name)
+                report.kept_float_values += _float_values(module).numel()
             return None
-        if module.weight.dtype != torch.float32:
-            raise ConfigError(f"quantize_: {name} holds {module.weight.dtype} weights; Bit layers keep float32 "
-                              "latents (call model.float() first)")
-        values = module.weight.detach().reshape(-1)
-        if module.bias is not None:
-            values = torch.cat([values, module.bias.detach().reshape(-1)])
-        fan_in = module.weight[0].numel()
-        if config.range_factors is not None and name in config.range_factors:
-            factor = float(config.range_factors[name])
-        else:
-            value_range = _value_range(values, fan_in, config)
-            factor = (value_range * math.sqrt(fan_in) * _RANGE_MARGIN if value_range > 0
-                      else DEFAULT_RANGE_FACTOR)  # an all-zero layer: BLIP's default range
-        layer = _bit_layer(module, config.bits, factor)
+        _check_float32(name, module)
+        values = _float_values(module)
+        layer = _bit_layer(module, config.bits, _range_factor(name, module, values, config))
         with torch.no_grad():
             layer.weight.copy_(module.weight)
             if module.bias is not None:
                 layer.bias.copy_(module.bias)
         layer.project_()
+        _snap_to_grid(layer)
         _carry_over(module, layer)
         report.layers[name] = _layer_report(values, layer)
         return layer
@@ -261,6 +341,16 @@ def dequantize_(model: nn.Module, weights: str = "codes") -> nn.Module:
     """
     if weights not in ("codes", "latent"):
         raise ConfigError(f"dequantize_: weights must be 'codes' or 'latent', got {weights!r}")
+    if type(model) in (BitLinear, BitConv2d):  # a bare Bit layer: back to its float class, in place
+        for state in model.bit_states():
+            source = state.dequantized() if weights == "codes" else state.latent.detach().clone()
+            state.latent.copy_(source)
+            for suffix in ("_codes", "_frozen"):
+                del model._buffers[state.param_name + suffix]
+        for attribute in ("bits", "range_factor", "scales", "inv_scales", "quantized_param_names"):
+            model.__dict__.pop(attribute, None)
+        model.__class__ = nn.Conv2d if isinstance(model, nn.Conv2d) else nn.Linear
+        return model
 
     def convert(name: str, module: nn.Module) -> Optional[nn.Module]:
         if not isinstance(module, (BitLinear, BitConv2d)):

@@ -33,6 +33,19 @@ nothing.
 The continual model calls ``bind_tasks(setting, tasks)`` once when it wraps the
 backbone, ``set_task(t)`` on every forward pass and ``end_task(t)`` after each
 task's consolidation; :class:`TaskAware` gives a backbone those three methods.
+
+Running statistics at the end of a task (:func:`recalibrate_`): training updates them as an
+exponential moving average (momentum 0.1) that starts from mean 0 and variance 1, so after
+``s`` steps the initial values still weigh ``0.9^s``: 0.23 after the 14 steps of a small task,
+and after a task the statistics also mix in batches seen at early, different weights. Eval
+mode and a frozen ``first-task`` norm then normalise with statistics the network never had: a
+DLCFT ResNet-18 (random backbone, linearised head) on 800 digits scored below chance
+(0.19 on 5-class tasks) in eval mode. So at the end of every task, before its consolidation,
+the loop recomputes the statistics of every norm that is still learning from one pass over the
+task's training data at the final weights, in training mode and without gradients, as a
+cumulative average (``momentum=None``) of the batches' means and unbiased variances (the
+"BN update" of SWA, Izmailov et al., UAI 2018, arXiv 1803.05407). Frozen norms and models
+without policy norms are untouched (no pass, no random numbers drawn).
 """
 from __future__ import annotations
 
@@ -211,6 +224,46 @@ def _global_batch_norm(norm: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad(), torch._C._DisableFuncTorch():
             _update_running_stats(norm, _primal(mean), _primal(var) * (n / (n - 1)))
     return out
+
+
+def learning_norms(net: nn.Module) -> list[nn.BatchNorm2d]:
+    """The ``nn.BatchNorm2d`` that a forward pass of ``net`` in training mode would update now: per
+    policy norm that is not frozen, the one its current task selects."""
+    chosen = []
+    for module in net.modules():
+        if isinstance(module, ContinualBatchNorm2d) and not module._frozen:
+            chosen.append(module.norms[module.task if module.policy == "per-task" else 0])
+    return chosen
+
+
+@torch.no_grad()
+def recalibrate_(net: nn.Module, batches, task: int) -> int:
+    """Recompute the running statistics of ``net``'s learning norms from ``batches`` (module docstring).
+
+    ``net(x, task)`` is run in training mode on every batch ``(x, ...)``, each learning norm
+    accumulating a cumulative average; ``momentum`` and the train/eval mode are restored. Returns
+    the number of norms recalibrated (0: nothing ran)."""
+    for module in net.modules():  # select the task's per-task norms before choosing
+        if isinstance(module, ContinualBatchNorm2d) and module.policy == "per-task":
+            module.set_task(task)
+    norms = learning_norms(net)
+    if not norms:
+        return 0
+    modes = {m: m.training for m in net.modules()}
+    momenta = [n.momentum for n in norms]
+    try:
+        for norm in norms:
+            norm.reset_running_stats()
+            norm.momentum = None  # cumulative average over the pass
+        net.train()
+        for batch in batches:
+            net(batch[0], task)
+    finally:
+        for norm, momentum in zip(norms, momenta):
+            norm.momentum = momentum
+        for module, training in modes.items():
+            module.training = training
+    return len(norms)
 
 
 class TaskAware:

@@ -17,7 +17,10 @@ The prior ``--fisher-prior`` is in per-sample Fisher units (the Fisher here is a
 mean over samples, not a sum), so its meaning does not depend on batch size or
 on how many samples are used. Roughly: after the first task a weight freezes
 ``ceil(0.5 log2((F_0 + F_1) / (2 F_0)))`` bits, so raising the prior 4x frees one
-more bit of every weight whose Fisher dominates the prior.
+more bit of every weight whose Fisher dominates the prior. The count does not
+depend on the quantisation range ``[-R, R]``, so the window a weight keeps for later
+tasks, ``2R / 2^k``, scales with R: a model quantised to a tight range keeps little
+room (``bitcl.interop.quantize``'s range rule ``auto``; ``range_left`` below).
 
 State between tasks: int32 codes and uint8 frozen counts (in the model) plus a
 float32 running Fisher per weight: 9 bytes per weight, whatever the number of
@@ -130,6 +133,18 @@ class Blip(Strategy):
             state.freeze(extra, reset_free_bits=self.options.reset_free_bits)
             self.state[f"fisher/{name}"] = new
         self.state["tasks_seen"] = torch.tensor(seen + 1)
+
+    def task_results(self) -> dict:
+        """``range_left`` per quantised tensor after this task's freezing: the mean of ``2^-k`` over its
+        weights (k frozen bits), the fraction of its range ``[-R, R]`` the free bits still let a weight
+        cross in the next task (its window is ``2R / 2^k`` wide); ``bitcl.train.learned`` quotes it
+        when a task is not learned."""
+        return {"range_left": {name: float(torch.exp2(-state.frozen.to(torch.float64)).mean())
+                               for name, state in self.quantized.items()}}
+
+    def run_results(self) -> dict:
+        """``value_range``: R per quantised tensor (a weight can never leave ``[-R, R]``)."""
+        return {"value_range": {name: state.layer.value_range() for name, state in self.quantized.items()}}
 
     def state_bytes(self) -> int:
         """Running Fisher (4 B) plus the codes (4 B) and frozen counts (1 B) the method keeps."""

@@ -13,6 +13,7 @@ from torch import nn
 import bitcl
 from bitcl import metrics
 from bitcl.quant import bit_states
+from bitcl.train import learned
 
 TIMING_KEYS = ("train_seconds", "epoch_seconds", "consolidate_seconds", "eval_seconds")
 
@@ -31,6 +32,8 @@ class RunResult:
     state_bytes: list[int] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
     data_source: dict = field(default_factory=dict)   # what was loaded; recorded inside ``config``
+    chance: list[float] = field(default_factory=list)    # per task: 1 / classes its prediction chooses among
+    test_samples: list[int] = field(default_factory=list)  # per task: size of its test split
 
     @property
     def acc(self) -> float:
@@ -71,6 +74,20 @@ class RunResult:
         self.state_bytes.append(state_bytes)
         self.add_task_results(task_results)
 
+    def set_task_facts(self, chance: list[float], test_samples: list[int]) -> None:
+        """Chance level and test-split size of every task (for :attr:`not_learned`)."""
+        self.chance, self.test_samples = [float(c) for c in chance], [int(n) for n in test_samples]
+
+    @property
+    def not_learned(self) -> list[dict]:
+        """Tasks whose accuracy after their own training is confidently at or below chance + margin
+        (:mod:`bitcl.train.learned`), with the reason; empty when the task facts are unknown."""
+        return learned.check_learned(self.accuracy_matrix, self.chance, self.test_samples, self.capacity,
+                                     self.extra.get("range_left", []))
+
+    def warnings(self) -> list[str]:
+        return learned.warning_lines(self.not_learned)
+
     def task_line(self) -> str:
         """The log line of the task just recorded."""
         t, row, timing = len(self.accuracy_matrix) - 1, self.accuracy_matrix[-1], self.timing
@@ -104,13 +121,18 @@ class RunResult:
         out["timing"] = self.timing
         out["memory"] = {"params": self.params, "state_bytes": self.state_bytes}
         out.update(self.extra)
+        if self.chance:
+            out["learned_check"] = {"rule": learned.RULE, "margin": learned.MARGIN, "confidence": learned.CONFIDENCE,
+                                    "chance": self.chance, "test_samples": self.test_samples}
+            out["not_learned"] = self.not_learned
         return out
 
     def progress(self) -> dict:
         """What a checkpoint carries so that a resumed run can finish this result."""
         return {"accuracy_matrix": self.accuracy_matrix, "capacity": self.capacity,
                 "capacity_per_layer": self.capacity_per_layer, "timing": self.timing,
-                "state_bytes": self.state_bytes, "extra": self.extra, "data_source": self.data_source}
+                "state_bytes": self.state_bytes, "extra": self.extra, "data_source": self.data_source,
+                "chance": self.chance, "test_samples": self.test_samples}
 
     def restore(self, progress: dict) -> None:
         """Inverse of :meth:`progress` (the checkpoint's entries were validated by the reader)."""
@@ -118,6 +140,11 @@ class RunResult:
                     "data_source"):
             if key in progress:
                 setattr(self, key, progress[key])
+        chance, samples = progress.get("chance"), progress.get("test_samples")
+        numbers = lambda v: isinstance(v, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                        for x in v)
+        if numbers(chance) and numbers(samples) and len(chance) == len(samples) and chance:
+            self.set_task_facts(chance, samples)  # fit learns them while evaluating; the engine knows them
 
     def format_matrix(self) -> str:
         t = len(self.accuracy_matrix[0]) if self.accuracy_matrix else 0
@@ -125,6 +152,7 @@ class RunResult:
         for i, row in enumerate(self.accuracy_matrix):
             lines.append(f"task {i:<6d}" + " ".join(f"{a:.4f}" for a in row))
         lines.append(f"ACC {self.acc:.4f}  BWT {self.bwt:+.4f}  forgetting {self.forgetting:.4f}")
+        lines += self.warnings()
         return "\n".join(lines)
 
     def accuracy_csv(self) -> str:

@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional, Protocol
 from torch import nn
 
 from bitcl.strategies import Strategy, TaskContext
+from bitcl.train import learned
 from bitcl.train.results import RunResult, bit_capacity
 from bitcl.train.rundir import RunDirectory
 
@@ -39,10 +40,26 @@ def train_and_consolidate(loop: TaskLoop, task: Any, index: int, ctx: TaskContex
     # the hooks' time is read before consolidation, which may train again (ANPyC)
     result.record_training(time.perf_counter() - start, loop.hook_seconds, epochs)
     start = time.perf_counter()
+    _recalibrate_batch_norms(strategy, model, ctx, index)
     strategy.end_task(ctx)
     if hasattr(model, "end_task"):  # backbones whose batch norm changes after a task
         model.end_task(index)
     result.record_consolidation(time.perf_counter() - start)
+
+
+RECALIBRATION_BATCH = 256
+
+
+def _recalibrate_batch_norms(strategy: Strategy, model: nn.Module, ctx: TaskContext, index: int) -> None:
+    """Running statistics of the batch norms still learning, recomputed at the task's final weights
+    (``bitcl.models.norm.recalibrate_``): what eval mode, the consolidation and a frozen norm use.
+    Through the strategy's training module (DLCFT: the linearised model, whose norms see θ0)."""
+    from bitcl.models.norm import learning_norms, recalibrate_
+    net = strategy.training_module() or model
+    if not learning_norms(net):
+        return  # no policy norm learns (MLP, frozen norms): no pass, no data drawn
+    batches, _ = ctx.importance_batches(0, RECALIBRATION_BATCH, "batch-norm")
+    recalibrate_(net, batches, index)
 
 
 def evaluate_and_save(index: int, evaluate_all: Callable[[], list[float]], strategy: Strategy, model: nn.Module,
@@ -60,6 +77,8 @@ def evaluate_and_save(index: int, evaluate_all: Callable[[], list[float]], strat
         progress["model"] = model_spec
     rundir.save_checkpoint(index, model, strategy.state_tensors(), progress)
     rundir.log(result.task_line(), quiet)
+    for line in learned.warning_lines([f for f in result.not_learned if f["task"] == index]):
+        rundir.log(line, quiet)
 
 
 __all__ = ["TaskLoop", "evaluate_and_save", "train_and_consolidate"]

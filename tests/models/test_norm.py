@@ -245,3 +245,27 @@ def test_two_ranks_normalise_with_the_global_batch():
         for key in ("running_mean", "running_var", "num_batches_tracked"):
             assert torch.equal(r0[key], r1[key]), (label, lin, key)
             close(r0[key], key)
+
+
+@pytest.mark.parametrize("arch", ["alexnet", "resnet18"])
+def test_recalibration_sets_the_statistics_of_the_final_weights(arch):
+    """After a short task the moving averages still hold their initial 0/1; recalibrate_ replaces them by the
+    cumulative mean and unbiased variance of the task's batches at the final weights, so eval mode sees what
+    training saw (the first norm's statistics are those of its input over the data). Frozen norms are left alone."""
+    from bitcl.models.norm import learning_norms, recalibrate_
+    model = small(arch, "first-task")
+    train_steps(model, 0, steps=3)
+    first = norms(model)[0].norms[0]
+    gen = torch.Generator().manual_seed(7)
+    data = [torch.randn(32, 1, 32, 32, generator=gen) * 2 + 1 for _ in range(4)]
+    seen = []
+    hook = first.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].detach()))
+    assert recalibrate_(model, [(x,) for x in data], 0) == len(norms(model))
+    hook.remove()
+    inputs = torch.stack(seen)  # (batches, 32, C, H, W): one entry per batch of the pass
+    torch.testing.assert_close(first.running_mean, inputs.mean((1, 3, 4)).mean(0), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(first.running_var, inputs.transpose(1, 2).flatten(2).var(2).mean(0),
+                               rtol=1e-4, atol=1e-5)
+    assert first.momentum == 0.1 and model.training
+    model.end_task(0)
+    assert learning_norms(model) == [] and recalibrate_(model, [(x,) for x in data], 1) == 0
