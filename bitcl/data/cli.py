@@ -48,7 +48,8 @@ def _list(root) -> int:
         print(title)
         for name, entry in entries.items():
             states = {status for _, status in verify(entry, root)}
-            state = "cached" if states == {"ok"} else "not cached" if states == {"missing"} else ", ".join(sorted(states))
+            state = ("cached" if states == {"ok"} else "not cached" if states == {"missing"}
+                     else ", ".join(sorted(states)))
             print(f"  {name:<18} {entry.description} [{state}]")
             for remote in entry.files:
                 algorithm, digest = remote.digest
@@ -62,14 +63,17 @@ def _list(root) -> int:
 
 def _verify(names: Sequence[str], root) -> int:
     entries = [find(n) for n in names] if names else [*DATASETS.values(), *WEIGHTS.values()]
-    bad = 0
+    bad = ok = missing = 0
     for entry in entries:
         for file, status in verify(entry, root):
             if names or status != "missing":
                 print(f"{entry.name}/{file}: {status}")
             bad += status == "MISMATCH" or (bool(names) and status != "ok")
-    if not names and not bad:
-        print(f"every cached file under {data_root(root)} matches its pinned digest")
+            ok += status == "ok"
+            missing += status != "ok" and status != "MISMATCH"
+    if not names:
+        print(f"{data_root(root)}: {ok} cached file(s) match their pinned digests, {bad} do not; "
+              f"{missing} not (fully) downloaded")
     return 1 if bad else 0
 
 

@@ -31,9 +31,16 @@ TIMEOUT_S = 30
 
 
 class FetchError(OSError):
-    """An environment fault while fetching data (network, server, disk): the CLI exits with 1."""
+    """An environment fault while fetching data (network, server, disk): the CLI exits with 1.
+
+    ``final`` is True when trying another host would not help (an interrupted download whose
+    ``.part`` is kept for a resume, or a cache that cannot be written)."""
 
     exit_status = 1
+
+    def __init__(self, message: str, final: bool = False):
+        super().__init__(message)
+        self.final = final
 
 
 def data_root(explicit: Optional[str | os.PathLike] = None) -> Path:
@@ -79,17 +86,26 @@ def _describe(remote: RemoteFile) -> str:
     return f"{algorithm} {expected}"
 
 
-def _progress(total: Optional[int], initial: int, name: str, quiet: bool) -> Callable[[int], None]:
-    """A tqdm bar on stderr when it is a terminal and not ``quiet``; else a no-op."""
-    if quiet or not sys.stderr.isatty():
-        return lambda n: None
-    from tqdm import tqdm
-    bar = tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024, desc=name, leave=False)
-    return bar.update
+class _Progress:
+    """A tqdm bar on stderr when it is a terminal and not ``quiet``; else nothing."""
+
+    def __init__(self, total: Optional[int], initial: int, name: str, quiet: bool):
+        self.bar = None
+        if not quiet and sys.stderr.isatty():
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024, desc=name,
+                            leave=False)
+
+    def __enter__(self) -> Callable[[int], None]:
+        return self.bar.update if self.bar else (lambda n: None)
+
+    def __exit__(self, *exc) -> None:
+        if self.bar:
+            self.bar.close()
 
 
 def _write_error(path: Path, error: OSError) -> FetchError:
-    return FetchError(f"{path}: cannot write ({error.strerror or error})")
+    return FetchError(f"{path}: cannot write ({error.strerror or error})", final=True)
 
 
 def _download(url: str, part: Path, remote: RemoteFile, quiet: bool) -> None:
@@ -114,17 +130,17 @@ def _download(url: str, part: Path, remote: RemoteFile, quiet: bool) -> None:
             have = 0  # the server ignored the Range request: the body is the whole file
         length = response.headers.get("Content-Length")
         total = have + int(length) if length and length.isdigit() else remote.size
-        update = _progress(total, have, remote.name, quiet)
         got = have
         try:
-            with open(part, "ab" if resumed else "wb") as out:
+            with _Progress(total, have, remote.name, quiet) as update, open(part, "ab" if resumed else "wb") as out:
                 while True:
                     try:
                         block = response.read(CHUNK)
                     except (http.client.IncompleteRead, ConnectionError, TimeoutError, OSError) as error:
-                        raise FetchError(f"{url}: download interrupted after {got:,} of "
-                                         f"{total or '?':,} bytes ({type(error).__name__}); {part} is kept: "
-                                         "run the command again to resume") from None
+                        expected = f"{total:,}" if total else "?"
+                        raise FetchError(f"{url}: download interrupted after {got:,} of {expected} bytes "
+                                         f"({type(error).__name__}); {part} is kept: run the command again to resume",
+                                         final=True) from None
                     if not block:
                         break
                     out.write(block)
@@ -136,7 +152,7 @@ def _download(url: str, part: Path, remote: RemoteFile, quiet: bool) -> None:
             raise _write_error(part, error) from None
     if total is not None and got < total:
         raise FetchError(f"{url}: download interrupted after {got:,} of {total:,} bytes; {part} is kept: "
-                         "run the command again to resume")
+                         "run the command again to resume", final=True)
 
 
 def fetch_file(dataset: RemoteDataset, remote: RemoteFile, root: Path, mirror: Optional[str] = None,
@@ -172,9 +188,9 @@ def fetch_file(dataset: RemoteDataset, remote: RemoteFile, root: Path, mirror: O
         try:
             _download(url, part, remote, quiet)
         except FetchError as error:
-            failures.append(str(error))
-            if "interrupted" in str(error) or "cannot write" in str(error):
+            if error.final:
                 raise  # keep the part for a resume; a full disk is no reason to try the next host
+            failures.append(str(error))
             continue
         if not digest_matches(part, remote):
             part.unlink()

@@ -108,4 +108,24 @@ def load_dataset(name: str, root: Optional[str | os.PathLike] = None, mirror: Op
                  quiet: bool = False, download: bool = True) -> ArrayData:
     """A registered dataset, fetched into the data root on first use and verified, as ArrayData."""
     entry = find(name)
-    return read_dataset(entry.name, fetch(entry, root, mirror, quiet, download))
+    data = read_dataset(entry.name, fetch(entry, root, mirror, quiet, download))
+    data.source = f"fetched and verified by bitcl data: {entry.name}"
+    return data
+
+
+def load_weights(name: str, root: Optional[str | os.PathLike] = None, mirror: Optional[str] = None,
+                 quiet: bool = False) -> dict:
+    """A registered weights file (e.g. ``resnet18-imagenet``), fetched and verified like data,
+    read with ``torch.load(weights_only=True)`` (no arbitrary unpickling): name -> tensor."""
+    import torch
+    entry = find(name)
+    if entry.reader != "weights":
+        raise DataError(f"{name}: a dataset, not a weights file")
+    path, = fetch(entry, root, mirror, quiet)
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - a malformed file can raise almost anything
+        raise DataError(f"{path}: not a weights-only torch file ({str(error).splitlines()[0][:120]})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise DataError(f"{path}: not a state dict of tensors")
+    return state

@@ -64,8 +64,8 @@ def _mnist_like(hosts: tuple[str, ...], digests: dict[str, dict]) -> tuple[Remot
 
 MNIST = RemoteDataset(
     "mnist", "MNIST handwritten digits, 60,000 + 10,000 28x28 grey images (LeCun et al. 1998)",
-    _mnist_like(("https://ossci-datasets.s3.amazonaws.com/mnist/", "https://storage.googleapis.com/cvdf-datasets/mnist/",
-                 "http://yann.lecun.com/exdb/mnist/"), {
+    _mnist_like(("https://ossci-datasets.s3.amazonaws.com/mnist/",
+                 "https://storage.googleapis.com/cvdf-datasets/mnist/", "http://yann.lecun.com/exdb/mnist/"), {
         "train-images-idx3-ubyte.gz": {"sha256": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
                                        "md5": "f68b3c2dcbeaaa9fbdd348bbdeb94873", "size": 9912422},
         "train-labels-idx1-ubyte.gz": {"sha256": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",

@@ -16,6 +16,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -36,6 +37,7 @@ class ArrayData:
     y_train: torch.Tensor  # int64 (n,)
     x_test: torch.Tensor
     y_test: torch.Tensor
+    source: Optional[str] = None  # where it came from when --data does not say (e.g. fetched by bitcl data)
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -270,3 +270,28 @@ def test_bitcl_run_fetches_a_benchmarks_data_on_first_use(tmp_path, server, monk
     assert main(["run", "--method", "finetune", "--benchmark", "split-fashion-mnist", "--epochs", "0",
                  "--hidden", "16", "--quiet"]) == 0
     assert len(server.requests) == requests  # second run: from the cache
+
+
+def test_pretrained_weights_are_fetched_verified_by_prefix_and_read_weights_only(tmp_path, server, monkeypatch):
+    """The ResNet-18 entry pins only an 8-hex SHA-256 prefix (all torchvision publishes): a file
+    with that prefix loads with torch.load(weights_only=True); another file is refused."""
+    import io
+
+    import torch
+
+    from bitcl.data.readers import load_weights
+    buffer = io.BytesIO()
+    torch.save({"conv1.weight": torch.arange(6.0).view(2, 3)}, buffer)
+    blob = buffer.getvalue()
+    name = "resnet18-f37072fd.pth"
+    entry = RemoteDataset("resnet18-imagenet", "fixture", (RemoteFile(name, (UNREACHABLE + name,),
+                          sha256_prefix=hashlib.sha256(blob).hexdigest()[:8]),), "weights", "", "")
+    monkeypatch.setitem(registry.WEIGHTS, "resnet18-imagenet", entry)
+    server.files[f"/resnet18-imagenet/{name}"] = blob
+    state = load_weights("resnet18-imagenet", tmp_path, server.url, quiet=True)
+    assert torch.equal(state["conv1.weight"], torch.arange(6.0).view(2, 3))
+    (tmp_path / "resnet18-imagenet" / name).unlink()
+    server.files[f"/resnet18-imagenet/{name}"] = blob + b"tampered"
+    with pytest.raises(FetchError, match="sha256-prefix"):
+        load_weights("resnet18-imagenet", tmp_path, server.url, quiet=True)
+    assert registry.RESNET18_IMAGENET.files[0].digest == ("sha256-prefix", "f37072fd")
