@@ -64,6 +64,8 @@ class Protocol:
         opts = self.settings.get("method_options") or {}
         text = f"{self.name}: {self.description} [{self.paper}] settings {shown}"
         text += f" options {opts}" if opts else ""
+        hours = self.time_estimate.get("cpu_hours")
+        text += f"; about {hours:g} h on one CPU core (estimate; GPU not measured)" if hours else ""
         return text + (f" (NOT RUNNABLE: {self.refusal})" if self.refusal else "")
 
 
@@ -86,11 +88,13 @@ _DLCFT = ("Shon et al., DLCFT: Deep Linear Continual Fine-Tuning for General Inc
           "arXiv 2208.08112")
 _CPU_HOW = ("estimate, not a measurement of the whole run: CPU seconds per training sample of one epoch (and of "
             "the rest: consolidation, evaluation) on one thread of an AMD EPYC, measured on 256 random images with "
-            "benchmarks/protocol_time.py, times the protocol's samples, epochs and tasks; one free core's time")
+            "benchmarks/protocol_time.py, times the protocol's samples, epochs and tasks; one free core's time; "
+            "rough: two timings of the same network differed by up to 2x")
 _GPU = "not measured: no GPU was available when this preset was written (benchmarks/protocol_time.py --device cuda)"
 
 
-def _time(cpu_hours: float) -> dict:
+def _time(cpu_hours: Optional[float]) -> dict:
+    """``cpu_hours``: benchmarks/protocol_time.py's estimate for the whole protocol on one core."""
     return {"cpu_hours": cpu_hours, "cpu_how": _CPU_HOW, "gpu": _GPU}
 
 
@@ -102,12 +106,12 @@ def _blip_mlp(benchmark: str) -> dict:
 
 PROTOCOLS: dict[str, Protocol] = {p.name: p for p in [
     Protocol("blip-mnist5", _BLIP, "BLIP's MNIST-5: full MNIST in 5 tasks of 2 digits, a head per task, MLP 784-1200",
-             _blip_mlp("split-mnist"), _BLIP_CODE, (_BLIP_SCHEDULE, _BLIP_NORM), _time(0.0)),
+             _blip_mlp("split-mnist"), _BLIP_CODE, (_BLIP_SCHEDULE, _BLIP_NORM), _time(0.27)),
     Protocol("blip-pmnist", _BLIP,
              "BLIP's PMNIST: full MNIST under 10 pixel permutations, a head per task, MLP 784-1200",
              {**_blip_mlp("permuted-mnist"), "tasks": 10}, _BLIP_CODE,
              (_BLIP_SCHEDULE, _BLIP_NORM, "BLIP's code permutes every task and shuffles their order by the seed; "
-              "bitcl leaves task 0 unpermuted"), _time(0.0)),
+              "bitcl leaves task 0 unpermuted"), _time(3.8)),
     Protocol("blip-alternating-cifar", _BLIP,
              "BLIP's alternating CIFAR-10/100: 5 CIFAR-10 tasks of 2 classes and 5 CIFAR-100 tasks of 20, task order "
              "shuffled by the seed as in the code, AlexNet at twice the width (--mul 2)",
@@ -117,7 +121,7 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in [
              _BLIP_CODE,
              (_BLIP_SCHEDULE, _BLIP_NORM, "BLIP's code holds out 10% of each task's training data for that schedule; "
               "bitcl trains on all of it",
-              "bitcl's AlexNet has batch norm (--bn first-task); BLIP's quantised AlexNet has none"), _time(0.0)),
+              "bitcl's AlexNet has batch norm (--bn first-task); BLIP's quantised AlexNet has none"), _time(140)),
     Protocol("blip-dataset-sequence", _BLIP,
              "BLIP's sequence of datasets without notMNIST (not fetchable): CIFAR-10, MNIST, SVHN, Fashion-MNIST at "
              "3x32x32, order shuffled by the seed as in the code, AlexNet at 0.8 width (--mul 0.8)",
@@ -130,14 +134,14 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in [
               "BLIP's code holds out 15% of each task's training data for that schedule; bitcl trains on all of it",
               "bitcl's AlexNet has batch norm (--bn first-task); BLIP's quantised AlexNet has none",
               "the code's fully connected layers stay 2048 wide for --mul < 1; bitcl's --width scales every layer"),
-             _time(0.0)),
+             _time(82)),
     Protocol("benzing-permuted-mnist", _BENZING,
              "Benzing's Permuted-MNIST: 10 tasks, one shared head, MLP 784-2000-2000 (float), Adam; --method si by "
              "default, any regulariser (ewc, mas, siu, sib, ...) with --method",
              {"benchmark": "permuted-mnist", "data": "mnist", "tasks": 10, "scenario": "domain", "method": "si",
               "arch": "mlp", "hidden": [2000, 2000], "backbone": "float", "optimizer": "adam", "lr": 1e-3,
               "lr_schedule": "none", "batch_size": 256, "epochs": 20},
-             _UNVERIFIED + f" ({_ZENKE})", ("bitcl leaves task 0 unpermuted",), _time(0.0)),
+             _UNVERIFIED + f" ({_ZENKE})", ("bitcl leaves task 0 unpermuted",), _time(3.1)),
     Protocol("benzing-split-cifar", _BENZING,
              "Benzing's Split CIFAR-10/100: CIFAR-10, then 5 tasks of 10 CIFAR-100 classes, a head per task, Adam; "
              "--method si by default",
@@ -146,7 +150,7 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in [
              _UNVERIFIED + f" ({_ZENKE})",
              ("Zenke's network (4 conv layers 32-32-64-64 with max-pooling and dropout, a 512-unit dense layer) is not "
               "a bitcl backbone; this uses the closest, `conv` (two 3x3 conv blocks 32, 64 and a 256-unit layer)",),
-             _time(0.0)),
+             _time(2.4)),
     Protocol("anpyc-permuted-mnist-20", _ANPYC,
              "ANPyC's Permuted-MNIST, 20 tasks, a head per task, MLP 784-64-32 (float), SGD lr 0.02, 30 epochs, "
              "pruning with 30 retraining epochs per step, lambda 3",
@@ -160,7 +164,7 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in [
               "the code decays the learning rate by 0.99 every 5 epochs (6% over a task); bitcl keeps it constant",
               "the code permutes task 0 too; bitcl leaves it unpermuted",
               "lambda 3 is the code's value for its importance scale; bitcl's default (10000) was chosen on "
-              "Split-MNIST for its own scale: check the scales agree before comparing numbers"), _time(0.0)),
+              "Split-MNIST for its own scale: check the scales agree before comparing numbers"), _time(0.49)),
     Protocol("anpyc-permuted-mnist-50", _ANPYC, "as anpyc-permuted-mnist-20 with 50 tasks",
              {"benchmark": "permuted-mnist", "data": "mnist", "tasks": 50, "scenario": "task", "method": "anpyc",
               "arch": "mlp", "hidden": [64, 32], "backbone": "float", "optimizer": "sgd", "lr": 0.02,
@@ -168,7 +172,7 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in [
               "method_options": {"lam": 3.0, "prune_first": 50.0, "prune_decay": 0.8, "prune_step": 10.0,
                                  "retrain_epochs": 30}},
              _ANPYC_CODE + "; 20 and 50 tasks as the paper's long-sequence experiments",
-             ("as anpyc-permuted-mnist-20",), _time(0.0)),
+             ("as anpyc-permuted-mnist-20",), _time(0.9)),
     Protocol("dlcft-class-split-cifar100", _DLCFT,
              "DLCFT's class-incremental Split CIFAR-100 from an ImageNet-pretrained ResNet-18 (weights: "
              "`bitcl data get resnet18-imagenet`, verified by their SHA-256 prefix)",
@@ -177,7 +181,7 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in [
              "task split and method from the paper's abstract and Sec. 4 as bitcl's dlcft strategy implements them",
              ("bitcl's resnet18 is GEM's reduced ResNet-18 (3x3 stem, 20 base filters), not torchvision's ImageNet "
               "layout (7x7 stem, max-pool, 64 filters), so the ImageNet weights cannot be loaded into it",),
-             _time(0.0),
+             _time(None),
              refusal="needs torchvision's ImageNet ResNet-18 layout, which no bitcl backbone has (bitcl's resnet18 "
                      "is GEM's reduced net); `bitcl data get resnet18-imagenet` fetches and verifies the weights"),
 ]}

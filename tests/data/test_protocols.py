@@ -170,6 +170,8 @@ def test_each_protocol_builds_its_tasks_and_model(name):
 def test_every_protocol_states_its_sources_differences_and_time():
     for p in PROTOCOLS.values():
         assert p.paper and p.sources and p.time_estimate["cpu_how"] and p.time_estimate["gpu"]
+        assert (p.time_estimate["cpu_hours"] is None) == bool(p.refusal)  # an estimate for every runnable one
+        assert "estimate" in p.time_estimate["cpu_how"] and "not measured" in p.time_estimate["gpu"]
         assert p.paper_figures is None or all(k for k in p.paper_figures)
         assert p.settings["benchmark"] in BENCHMARKS
 
