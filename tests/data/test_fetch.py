@@ -248,6 +248,7 @@ def test_svhn_mat_reads_and_maps_label_10_to_0(tmp_path):
         read_svhn_mat(tmp_path / "bad.mat")
 
 
+@pytest.mark.slow
 def test_bitcl_run_fetches_a_benchmarks_data_on_first_use(tmp_path, server, monkeypatch, capsys):
     """`bitcl run --benchmark split-fashion-mnist` with an empty data root downloads (from the
     mirror set in BITCL_DATA_MIRROR), verifies, trains; the run records where the data came from."""

@@ -6,6 +6,8 @@ import json
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bitcl.cli import config_from_args, main
 from bitcl.config import RunConfig
@@ -190,6 +192,7 @@ def test_preset_name_is_split_from_the_boolean_flag():
     assert config_from_args(["--no-preset"]).preset is False
 
 
+@pytest.mark.slow
 def test_bitcl_run_preset_records_the_papers_settings(tmp_path, small_npz, capsys):
     """One command; flags typed after it override the protocol (here: smaller, for the test)."""
     out = tmp_path / "r"
@@ -201,3 +204,35 @@ def test_bitcl_run_preset_records_the_papers_settings(tmp_path, small_npz, capsy
                                                                                               0.01, 64)
     assert config["method_options"]["fisher_prior"] == 1e-15 and config["lr_schedule"] == "none"
     assert config["epochs"] == 1 and config["hidden"] == [16] and config["preset"] is False
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.permutations(list(range(12))), st.lists(st.integers(1, 5), min_size=1, max_size=6))
+def test_grouped_scenario_maps_every_label_to_its_group_position(order, sizes):
+    """Any partition of the labels into groups: each task holds exactly its group's samples, with
+    targets = position within the group (task setting) or in the concatenated order (class)."""
+    from bitcl.data.scenarios import grouped_scenario
+    groups, start = [], 0
+    for size in sizes:
+        if start + size > len(order):
+            break
+        groups.append(list(order[start:start + size]))
+        start += size
+    if not groups:
+        return
+    data = fixture(12, (4, 4), per_class=2)
+    flat = [c for g in groups for c in g]
+    for setting in ("task", "class"):
+        s = grouped_scenario(data, groups, setting, "g")
+        for t, group in zip(s.tasks, groups):
+            original = [group[int(y)] if setting == "task" else flat[int(y)] for y in t.y_train]
+            assert sorted(original) == sorted(c for c in data.y_train.tolist() if c in group)
+        assert s.head_sizes == ([len(g) for g in groups] if setting == "task" else [len(flat)])
+
+
+def test_grouped_scenario_refuses_overlapping_or_empty_groups():
+    from bitcl.data.scenarios import grouped_scenario
+    with pytest.raises(ConfigError, match="non-empty and disjoint"):
+        grouped_scenario(MNIST_LIKE, [[0, 1], [1, 2]], "task", "g")
+    with pytest.raises(ConfigError, match="non-empty and disjoint"):
+        grouped_scenario(MNIST_LIKE, [[0], []], "task", "g")
