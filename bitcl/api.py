@@ -99,9 +99,13 @@ def benchmark_tasks(benchmark: str = "split-mnist", data: Optional[str] = None, 
                     classes: Optional[list[int]] = None) -> list[tuple[TensorDataset, TensorDataset]]:
     """The tasks ``bitcl run --benchmark B --data D --scenario S --tasks T --seed S --classes C`` trains
     on, as ``(train, test)`` TensorDatasets of ``(image, label)`` (labels as the CLI's heads see them;
-    ``data=None``: the embedded MNIST subset). For trying ``fit`` and comparing it with the CLI."""
+    ``data=None``: the benchmark's own data, the embedded MNIST subset or a dataset fetched on
+    first use, as ``bitcl run``). For trying ``fit`` and comparing it with the CLI."""
     from bitcl.data import build_scenario, load_source
-    built = build_scenario(benchmark, load_source(data), scenario, tasks, seed, classes)
+    from bitcl.data.benchmarks import BENCHMARKS, load_benchmark_data
+    spec = BENCHMARKS.get(benchmark)  # an unknown name is refused by build_scenario
+    source = load_benchmark_data(spec, data) if spec else load_source(data)
+    built = build_scenario(benchmark, source, scenario, tasks, seed, classes)
     return [(TensorDataset(t.inputs(t.x_train), t.y_train), TensorDataset(t.inputs(t.x_test), t.y_test))
             for t in built.tasks]
 

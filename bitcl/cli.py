@@ -118,12 +118,16 @@ def _recorded_config(path: str) -> dict:
 def config_from_args(argv: Sequence[str]):
     """RunConfig from the command line: the defaults, then a ``--config`` file, then the flags typed."""
     from bitcl.config import RunConfig
+    from bitcl.presets import protocol_settings, split_protocol
     from bitcl.strategies import get_strategy
+    argv, protocol = split_protocol(list(argv))  # --preset NAME: a paper protocol (bitcl list)
     pre = _Parser(add_help=False)
     pre.add_argument("--method", default=None)
     pre.add_argument("--config", dest="config_file", default=None)
     known, _ = pre.parse_known_args(argv)
     base = _recorded_config(known.config_file) if known.config_file else {}
+    if protocol:
+        base = {**protocol_settings(protocol), **base}
     method = known.method or base.get("method") or RunConfig().method
     args = vars(_run_parser(get_strategy(method)).parse_args(argv))
     args.pop("config_file", None)
@@ -200,6 +204,10 @@ def cmd_list(argv: Sequence[str]) -> int:
     presets = describe_presets()
     print("presets (applied to settings left unset; --no-preset turns them off):")
     for line in presets or ["  none"]:
+        print(f"  {line}")
+    from bitcl.presets import describe_protocols
+    print("paper protocols (bitcl run --preset NAME; docs/benchmarks.md):")
+    for line in describe_protocols():
         print(f"  {line}")
     return 0
 
@@ -292,9 +300,14 @@ def cmd_sweep(argv: Sequence[str]) -> int:
     return run_sweep(argv)
 
 
+def cmd_data(argv: Sequence[str]) -> int:
+    from bitcl.data.cli import cmd_data as run_data
+    return run_data(argv)
+
+
 COMMANDS = {"run": cmd_run, "rerun": cmd_rerun, "rl": cmd_rl, "list": cmd_list, "report": cmd_report,
             "analyze": cmd_analyze, "export": cmd_export, "pretrain": cmd_pretrain,
-            "sweep": cmd_sweep}
+            "sweep": cmd_sweep, "data": cmd_data}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -316,7 +329,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if isinstance(error, MemoryError):
             message = "out of memory (reduce the data, --batch-size or the model)"
         print(f"bitcl {command}: error: {message}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return getattr(error, "exit_status", EXIT_BAD_INPUT)  # e.g. a failed download: environment, 1
     except KeyboardInterrupt:
         print(f"bitcl {command}: interrupted", file=sys.stderr)
         return 130

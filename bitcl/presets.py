@@ -1,4 +1,5 @@
-"""Per-benchmark presets: settings chosen on validation data, applied to what the user leaves unset.
+"""Per-benchmark presets: settings chosen on validation data, applied to what the user leaves unset;
+and the seed papers' protocols, one command each (``bitcl run --preset NAME``, ``PROTOCOLS``).
 
 Each preset was chosen by a committed search that evaluates on a validation split carved
 from the training data (``--validation``), never on the test split; its entry names the
@@ -6,6 +7,9 @@ script and the result file that hold the search. ``bitcl list`` prints them and 
 run records the resolved values in results.json.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
 
 # (benchmark, method, scenario) -> settings; "*" matches any method
 PRESETS: dict[tuple[str, str, str], dict] = {
@@ -27,3 +31,193 @@ def describe_presets() -> list[str]:
         shown = {k: v for k, v in values.items() if k != "source"}
         lines.append(f"{benchmark} / {method} / {scenario}: {shown} (chosen by {values.get('source', '?')})")
     return lines
+
+
+# -- paper protocols: `bitcl run --preset NAME` -------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Protocol:
+    """A seed paper's experiment as one command: its task split, network, optimiser and epochs as
+    far as bitcl can express them, with what differs said plainly.
+
+    ``settings`` are RunConfig fields (``method_options`` included); flags typed on the command
+    line override them. ``paper_figures`` quotes the paper's own numbers (labelled as the
+    paper's, with the table) only where they were checked against the paper's text; otherwise
+    it is None and ``paper_figures_note`` says why. ``time_estimate`` is an estimate, with how
+    it was made.
+    """
+
+    name: str
+    paper: str
+    description: str
+    settings: dict
+    sources: str
+    differences: tuple[str, ...]
+    time_estimate: dict
+    paper_figures: Optional[dict] = None
+    paper_figures_note: str = ("not quoted: the paper's tables could not be checked against its text when this "
+                               "preset was written; compare with the paper's own results table")
+    refusal: Optional[str] = None   # set when bitcl cannot run the protocol at all
+
+    def describe(self) -> str:
+        shown = {k: v for k, v in self.settings.items() if k != "method_options"}
+        opts = self.settings.get("method_options") or {}
+        text = f"{self.name}: {self.description} [{self.paper}] settings {shown}"
+        text += f" options {opts}" if opts else ""
+        hours = self.time_estimate.get("cpu_hours")
+        text += f"; about {hours:g} h on one CPU core (estimate; GPU not measured)" if hours else ""
+        return text + (f" (NOT RUNNABLE: {self.refusal})" if self.refusal else "")
+
+
+_BLIP = "Shi et al., Continual Learning via Bit-Level Information Preserving, CVPR 2021, arXiv 2105.04444"
+_BLIP_CODE = ("the authors' code (github.com/Yujun-Shi/BLIP, ImageClassification/src: README commands, run_blip.py, "
+              "dataloaders/, networks/, approaches/blip.py)")
+_BLIP_SCHEDULE = ("BLIP's code trains up to 200 epochs per task but divides the learning rate by 3 after 5 epochs "
+                  "without a better validation loss, stops below 1e-4 and keeps the best-validation weights; bitcl "
+                  "trains all 200 epochs at a constant rate (use --validation and fewer --epochs to approximate)")
+_BLIP_NORM = "BLIP normalises inputs by per-dataset mean/std; bitcl feeds pixels in [0, 1]"
+_BENZING = ("Benzing, Unifying Importance Based Regularisation Methods for Continual Learning, AISTATS 2022, "
+            "arXiv 2006.06357")
+_ZENKE = "Zenke, Poole & Ganguli, Continual Learning Through Synaptic Intelligence, ICML 2017, arXiv 1703.04200"
+_UNVERIFIED = ("network, optimiser and epochs as Zenke et al. 2017 describe them, whose protocol Benzing reuses; "
+               "written from memory of the papers, not checked against their text offline: verify before quoting")
+_ANPYC = ("Peng et al., Overcoming Long-term Catastrophic Forgetting through Adversarial Neural Pruning and Synaptic "
+          "Consolidation, IEEE TNNLS, arXiv 1912.09091")
+_ANPYC_CODE = "the authors' code (github.com/GeoX-Lab/ANPyC, Permuted_MNIST/ANPyC_wi_NP.py)"
+_DLCFT = ("Shon et al., DLCFT: Deep Linear Continual Fine-Tuning for General Incremental Learning, ECCV 2022, "
+          "arXiv 2208.08112")
+_CPU_HOW = ("estimate, not a measurement of the whole run: CPU seconds per training sample of one epoch (and of "
+            "the rest: consolidation, evaluation) on one thread of an AMD EPYC, measured on 256 random images with "
+            "benchmarks/protocol_time.py, times the protocol's samples, epochs and tasks; one free core's time; "
+            "rough: two timings of the same network differed by up to 2x")
+_GPU = "not measured: no GPU was available when this preset was written (benchmarks/protocol_time.py --device cuda)"
+
+
+def _time(cpu_hours: Optional[float]) -> dict:
+    """``cpu_hours``: benchmarks/protocol_time.py's estimate for the whole protocol on one core."""
+    return {"cpu_hours": cpu_hours, "cpu_how": _CPU_HOW, "gpu": _GPU}
+
+
+def _blip_mlp(benchmark: str) -> dict:
+    return {"benchmark": benchmark, "data": "mnist", "scenario": "task", "method": "blip", "arch": "mlp",
+            "hidden": [1200], "backbone": "quant", "bits": 20, "optimizer": "sgd", "momentum": 0.0, "lr": 0.01,
+            "lr_schedule": "none", "batch_size": 64, "epochs": 200, "method_options": {"fisher_prior": 1e-15}}
+
+
+PROTOCOLS: dict[str, Protocol] = {p.name: p for p in [
+    Protocol("blip-mnist5", _BLIP, "BLIP's MNIST-5: full MNIST in 5 tasks of 2 digits, a head per task, MLP 784-1200",
+             _blip_mlp("split-mnist"), _BLIP_CODE, (_BLIP_SCHEDULE, _BLIP_NORM), _time(0.27)),
+    Protocol("blip-pmnist", _BLIP,
+             "BLIP's PMNIST: full MNIST under 10 pixel permutations, a head per task, MLP 784-1200",
+             {**_blip_mlp("permuted-mnist"), "tasks": 10}, _BLIP_CODE,
+             (_BLIP_SCHEDULE, _BLIP_NORM, "BLIP's code permutes every task and shuffles their order by the seed; "
+              "bitcl leaves task 0 unpermuted"), _time(3.8)),
+    Protocol("blip-alternating-cifar", _BLIP,
+             "BLIP's alternating CIFAR-10/100: 5 CIFAR-10 tasks of 2 classes and 5 CIFAR-100 tasks of 20, task order "
+             "shuffled by the seed as in the code, AlexNet at twice the width (--mul 2)",
+             {"benchmark": "alternating-cifar", "scenario": "task", "method": "blip", "arch": "alexnet", "width": 128,
+              "dropout": 0.2, "backbone": "quant", "bits": 20, "optimizer": "sgd", "momentum": 0.0, "lr": 0.05,
+              "lr_schedule": "none", "batch_size": 32, "epochs": 200, "method_options": {"fisher_prior": 5e-16}},
+             _BLIP_CODE,
+             (_BLIP_SCHEDULE, _BLIP_NORM, "BLIP's code holds out 10% of each task's training data for that schedule; "
+              "bitcl trains on all of it",
+              "bitcl's AlexNet has batch norm (--bn first-task); BLIP's quantised AlexNet has none"), _time(140)),
+    Protocol("blip-dataset-sequence", _BLIP,
+             "BLIP's sequence of datasets without notMNIST (not fetchable): CIFAR-10, MNIST, SVHN, Fashion-MNIST at "
+             "3x32x32, order shuffled by the seed as in the code, AlexNet at 0.8 width (--mul 0.8)",
+             {"benchmark": "dataset-sequence", "scenario": "task", "method": "blip", "arch": "alexnet", "width": 51,
+              "dropout": 0.2, "backbone": "quant", "bits": 20, "optimizer": "sgd", "momentum": 0.0, "lr": 0.05,
+              "lr_schedule": "none", "batch_size": 32, "epochs": 200, "method_options": {"fisher_prior": 5e-17}},
+             _BLIP_CODE,
+             ("4 tasks, not 5: notMNIST cannot be fetched (no official checksum); the code's task order is kept for "
+              "the other four", _BLIP_SCHEDULE, _BLIP_NORM,
+              "BLIP's code holds out 15% of each task's training data for that schedule; bitcl trains on all of it",
+              "bitcl's AlexNet has batch norm (--bn first-task); BLIP's quantised AlexNet has none",
+              "the code's fully connected layers stay 2048 wide for --mul < 1; bitcl's --width scales every layer"),
+             _time(82)),
+    Protocol("benzing-permuted-mnist", _BENZING,
+             "Benzing's Permuted-MNIST: 10 tasks, one shared head, MLP 784-2000-2000 (float), Adam; --method si by "
+             "default, any regulariser (ewc, mas, siu, sib, ...) with --method",
+             {"benchmark": "permuted-mnist", "data": "mnist", "tasks": 10, "scenario": "domain", "method": "si",
+              "arch": "mlp", "hidden": [2000, 2000], "backbone": "float", "optimizer": "adam", "lr": 1e-3,
+              "lr_schedule": "none", "batch_size": 256, "epochs": 20},
+             _UNVERIFIED + f" ({_ZENKE})", ("bitcl leaves task 0 unpermuted",), _time(3.1)),
+    Protocol("benzing-split-cifar", _BENZING,
+             "Benzing's Split CIFAR-10/100: CIFAR-10, then 5 tasks of 10 CIFAR-100 classes, a head per task, Adam; "
+             "--method si by default",
+             {"benchmark": "split-cifar10-100", "scenario": "task", "method": "si", "arch": "conv", "backbone": "float",
+              "optimizer": "adam", "lr": 1e-3, "lr_schedule": "none", "batch_size": 256, "epochs": 60},
+             _UNVERIFIED + f" ({_ZENKE})",
+             ("Zenke's network (4 conv layers 32-32-64-64 with max-pooling and dropout, a 512-unit dense layer) is not "
+              "a bitcl backbone; this uses the closest, `conv` (two 3x3 conv blocks 32, 64 and a 256-unit layer)",),
+             _time(2.4)),
+    Protocol("anpyc-permuted-mnist-20", _ANPYC,
+             "ANPyC's Permuted-MNIST, 20 tasks, a head per task, MLP 784-64-32 (float), SGD lr 0.02, 30 epochs, "
+             "pruning with 30 retraining epochs per step, lambda 3",
+             {"benchmark": "permuted-mnist", "data": "mnist", "tasks": 20, "scenario": "task", "method": "anpyc",
+              "arch": "mlp", "hidden": [64, 32], "backbone": "float", "optimizer": "sgd", "lr": 0.02,
+              "lr_schedule": "none", "batch_size": 256, "epochs": 30,
+              "method_options": {"lam": 3.0, "prune_first": 50.0, "prune_decay": 0.8, "prune_step": 10.0,
+                                 "retrain_epochs": 30}},
+             _ANPYC_CODE + "; 20 and 50 tasks as the paper's long-sequence experiments",
+             ("the code's hidden layers have dropout 0.5; bitcl's MLP has no dropout",
+              "the code decays the learning rate by 0.99 every 5 epochs (6% over a task); bitcl keeps it constant",
+              "the code permutes task 0 too; bitcl leaves it unpermuted",
+              "lambda 3 is the code's value for its importance scale; bitcl's default (10000) was chosen on "
+              "Split-MNIST for its own scale: check the scales agree before comparing numbers"), _time(0.49)),
+    Protocol("anpyc-permuted-mnist-50", _ANPYC, "as anpyc-permuted-mnist-20 with 50 tasks",
+             {"benchmark": "permuted-mnist", "data": "mnist", "tasks": 50, "scenario": "task", "method": "anpyc",
+              "arch": "mlp", "hidden": [64, 32], "backbone": "float", "optimizer": "sgd", "lr": 0.02,
+              "lr_schedule": "none", "batch_size": 256, "epochs": 30,
+              "method_options": {"lam": 3.0, "prune_first": 50.0, "prune_decay": 0.8, "prune_step": 10.0,
+                                 "retrain_epochs": 30}},
+             _ANPYC_CODE + "; 20 and 50 tasks as the paper's long-sequence experiments",
+             ("as anpyc-permuted-mnist-20",), _time(0.9)),
+    Protocol("dlcft-class-split-cifar100", _DLCFT,
+             "DLCFT's class-incremental Split CIFAR-100 from an ImageNet-pretrained ResNet-18 (weights: "
+             "`bitcl data get resnet18-imagenet`, verified by their SHA-256 prefix)",
+             {"benchmark": "split-cifar100", "scenario": "class", "method": "dlcft", "arch": "resnet18",
+              "backbone": "float"},
+             "task split and method from the paper's abstract and Sec. 4 as bitcl's dlcft strategy implements them",
+             ("bitcl's resnet18 is GEM's reduced ResNet-18 (3x3 stem, 20 base filters), not torchvision's ImageNet "
+              "layout (7x7 stem, max-pool, 64 filters), so the ImageNet weights cannot be loaded into it",),
+             _time(None),
+             refusal="needs torchvision's ImageNet ResNet-18 layout, which no bitcl backbone has (bitcl's resnet18 "
+                     "is GEM's reduced net); `bitcl data get resnet18-imagenet` fetches and verifies the weights"),
+]}
+
+
+def protocol_settings(name: str) -> dict:
+    """The RunConfig settings of paper protocol ``name`` (ConfigError for an unknown or unrunnable one)."""
+    from bitcl.errors import ConfigError
+    if name not in PROTOCOLS:
+        raise ConfigError(f"--preset {name!r}: unknown; choose from {', '.join(PROTOCOLS)} (or --preset / --no-preset "
+                          "for the tuned defaults)")
+    protocol = PROTOCOLS[name]
+    if protocol.refusal:
+        raise ConfigError(f"--preset {name}: cannot run: {protocol.refusal}")
+    settings = {**protocol.settings, "preset": False}  # the paper's values, not the tuned defaults
+    settings["method_options"] = dict(settings.get("method_options", {}))
+    settings["hidden"] = list(settings.get("hidden", [1200]))
+    return settings
+
+
+def split_protocol(argv: list[str]) -> tuple[list[str], Optional[str]]:
+    """``argv`` without ``--preset NAME`` / ``--preset=NAME``, and NAME (None if absent).
+    A bare ``--preset`` (the boolean flag) stays in ``argv``."""
+    out, name, i = [], None, 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith("--preset="):
+            name = arg.split("=", 1)[1]
+        elif arg == "--preset" and i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+            name = argv[i + 1]
+            i += 1
+        else:
+            out.append(arg)
+        i += 1
+    return out, name
+
+
+def describe_protocols() -> list[str]:
+    return [p.describe() for p in PROTOCOLS.values()]

@@ -173,3 +173,83 @@ def data_incremental_scenario(data: ArrayData, num_tasks: int, seed: int = 0,
         tasks.append(_check_nonempty(Task(t, order, xtr[mask], ytr[mask], xte, yte), f"data-{data.name}"))
     return Scenario(f"data-{data.name}", "data", tasks, [len(order)], order,
                     [len(order)] * num_tasks, data.input_shape)
+
+
+def rotation_angles(num_tasks: int) -> list[float]:
+    """Task t's rotation in degrees: ``180 t / T``, an even spread over [0, 180) with task 0 upright.
+
+    Rotated MNIST (Lopez-Paz & Ranzato, "Gradient Episodic Memory", NeurIPS 2017, arXiv
+    1706.08840, Sec. 5) rotates each task's digits by a fixed angle between 0 and 180 degrees;
+    bitcl fixes the angles to an even spread so a run depends on T alone.
+    """
+    return [180.0 * t / num_tasks for t in range(num_tasks)]
+
+
+def rotate_images(x: torch.Tensor, degrees: float) -> torch.Tensor:
+    """``(n, C, H, W)`` images rotated counter-clockwise about their centre by ``degrees``
+    (bilinear, zeros outside), in chunks so a large set needs no second full-size buffer."""
+    if degrees == 0:
+        return x
+    theta = torch.tensor(np.deg2rad(degrees), dtype=torch.float64)
+    c, s = float(torch.cos(theta)), float(torch.sin(theta))
+    matrix = torch.tensor([[c, -s, 0.0], [s, c, 0.0]], dtype=x.dtype)
+    out = torch.empty_like(x)
+    for start in range(0, len(x), 8192):
+        part = x[start:start + 8192]
+        grid = torch.nn.functional.affine_grid(matrix.expand(len(part), 2, 3), list(part.shape), align_corners=False)
+        out[start:start + 8192] = torch.nn.functional.grid_sample(part, grid, mode="bilinear",
+                                                                  padding_mode="zeros", align_corners=False)
+    return out
+
+
+def rotated_scenario(data: ArrayData, num_tasks: int, setting: str, seed: int = 0,
+                     classes: Optional[list[int]] = None) -> Scenario:
+    """``num_tasks`` tasks over the same classes, task t's images rotated by ``rotation_angles``.
+
+    The rotated copies are materialised (T times the data in memory). Head layout as in
+    :func:`permuted_scenario`: the usual setting is ``domain`` (one shared head).
+    """
+    base = permuted_scenario(data, 1, "task", seed, classes)
+    task0, k = base.tasks[0], len(base.class_order)
+    tasks, active = [], []
+    for t, angle in enumerate(rotation_angles(num_tasks)):
+        offset = t * k if setting == "class" else 0
+        tasks.append(Task(t, base.class_order, rotate_images(task0.x_train, angle), task0.y_train + offset,
+                          rotate_images(task0.x_test, angle), task0.y_test + offset))
+        active.append((t + 1) * k)
+    head_sizes = {"task": [k] * num_tasks, "class": [k * num_tasks]}.get(setting, [k])
+    return Scenario(f"rotated-{data.name}", setting, tasks, head_sizes, base.class_order, active, data.input_shape)
+
+
+def grouped_scenario(data: ArrayData, groups: list[list[int]], setting: str, name: str) -> Scenario:
+    """One task per group of labels, groups of any sizes (e.g. BLIP's alternating CIFAR-10/100:
+    2-class and 20-class tasks). ``task``: a head per group, targets the position within the
+    group; ``class``: one head over every label in group order, outputs of later groups masked;
+    ``domain`` needs groups of one size."""
+    flat = [c for g in groups for c in g]
+    if len(set(flat)) != len(flat) or not all(groups):
+        raise ConfigError(f"{name}: task groups must be non-empty and disjoint, got {groups}")
+    if setting == "domain" and len({len(g) for g in groups}) != 1:
+        raise ConfigError(f"{name}: tasks of {sorted({len(g) for g in groups})} classes cannot share one "
+                          "domain-incremental head; use --scenario task or class")
+    if setting == "data":
+        raise ConfigError(f"{name}: the data-incremental scenario needs one class set; use task or class")
+    _select(data, flat)
+    global_index = {c: i for i, c in enumerate(flat)}
+    tasks, active = [], []
+    for t, group in enumerate(groups):
+        mapping = global_index if setting == "class" else {c: i for i, c in enumerate(group)}
+        lookup = torch.full((max(flat) + 1,), -1, dtype=torch.int64)
+        for c, target in mapping.items():
+            lookup[c] = target
+
+        def part(x, y):
+            keep = torch.isin(y, torch.tensor(group))
+            return x[keep], lookup[y[keep]]
+
+        xtr, ytr = part(data.x_train, data.y_train)
+        xte, yte = part(data.x_test, data.y_test)
+        tasks.append(_check_nonempty(Task(t, list(group), xtr, ytr, xte, yte), name))
+        active.append(sum(len(g) for g in groups[:t + 1]))
+    head_sizes = {"task": [len(g) for g in groups], "class": [len(flat)]}.get(setting, [len(groups[0])])
+    return Scenario(name, setting, tasks, head_sizes, flat, active, data.input_shape)

@@ -16,6 +16,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -36,6 +37,7 @@ class ArrayData:
     y_train: torch.Tensor  # int64 (n,)
     x_test: torch.Tensor
     y_test: torch.Tensor
+    source: Optional[str] = None  # where it came from when --data does not say (e.g. fetched by bitcl data)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -329,11 +331,16 @@ def from_torch_datasets(train, test, name: str = "dataset") -> ArrayData:
 
 
 def load_source(data: str | os.PathLike | None) -> ArrayData:
-    """Resolve ``--data``: None (embedded MNIST), a ``.npz`` file, an IDX or CIFAR folder."""
+    """Resolve ``--data``: None (embedded MNIST), a ``.npz`` file, an IDX or CIFAR folder, or the
+    name of a dataset bitcl fetches (``bitcl data list``) when no such path exists."""
     if data is None:
         return load_embedded()
     path = Path(data)
     if not path.exists():
+        from .registry import DATASETS
+        if str(data).lower() in DATASETS:  # a registered dataset name: fetched on first use (bitcl data)
+            from .readers import load_dataset
+            return load_dataset(str(data).lower())
         raise DataError(f"{path}: no such file or directory")
     if path.is_dir():
         if (path / "test_batch").exists() or (path / "train").is_file():

@@ -107,12 +107,17 @@ def test_every_data_source_reports_what_it_loaded(tmp_path, source):
 
 
 @pytest.mark.parametrize("benchmark", ["split-cifar10", "split-cifar100"])
-def test_benchmarks_that_need_data_refuse_to_run_without_it(tmp_path, benchmark):
-    """No --data: ConfigError from Engine() (CLI: one line, exit 2, no run directory); MNIST data: DataError."""
-    with pytest.raises(ConfigError, match="needs --data"):
+def test_benchmarks_that_need_data_refuse_to_run_without_it(tmp_path, benchmark, monkeypatch):
+    """No --data and the data cannot be fetched (an unreachable mirror): FetchError from Engine()
+    (CLI: one line naming the URL, exit 1, no run directory); MNIST data: DataError."""
+    from bitcl.data.fetch import FetchError
+    env = {"BITCL_DATA_ROOT": str(tmp_path / "cache"), "BITCL_DATA_MIRROR": "http://127.0.0.1:9"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(FetchError, match="http://127.0.0.1:9/cifar10"):
         Engine(RunConfig(method="finetune", benchmark=benchmark, epochs=1, hidden=[8], quiet=True))
     done = run_cli("run", "--method", "finetune", "--benchmark", benchmark, "--out", tmp_path / "r", "--quiet")
-    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1 and "--data" in done.stderr
+    assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1 and "cannot connect" in done.stderr
     assert not (tmp_path / "r").exists()
     x, y, train = digits_npz(tmp_path)
     np.savez(tmp_path / "mnist.npz", x=x, y=y, train=train)
