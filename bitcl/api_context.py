@@ -26,14 +26,9 @@ from torch.utils.data._utils.collate import default_collate
 
 from bitcl.errors import DataError
 from bitcl.strategies import RunInfo, TaskContext
-from bitcl.train.loop import derived_seed
+from bitcl.train.seeds import generator
 
 TaskData = Any  # a torch Dataset (map-style or iterable) or a DataLoader over one
-
-
-def generator(seed: int, *purpose) -> torch.Generator:
-    """The CLI loop's rule: one independent stream per ``(seed, purpose, task, ...)``."""
-    return torch.Generator().manual_seed(derived_seed(seed, *purpose))
 
 
 def split_batch(batch, where: str = "batch") -> tuple[torch.Tensor, torch.Tensor]:

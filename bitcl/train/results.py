@@ -127,6 +127,10 @@ class RunResult:
         lines.append(f"ACC {self.acc:.4f}  BWT {self.bwt:+.4f}  forgetting {self.forgetting:.4f}")
         return "\n".join(lines)
 
+    def matrix_csv(self) -> tuple[str, str]:
+        """The run directory's CSV of the matrix: its file name and text."""
+        return "accuracy_matrix.csv", self.accuracy_csv()
+
     def accuracy_csv(self) -> str:
         rows = [",".join(f"task{j}" for j in range(self.tasks))]
         rows += [",".join(f"{a:.6f}" for a in row) for row in self.accuracy_matrix]
