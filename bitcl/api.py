@@ -31,9 +31,9 @@ from typing import Callable, Iterable, Optional, Sequence, Union
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
-from torch.utils.data._utils.collate import default_collate
 
-from bitcl.api_context import DataContext, TaskData, check_task_data, generator, is_map_style, split_batch
+from bitcl.api_context import (DataContext, TaskData, check_task_data, generator, is_map_style, plain_tensors,
+                                split_batch)
 from bitcl.errors import ConfigError
 from bitcl.models import ContinualModel
 from bitcl.quant import bit_states
@@ -164,19 +164,6 @@ def _resolve_scenario(model: nn.Module, heads, scenario: Optional[str], num_task
     return scenario, None
 
 
-def _fast_tensors(data: TaskData) -> Optional[tuple[torch.Tensor, ...]]:
-    """The tensors of a TensorDataset, or of a plain single-process DataLoader over one with
-    the default collation (whose batches are then cut from the tensors by index: the same
-    values, without a per-item ``__getitem__`` and collate); None for anything else."""
-    if isinstance(data, DataLoader):
-        plain = (type(data) is DataLoader and data.num_workers == 0 and not data.pin_memory
-                 and data.batch_sampler is not None and data.collate_fn is default_collate)
-        data = data.dataset if plain else None
-    if type(data) is TensorDataset and len(data.tensors) >= 2:
-        return data.tensors
-    return None
-
-
 def _loader_seed_draw(generator: Optional[torch.Generator]) -> None:
     """The one number a DataLoader's iterator draws when it starts (its workers' base seed): drawn
     where a fast path bypasses the iterator, so that the RNG (a shuffling loader's generator, or
@@ -235,7 +222,7 @@ class _FitLoop:
     def _batches(self, data: TaskData, t: int, epoch: int, tag: str):
         """The epoch's batches: a user's DataLoader as it is; a Dataset shuffled by the seeded
         generator of ``(seed, tag, task, epoch)`` (the CLI's reproducibility rule)."""
-        tensors = _fast_tensors(data)
+        tensors = plain_tensors(data)
         if isinstance(data, DataLoader):
             if tensors is None:
                 return data
@@ -288,7 +275,7 @@ class _FitLoop:
         return seconds
 
     def _test_batches(self, data: TaskData):
-        tensors = _fast_tensors(data)
+        tensors = plain_tensors(data)
         if tensors is None:
             return data if isinstance(data, DataLoader) else DataLoader(data, batch_size=self.config.eval_batch_size)
         loader = data if isinstance(data, DataLoader) else None

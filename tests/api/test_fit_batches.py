@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.utils.data import DataLoader, TensorDataset
 
-from bitcl.api import FitConfig, _FitLoop, _fast_tensors
+from bitcl.api import FitConfig, _FitLoop
+from bitcl.api_context import plain_tensors
 from bitcl.strategies import RunInfo, get_strategy, make_options
 
 
@@ -82,18 +83,18 @@ def test_fast_batches_of_a_tensordataset_are_the_seeded_loaders(n, batch):
 
 def test_only_plain_tensor_data_takes_the_fast_path():
     data = _data(8)
-    assert _fast_tensors(data) is data.tensors
-    assert _fast_tensors(DataLoader(data, batch_size=2)) is data.tensors
-    assert _fast_tensors(DataLoader(data, batch_size=2, collate_fn=lambda b: b)) is None
-    assert _fast_tensors(DataLoader(data, batch_size=None)) is None
-    assert _fast_tensors(TensorDataset(torch.zeros(3))) is None
-    assert _fast_tensors(torch.utils.data.Subset(data, [0, 1])) is None
+    assert plain_tensors(data) is data.tensors
+    assert plain_tensors(DataLoader(data, batch_size=2)) is data.tensors
+    assert plain_tensors(DataLoader(data, batch_size=2, collate_fn=lambda b: b)) is None
+    assert plain_tensors(DataLoader(data, batch_size=None)) is None
+    assert plain_tensors(TensorDataset(torch.zeros(3))) is None
+    assert plain_tensors(torch.utils.data.Subset(data, [0, 1])) is None
 
 
 @pytest.mark.slow  # four short fit runs
 def test_fit_on_loaders_matches_fit_on_the_same_loaders_without_the_fast_path(monkeypatch):
     """End to end: fit's results are those of the per-item DataLoader path, to the last bit."""
-    from bitcl import api
+    from bitcl import api, api_context
     from bitcl.api import fit
     tasks = [(_data(40), _data(20)), (_data(41), _data(21))]
 
@@ -105,7 +106,8 @@ def test_fit_on_loaders_matches_fit_on_the_same_loaders_without_the_fast_path(mo
                    lr=0.05, optimizer="sgd", batch_size=8), fit(model, tasks, "si", scenario="domain", batch_size=8)
 
     fast = run()
-    monkeypatch.setattr(api, "_fast_tensors", lambda data: None)
+    monkeypatch.setattr(api, "plain_tensors", lambda data: None)
+    monkeypatch.setattr(api_context, "plain_tensors", lambda data: None)
     slow = run()
     for a, b in zip(fast, slow):
         assert a.accuracy_matrix == b.accuracy_matrix and a.extra == b.extra
