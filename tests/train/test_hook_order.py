@@ -12,7 +12,6 @@ import pytest
 import torch
 from torch import nn
 
-import bitcl
 from bitcl.strategies import Strategy
 from bitcl.strategies import base as strategy_base
 
