@@ -27,22 +27,22 @@ import dataclasses
 import math
 import time
 import warnings
-from typing import Callable, Optional, Sequence, Union
+from typing import Callable, Iterable, Optional, Sequence, Union
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from bitcl.api_context import DataContext, TaskData, check_task_data, generator, is_map_style, split_batch
+from bitcl.api_context import (DataContext, TaskData, check_task_data, generator, is_map_style, plain_tensors,
+                                split_batch)
 from bitcl.errors import ConfigError
 from bitcl.models import ContinualModel
 from bitcl.quant import bit_states
 from bitcl.strategies import RunInfo, Strategy, check_supported, get_strategy, make_options, resolved_options
 from bitcl.train.results import RunResult
-from bitcl.train.resume import resume_latest
 from bitcl.train.rundir import RunDirectory
+from bitcl.train.runner import ContinualRun
 from bitcl.train.step import StepRunner, make_optimizer, make_scheduler
-from bitcl.train.task import evaluate_and_save, train_and_consolidate
 
 FIT_SERVICES = frozenset({"independent_gradient", "retrain"})
 OptimizerSpec = Union[str, Callable[[list[nn.Parameter]], torch.optim.Optimizer]]
@@ -174,25 +174,58 @@ def _resolve_scenario(model: nn.Module, heads, scenario: Optional[str], num_task
     return scenario, None
 
 
+def _loader_seed_draw(generator: Optional[torch.Generator]) -> None:
+    """The one number a DataLoader's iterator draws when it starts (its workers' base seed): drawn
+    where a fast path bypasses the iterator, so that the RNG (a shuffling loader's generator, or
+    the global one that dropout reads) advances exactly as with the loader."""
+    torch.empty((), dtype=torch.int64).random_(generator=generator)
+
+
+def _indexed(tensors: tuple[torch.Tensor, ...], batches: Iterable[Sequence[int]]):
+    """``(x, y)`` batches of ``tensors`` at each list of item indices."""
+    for indices in batches:
+        idx = torch.as_tensor(indices, dtype=torch.int64)
+        yield tensors[0][idx], tensors[1][idx]
+
+
 class _FitLoop:
-    """One ``fit`` run: the model (wrapped with its heads), the strategy, the task data."""
+    """One ``fit`` run's task loop (``bitcl.train.runner.TaskLoop``): the model (wrapped with its
+    heads), the strategy, the task data; how to train one task and evaluate every task."""
 
     def __init__(self, net: nn.Module, strategy: Strategy, tasks, config: FitConfig,
-                 optimizer: OptimizerSpec, task_aware: bool, rundir: RunDirectory, quiet: bool):
+                 optimizer: OptimizerSpec, task_aware: bool):
         self.net, self.strategy, self.tasks, self.config = net, strategy, tasks, config
-        self.optimizer_spec, self.task_aware, self.rundir, self.quiet = optimizer, task_aware, rundir, quiet
+        self.optimizer_spec, self.task_aware = optimizer, task_aware
         self.device = torch.device(config.device)
         self.hook_seconds = 0.0
+        self.bit_states = [state for _, state in bit_states(net)]
         self.result = RunResult(config, len(tasks), params=sum(p.numel() for p in net.parameters()))
         self.task_facts: dict[int, tuple[float, int]] = {}  # per task: chance level, test samples
 
     def forward_for(self, task: int) -> Callable[[torch.Tensor], torch.Tensor]:
         return (lambda x: self.net(x, task)) if self.task_aware else self.net
 
-    def context(self, t: int) -> DataContext:
+    def task_context(self, t: int) -> DataContext:
         return DataContext(self.net, self.tasks[t][0], t, self.strategy.info, seed=self.config.seed,
                            forward=self.forward_for(t), strategy=self.strategy, batch_size=self.config.batch_size,
                            retrain=lambda epochs, tag: self.train_task(t, epochs, tag))
+
+    def train(self, t: int, ctx: DataContext) -> list[float]:
+        return self.train_task(t, ctx=ctx)
+
+    def after_consolidation(self, t: int) -> None:
+        """Nothing to check: one process."""
+
+    def evaluate_all(self) -> list[float]:
+        row = [self.evaluate(j) for j in range(len(self.tasks))]
+        facts = [self.task_facts[j] for j in range(len(self.tasks))]
+        self.result.set_task_facts([c for c, _ in facts], [n for _, n in facts])
+        return row
+
+    def project(self) -> None:
+        """Keep every quantised weight inside the window its frozen bits allow."""
+        for state in self.bit_states:
+            state.project_()
 
     def _optimizer(self) -> torch.optim.Optimizer:
         params = [p for p in self.net.parameters() if p.requires_grad]
@@ -203,13 +236,21 @@ class _FitLoop:
     def _batches(self, data: TaskData, t: int, epoch: int, tag: str):
         """The epoch's batches: a user's DataLoader as it is; a Dataset shuffled by the seeded
         generator of ``(seed, tag, task, epoch)`` (the CLI's reproducibility rule)."""
+        tensors = plain_tensors(data)
         if isinstance(data, DataLoader):
-            return data
+            if tensors is None:
+                return data
+            _loader_seed_draw(data.generator)
+            return _indexed(tensors, data.batch_sampler)
         if not is_map_style(data):
             return DataLoader(data, batch_size=self.config.batch_size)
         # the order as a plain list: a DataLoader given a generator would first draw its worker seed
         # from it, so the permutation would no longer be the CLI's
         order = torch.randperm(len(data), generator=generator(self.config.seed, tag, t, epoch))
+        if tensors is not None:
+            _loader_seed_draw(None)  # the loader this replaces drew it from the global RNG
+            size = self.config.batch_size
+            return _indexed(tensors, (order[s:s + size] for s in range(0, len(order), size)))
         return DataLoader(data, batch_size=self.config.batch_size, sampler=order.tolist())
 
     def _steps_per_epoch(self, data: TaskData) -> int:
@@ -222,7 +263,9 @@ class _FitLoop:
         return math.ceil(len(data) / self.config.batch_size)
 
     def train_task(self, t: int, epochs: Optional[int] = None, tag: str = "order", ctx=None) -> list[float]:
-        ctx = ctx or self.context(t)
+        """Train task ``t`` for ``epochs`` (default: the configured number); seconds per epoch.
+        ``tag`` names the batch-order stream (ANPyC's retraining draws its own)."""
+        ctx = ctx or self.task_context(t)
         forward, strategy = self.forward_for(t), self.strategy
         epochs = self.config.epochs if epochs is None else epochs
         optimizer = self._optimizer()
@@ -230,13 +273,14 @@ class _FitLoop:
         if self.config.lr_schedule == "cosine":  # annealed over the task's steps, as the CLI does
             steps = epochs * self._steps_per_epoch(self.tasks[t][0])
         step_once = StepRunner(strategy, ctx, optimizer, make_scheduler(optimizer, self.config.lr_schedule, steps),
-                               ctx.project, hint="lower lr?")
+                               self.project, hint="lower lr?")
         self.net.train()
         seconds = []
+        where = f"tasks[{t}] train"
         for epoch in range(epochs):
             start = time.perf_counter()
             for step, batch in enumerate(self._batches(self.tasks[t][0], t, epoch, tag)):
-                x, y = split_batch(batch, f"tasks[{t}] train")
+                x, y = split_batch(batch, where)
                 x, y = x.to(self.device), y.to(self.device)
                 loss = strategy.loss(forward(x), y) * (1 / len(y))  # the CLI's arithmetic, to the last bit
                 step_once(loss, strategy.penalty(), t, epoch, step)
@@ -244,14 +288,24 @@ class _FitLoop:
         self.hook_seconds += step_once.hook_seconds
         return seconds
 
+    def _test_batches(self, data: TaskData):
+        tensors = plain_tensors(data)
+        if tensors is None:
+            return data if isinstance(data, DataLoader) else DataLoader(data, batch_size=self.config.eval_batch_size)
+        loader = data if isinstance(data, DataLoader) else None
+        _loader_seed_draw(loader.generator if loader is not None else None)
+        if loader is not None:
+            return _indexed(tensors, loader.batch_sampler)
+        n, size = len(tensors[0]), self.config.eval_batch_size
+        return ((tensors[0][s:s + size], tensors[1][s:s + size]) for s in range(0, n, size))
+
     @torch.no_grad()
     def evaluate(self, t: int) -> float:
         was_training = self.net.training
         self.net.eval()
-        data, forward = self.tasks[t][1], self.forward_for(t)
-        loader = data if isinstance(data, DataLoader) else DataLoader(data, batch_size=self.config.eval_batch_size)
+        forward = self.forward_for(t)
         correct = total = 0
-        for batch in loader:
+        for batch in self._test_batches(self.tasks[t][1]):
             x, y = split_batch(batch, f"tasks[{t}] test")
             outputs = forward(x.to(self.device))
             live = int(torch.isfinite(outputs).any(0).sum())  # classes the prediction chooses among
@@ -264,26 +318,6 @@ class _FitLoop:
             raise ConfigError(f"tasks[{t}] test data is empty")
         self.task_facts[t] = (self.task_facts[t][0], total)
         return correct / total
-
-    def evaluate_all(self) -> list[float]:
-        row = [self.evaluate(j) for j in range(len(self.tasks))]
-        facts = [self.task_facts[j] for j in range(len(self.tasks))]
-        self.result.set_task_facts([c for c, _ in facts], [n for _, n in facts])
-        return row
-
-    def run_task(self, t: int) -> None:
-        train_and_consolidate(self, t, t, self.context(t), self.strategy, self.net, self.result)
-        evaluate_and_save(t, lambda: self.evaluate_all(), self.strategy, self.net,
-                          self.result, self.rundir, self.config.to_dict(), self.quiet)
-
-    def resume(self) -> int:
-        """Load the newest checkpoint of ``out`` (same settings required); returns the next task."""
-        resumed = resume_latest(self.rundir, self.config.to_dict(), self.net, self.strategy, flag="resume")
-        if resumed is None:
-            return 0
-        self.result.restore(resumed.progress["result"])
-        self.rundir.log(f"resumed from {resumed.path} (tasks 0..{resumed.task} complete)", self.quiet)
-        return resumed.task + 1
 
 
 def fit(model: nn.Module, tasks: Sequence[tuple[TaskData, TaskData]], method: str = "blip", *,
@@ -335,18 +369,9 @@ def fit(model: nn.Module, tasks: Sequence[tuple[TaskData, TaskData]], method: st
     torch.manual_seed(seed)
     strategy = cls(opts, net, RunInfo(len(pairs), scenario, torch.device(device)))
     task_aware = heads is not None or isinstance(model, ContinualModel)
-    loop = _FitLoop(net, strategy, pairs, config, optimizer, task_aware, rundir, quiet)
-    rundir.open()
-    success = False
-    try:
-        first = loop.resume() if resume else 0
-        for t in range(first, len(pairs)):
-            loop.run_task(t)
-        loop.result.extra.update(strategy.run_results())
-        rundir.write_results(loop.result)
-        success = True
-    finally:
-        rundir.close(success)
+    loop = _FitLoop(net, strategy, pairs, config, optimizer, task_aware)
+    ContinualRun(loop, strategy, net, len(pairs), loop.result, rundir, config.to_dict(), quiet=quiet, resume=resume,
+                 flag="resume").run()
     for line in loop.result.warnings():  # a task that was not learned is never silent
         warnings.warn(line, NotLearnedWarning, stacklevel=2)
     return loop.result

@@ -21,19 +21,14 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, IterableDataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 from torch.utils.data._utils.collate import default_collate
 
 from bitcl.errors import DataError
 from bitcl.strategies import RunInfo, TaskContext
-from bitcl.train.loop import derived_seed
+from bitcl.train.seeds import generator
 
 TaskData = Any  # a torch Dataset (map-style or iterable) or a DataLoader over one
-
-
-def generator(seed: int, *purpose) -> torch.Generator:
-    """The CLI loop's rule: one independent stream per ``(seed, purpose, task, ...)``."""
-    return torch.Generator().manual_seed(derived_seed(seed, *purpose))
 
 
 def split_batch(batch, where: str = "batch") -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,8 +69,27 @@ def check_task_data(data: TaskData, where: str) -> None:
         raise DataError(f"{where}: is empty")
 
 
+def plain_tensors(data: TaskData) -> Optional[tuple[torch.Tensor, ...]]:
+    """The tensors of a TensorDataset, or of a plain single-process DataLoader over one with the
+    default collation; None for anything else. Batches of such data are cut from the tensors by
+    index: the values the per-item ``__getitem__`` and collation would give, without their cost."""
+    if isinstance(data, DataLoader):
+        plain = (type(data) is DataLoader and data.num_workers == 0 and not data.pin_memory
+                 and data.batch_sampler is not None and data.collate_fn is default_collate)
+        data = data.dataset if plain else None
+    if type(data) is TensorDataset and len(data.tensors) >= 2:
+        return data.tensors
+    return None
+
+
 def indexed_batches(data: TaskData, indices: Sequence[int], batch_size: int, where: str):
     """Collated ``(x, y)`` batches of the given item indices of a map-style dataset."""
+    tensors = plain_tensors(data)
+    if tensors is not None:
+        for start in range(0, len(indices), batch_size):
+            idx = torch.as_tensor(indices[start:start + batch_size], dtype=torch.int64)
+            yield split_batch((tensors[0][idx], tensors[1][idx]), where)
+        return
     dataset, collate = dataset_of(data), collate_of(data)
     for start in range(0, len(indices), batch_size):
         items = [dataset[int(i)] for i in indices[start:start + batch_size]]

@@ -2,10 +2,10 @@
 
 ``Engine`` only ties the parts together: the resolved config (``bitcl.config``), the data
 and scenario (``bitcl.data``), the model (``bitcl.models``), the strategy and its task
-context (``bitcl.strategies``), the loop (``bitcl.train.loop``; its step and task sequence,
-``bitcl.train.step`` and ``bitcl.train.task``, are ``bitcl.fit``'s too), the run directory and
-``--resume`` (``bitcl.train.rundir``, ``bitcl.train.resume``), the results
-(``bitcl.train.results``) and the process group (``bitcl.distributed``). Every check that
+context (``bitcl.strategies``), the loop (``bitcl.train.loop``; its step, ``bitcl.train.step``,
+is every driver's), the continual runner that owns the task sequence, ``--resume``, the
+checkpoints and the results of every driver (``bitcl.train.runner``), the run directory
+(``bitcl.train.rundir``), the results (``bitcl.train.results``) and the process group (``bitcl.distributed``). Every check that
 can refuse a run happens in ``__init__``, before any training.
 """
 from __future__ import annotations
@@ -23,11 +23,11 @@ from bitcl.distributed import DistContext, digest, init_from_env
 from bitcl.errors import ConfigError, TrainingDiverged
 from bitcl.models import build_model
 from bitcl.strategies import RunInfo, check_supported, get_strategy, make_options
-from bitcl.train.loop import SupervisedContext, Trainer, derived_seed  # noqa: F401  (derived_seed re-exported)
+from bitcl.train.loop import SupervisedContext, Trainer
 from bitcl.train.results import RunResult
-from bitcl.train.resume import resume_latest
 from bitcl.train.rundir import RunDirectory
-from bitcl.train.task import evaluate_and_save, train_and_consolidate
+from bitcl.train.runner import ContinualRun
+from bitcl.train.seeds import derived_seed  # noqa: F401  (re-exported)
 
 __all__ = ["Engine", "RunResult", "run", "derived_seed", "resolve_device"]
 
@@ -168,50 +168,49 @@ class Engine:
                 "permuted": any(t.permutation is not None for t in sc.tasks),
                 "active_outputs": list(sc.active_outputs), "class_order": list(sc.class_order)}
 
-    # -- resume ------------------------------------------------------------------------------
-    def _resume(self) -> None:
-        resumed = resume_latest(self.rundir, self.config.to_dict(), self.model, self.strategy, free=RESUME_FREE)
-        if resumed is None:
-            return
-        self.result.restore(resumed.progress["result"])
-        self.task_index = resumed.task + 1
-        self.rundir.log(f"resumed from {resumed.path} (tasks 0..{resumed.task} complete)", self.config.quiet)
+    # -- the task loop of ContinualRun (bitcl.train.runner owns the sequence) -------------------
+    @property
+    def hook_seconds(self) -> float:
+        return self.trainer.hook_seconds
 
-    # -- the loop ------------------------------------------------------------------------------
-    def run(self) -> RunResult:
-        if self.dist.is_main:
-            self.rundir.open()
-        else:
-            self.rundir.is_main = False
-        self.dist.barrier()
-        success = False
-        try:
-            if self.config.resume:
-                self._resume()
-            for t in range(self.task_index, len(self.scenario)):
-                self._run_task(self.scenario.tasks[t])
-            self.result.extra.update(self.strategy.run_results())
-            self.rundir.write_results(self.result)
-            success = True
-        finally:
-            self.rundir.close(success)
-        return self.result
+    @hook_seconds.setter
+    def hook_seconds(self, value: float) -> None:
+        self.trainer.hook_seconds = value
 
-    def _run_task(self, task: Task) -> None:
-        t = task.index
+    def task_context(self, t: int) -> SupervisedContext:
         if self.scenario.setting == "class":
             self.model.set_active_outputs(self.scenario.active_outputs[t])
-        train_and_consolidate(self.trainer, task, t, self.context(task), self.strategy, self.model, self.result)
-        if self.dist.enabled:  # every rank must hold the same codes, frozen counts and state
-            checksums = self.dist.gather_ints(self.state_checksum())
-            if len(set(checksums)) > 1:
-                raise TrainingDiverged(f"task {t}: ranks hold different model states after consolidation "
-                                       f"(checksums {checksums}); stopping")
-            self.result.extra.setdefault("rank_checksums", []).append(checksums)
-        evaluate_and_save(t, lambda: [self.trainer.evaluate(other) for other in self.scenario.tasks], self.strategy,
-                          self.model, self.result, self.rundir, self.config.to_dict(), self.config.quiet,
-                          self.model_spec())
-        self.task_index = t + 1
+        return self.context(self.scenario.tasks[t])
+
+    def train(self, t: int, ctx: SupervisedContext) -> list[float]:
+        return self.trainer.train_task(self.scenario.tasks[t], ctx=ctx)
+
+    def after_consolidation(self, t: int) -> None:
+        """Under torchrun every rank must hold the same codes, frozen counts and state."""
+        if not self.dist.enabled:
+            return
+        checksums = self.dist.gather_ints(self.state_checksum())
+        if len(set(checksums)) > 1:
+            raise TrainingDiverged(f"task {t}: ranks hold different model states after consolidation "
+                                   f"(checksums {checksums}); stopping")
+        self.result.extra.setdefault("rank_checksums", []).append(checksums)
+
+    def evaluate_all(self) -> list[float]:
+        return [self.trainer.evaluate(task) for task in self.scenario.tasks]
+
+    # -- the run ---------------------------------------------------------------------------------
+    def run(self) -> RunResult:
+        """Train the task sequence (``--resume``: after the last complete task) and write the results."""
+        self.rundir.is_main = self.dist.is_main
+        runner = ContinualRun(self, self.strategy, self.model, len(self.scenario), self.result, self.rundir,
+                              self.config.to_dict(), quiet=self.config.quiet, resume=self.config.resume,
+                              free=RESUME_FREE, model_spec=self.model_spec(), barrier=self.dist.barrier)
+        runner.next_task = self.task_index
+        try:
+            runner.run()
+        finally:
+            self.task_index = runner.next_task
+        return self.result
 
     def close(self, clean: bool = True) -> None:
         """Release the process group if this engine created it (see ``DistContext.shutdown``)."""

@@ -29,7 +29,9 @@ class RLConfig:
     method: str = _f("blip", "continual-learning method (those of `bitcl list` marked rl)")
     suite: str = _f("minatar", "game suite", choices=SUITES)
     games: tuple = _f(("breakout", "space_invaders", "freeway"), "comma-separated games, in training order")
-    steps: int = _f(150_000, "environment steps per game (all environments together)")
+    steps: int = _f(150_000, "environment steps per game (all environments together), rounded up to whole "
+                             "rollouts of envs x rollout steps; results.json records the trained count as "
+                             "steps_trained")
     envs: int = _f(8, "parallel environments")
     seed: int = _f(0, "seed of the agent, environments and sampling")
     device: str = _f("cpu", "torch device", choices=DEVICES)

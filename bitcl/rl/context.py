@@ -14,6 +14,7 @@ from typing import ClassVar
 import torch
 
 from bitcl.strategies.context import RunInfo, TaskContext
+from bitcl.train.seeds import rl_generator
 
 
 class RLTaskContext(TaskContext):
@@ -36,12 +37,11 @@ class RLTaskContext(TaskContext):
 
     def importance_batches(self, samples: int, batch_size: int, purpose: str):
         """``([(states, actions, u)], count)``: ``samples`` of the kept states (0 or more than kept:
-        all), chosen and labelled by a generator seeded with the run seed, the game and ``purpose``."""
+        all), chosen and labelled by the generator of the run seed, the game and ``purpose`` (``bitcl.train.seeds``)."""
         total = len(self.states)
         if total == 0:
             return [], 0
-        generator = torch.Generator().manual_seed(
-            (self.seed * 1_000_003 + self.task_index * 7919 + sum(map(ord, purpose))) % (2 ** 63))
+        generator = rl_generator(self.seed, self.task_index, purpose)
         take = total if samples <= 0 or samples >= total else samples
         idx = torch.randperm(total, generator=generator)[:take].sort().values
         uniforms = torch.rand(take, generator=generator, dtype=torch.float64)

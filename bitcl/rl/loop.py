@@ -3,27 +3,29 @@
 Continual RL as in BLIP's experiments (Shi et al., CVPR 2021, arXiv 2105.04444, Sec. 5.3):
 one agent learns games one after another; after each game every game of the sequence is
 evaluated (``return_matrix``), the method consolidates (EWC's Fisher, BLIP's frozen bits:
-the Fisher of the policy over the last rollouts' states) and a checkpoint is written in
-the format of docs/contracts/checkpoint.md, so ``--resume`` continues at the next game after a kill.
+the Fisher of the policy over the last rollouts' states) and a checkpoint is written in the
+format of docs/contracts/checkpoint.md, so ``--resume`` continues at the next game after a kill. That sequence is
+:class:`~bitcl.train.runner.ContinualRun`'s, as for ``bitcl run`` and ``bitcl.fit``; every
+PPO minibatch update is a :class:`~bitcl.train.step.StepRunner` step with gradient clipping.
 """
 from __future__ import annotations
 
 import math
-import time
 from collections import deque
 from typing import Optional
 
 import torch
 
-from bitcl import checkpoint as ckpt
 from bitcl.errors import ConfigError
 from bitcl.models.factory import LayerFactory
 from bitcl.quant import bit_states
 from bitcl.strategies import base as strategies
 from bitcl.strategies.context import RunInfo, check_supported
 from bitcl.train.results import bit_capacity
-from bitcl.train.resume import resume_latest
 from bitcl.train.rundir import RunDirectory
+from bitcl.train.runner import ContinualRun
+from bitcl.train.seeds import rl_generator, rl_stream_seed
+from bitcl.train.step import StepRunner
 
 from .agent import Agent
 from .config import RLConfig
@@ -54,13 +56,11 @@ def _strategy_class(config: RLConfig):
     return cls
 
 
-def _seed(config: RLConfig, game: int, stream: int) -> int:
-    """A seed per (run, game, stream): a resumed run replays exactly the games it did not finish."""
-    return (config.seed * 1_000_003 + game * 1009 + stream) % (2 ** 31)
-
-
 class RLRun:
-    """One ``bitcl rl`` run (the Python twin of the command)."""
+    """One ``bitcl rl`` run (the Python twin of the command): the task loop
+    (``bitcl.train.runner.TaskLoop``) of PPO over a sequence of games, run by
+    :class:`~bitcl.train.runner.ContinualRun`, which owns resume, the before-game / train /
+    end-of-game sequence, evaluation, checkpoints and results.json, as for every driver."""
 
     def __init__(self, config: RLConfig):
         config.validate()
@@ -84,52 +84,68 @@ class RLRun:
         if config.reference:
             reference = read_reference(config.reference, config)
             self.result.reference_episodes = [reference[g.name] for g in self.games]
-        self.first_game = 0
+        self.bit_states = [state for _, state in bit_states(self.agent)]
+        self.hook_seconds = 0.0
+        self.runner = ContinualRun(self, self.strategy, self.agent, len(self.games), self.result, self.rundir,
+                                   config.to_dict(), quiet=config.quiet, resume=config.resume,
+                                   free=RLConfig.RESUMABLE)
 
-    # -- output -----------------------------------------------------------------------
-    def log(self, line: str) -> None:
-        self.rundir.log(line, quiet=self.config.quiet)
+    # -- the task loop ---------------------------------------------------------------------
+    def task_context(self, t: int) -> RLTaskContext:
+        if self.config.single_task and t > 0:
+            self.fresh_agent(t)
+        return RLTaskContext(self.agent, t, self.info, self.config.seed)
 
-    def _resume(self) -> None:
-        resumed = resume_latest(self.rundir, self.config.to_dict(), self.agent, self.strategy,
-                                free=RLConfig.RESUMABLE)
-        if resumed is None:
-            return
-        self.result.restore(resumed.progress)  # bitcl rl records its results beside the config
-        done = resumed.task
-        self.first_game = done + 1
-        self.log(f"resuming after game {done + 1}/{len(self.games)} ({self.games[done].name}) from {resumed.path}")
+    def fresh_agent(self, t: int) -> None:
+        """``--single-task``: the agent re-initialised in place (seeded per game) before game ``t`` > 0;
+        game 0 keeps the agent the run started with, as a continual run's first game does. Only
+        ``finetune`` may run this way (RLConfig.validate), so no method state needs resetting."""
+        torch.manual_seed(rl_stream_seed(self.config.seed, t, 2))
+        fresh = Agent(self.games, LayerFactory(self.config.backbone, self.config.bits), self.config.head)
+        self.agent.load_state_dict(fresh.state_dict())
 
-    # -- one game -------------------------------------------------------------------------
-    def train_game(self, t: int, ctx: RLTaskContext) -> tuple[float, int]:
-        """PPO on game ``t`` for ``config.steps`` steps; returns (seconds, steps)."""
+    def after_consolidation(self, t: int) -> None:
+        """Nothing to check: one process."""
+
+    def project(self) -> None:
+        """Keep every quantised weight inside the window its frozen bits allow."""
+        for state in self.bit_states:
+            state.project_()
+
+    def steps_per_game(self) -> int:
+        """The environment steps each game trains: ``--steps`` rounded up to whole rollouts."""
+        c = self.config
+        return math.ceil(c.steps / (c.envs * c.rollout)) * c.envs * c.rollout
+
+    def train(self, t: int, ctx: RLTaskContext) -> int:
+        """PPO on game ``t`` for :meth:`steps_per_game` steps (whole rollouts); returns those steps."""
         c = self.config
         g = self.games[t]
-        env = VectorGame(g, c.envs, _seed(c, t, 0))
-        generator = torch.Generator().manual_seed(_seed(c, t, 1))
-        updates = math.ceil(c.steps / (c.envs * c.rollout))
+        env = VectorGame(g, c.envs, rl_stream_seed(c.seed, t, 0))
+        generator = rl_generator(c.seed, t, 1)
+        updates = self.steps_per_game() // (c.envs * c.rollout)
         params = [p for p in self.agent.parameters() if p.requires_grad]
         optimizer = torch.optim.Adam(params, lr=c.lr, eps=1e-5)
         settings = UpdateSettings(c.epochs, c.minibatches, c.clip, c.vf_coef, c.ent_coef, c.max_grad_norm,
                                   c.discount, c.gae_lambda)
+        step_once = StepRunner(self.strategy, ctx, optimizer, None, self.project,
+                               hint="lower --lr or the method's strength", max_grad_norm=c.max_grad_norm)
+        steps_taken = 0
+
+        def step(loss: torch.Tensor, epoch: int, minibatch: int) -> float:
+            nonlocal steps_taken
+            steps_taken += 1
+            return step_once(loss, self.strategy.penalty(), t, epoch, steps_taken - 1)
+
         recent: deque[float] = deque(maxlen=20)
         running = torch.zeros(c.envs)
         curve = {"steps": [], "returns": []}
         every = max(1, updates // c.curve_points)
-        has_bits = any(True for _ in bit_states(self.agent))
-
-        def project_and_after_step():
-            if has_bits:
-                ctx.project()  # every step: quantised weights back into their frozen-bit windows
-            self.strategy.after_step(ctx)
-
-        hooks = (self.strategy.penalty, lambda: self.strategy.after_backward(ctx), project_and_after_step)
         bar = None
         if not c.quiet:
             from tqdm import tqdm
             bar = tqdm(total=updates * c.envs * c.rollout, desc=f"game {t + 1}/{len(self.games)} {g.name}",
                        unit="step", unit_scale=True, leave=False)
-        start = time.perf_counter()
         try:
             self.agent.train()
             for u in range(updates):
@@ -138,97 +154,55 @@ class RLRun:
                         group["lr"] = c.lr * (1.0 - u / updates)
                 rollout = collect(self.agent, t, env, c.rollout, c.discount, generator, recent.append, running)
                 ctx.remember(rollout.obs.flatten(0, 1), rollout.actions.flatten(), c.consolidation_states)
-                update(self.agent, t, rollout, optimizer, settings, generator, hooks)
-                mean = sum(recent) / len(recent) if recent else float("nan")
+                update(self.agent, t, rollout, settings, generator, step)
+                mean = sum(recent) / len(recent) if recent else None  # None: no episode has ended yet
                 if (u + 1) % every == 0 or u == updates - 1:
                     curve["steps"].append((u + 1) * c.envs * c.rollout)
-                    curve["returns"].append(None if math.isnan(mean) else mean)
+                    curve["returns"].append(mean)
                 if bar is not None:
                     bar.update(c.envs * c.rollout)
-                    bar.set_postfix(ret=f"{mean:.2f}")
+                    bar.set_postfix(ret=progress_return(mean))
         finally:
             if bar is not None:
                 bar.close()
             env.close()
+        self.hook_seconds += step_once.hook_seconds
         self.result.train_curves.append(curve)
-        return time.perf_counter() - start, updates * c.envs * c.rollout
+        return updates * c.envs * c.rollout
+
+    def evaluate_all(self) -> list[float]:
+        """Every game's mean return; the episodes behind each mean go to ``result.episode_returns``."""
+        c = self.config
+        episodes = [episode_returns(g, c.eval_episodes, c.eval_seed, c.eval_max_steps, self.agent, j, c.eval_policy)
+                    for j, g in enumerate(self.games)]
+        self.result.episode_returns.append(episodes)
+        return [mean_of(e) for e in episodes]
 
     def capacity(self) -> Optional[float]:
         """Fraction of the agent's quantised bits that are frozen; None without Bit layers."""
         found = bit_capacity(self.agent)
         return None if found is None else found[0]
 
-    def evaluate(self, t: int) -> list[list[float]]:
-        """Every game's evaluation episodes (returns) with the agent as it is after game ``t``."""
+    # -- the run ---------------------------------------------------------------------------
+    def _random_returns(self) -> None:
+        """The random policy's mean return on every game (once; a resumed run has them)."""
         c = self.config
-        return [episode_returns(g, c.eval_episodes, c.eval_seed, c.eval_max_steps, self.agent, j, c.eval_policy)
-                for j, g in enumerate(self.games)]
+        if not self.result.random_episodes:
+            self.result.random_episodes = [episode_returns(g, c.eval_episodes, c.eval_seed, c.eval_max_steps)
+                                           for g in self.games]
+        trained = self.steps_per_game()
+        if trained != c.steps:
+            self.rundir.log(f"--steps {c.steps:,} is not a whole number of rollouts ({c.envs} environments x "
+                            f"{c.rollout} steps): each game trains {trained:,} steps (results.json: "
+                            "steps_trained)", c.quiet)
 
-    def fresh_agent(self, t: int) -> None:
-        """``--single-task``: a newly initialised agent (and method) for game ``t`` > 0, seeded per game;
-        game 0 keeps the agent the run started with, as a continual run's first game does."""
-        torch.manual_seed(_seed(self.config, t, 2))
-        cls = type(self.strategy)
-        self.agent = Agent(self.games, LayerFactory(self.config.backbone, self.config.bits),
-                           self.config.head).to(self.device)
-        self.strategy = cls(self.strategy.options, self.agent, self.info)
-
-    # -- the loop ---------------------------------------------------------------------------
     def run(self) -> RLResult:
-        c = self.config
-        self.rundir.open()
-        try:
-            if c.resume:
-                self._resume()
-            if not self.result.random_episodes:
-                self.result.random_episodes = [episode_returns(g, c.eval_episodes, c.eval_seed, c.eval_max_steps)
-                                               for g in self.games]
-            timing = self.result.timing
-            for t in range(self.first_game, len(self.games)):
-                if c.single_task and t > 0:
-                    self.fresh_agent(t)
-                ctx = RLTaskContext(self.agent, t, self.info, c.seed)
-                self.strategy.before_task(ctx)
-                seconds, steps = self.train_game(t, ctx)
-                timing["train_seconds"].append(seconds)
-                timing["steps_per_second"].append(steps / max(seconds, 1e-9))
-                self.result.steps_trained.append(steps)
-                start = time.perf_counter()
-                self.strategy.end_task(ctx)
-                timing["consolidate_seconds"].append(time.perf_counter() - start)
-                start = time.perf_counter()
-                episodes = self.evaluate(t)
-                timing["eval_seconds"].append(time.perf_counter() - start)
-                row = [mean_of(e) for e in episodes]
-                self.result.episode_returns.append(episodes)
-                self.result.return_matrix.append(row)
-                cap = self.capacity()
-                if cap is not None:
-                    self.result.capacity.append(cap)
-                self.result.state_bytes.append(self.strategy.state_bytes())
-                self.result.extra.update(self.strategy.run_results())
-                for key, value in self.strategy.task_results().items():
-                    self.result.extra.setdefault(key, []).append(value)
-                self.rundir.save_checkpoint(t, self.agent, self.strategy.state_tensors(), self.result.progress())
-                self.log(f"game {t + 1}/{len(self.games)} {self.games[t].name}: return {row[t]:.2f} "
-                         f"(random {self.result.random_returns[t]:.2f}), mean over seen "
-                         f"{sum(row[:t + 1]) / (t + 1):.2f}, {timing['steps_per_second'][-1]:.0f} steps/s, "
-                         f"consolidate {timing['consolidate_seconds'][-1]:.2f}s"
-                         + (f", capacity {cap:.3f}" if cap is not None else ""))
-            self._write_results()
-        finally:
-            self.rundir.close()
-        return self.result
+        return self.runner.run(before=self._random_returns)
 
-    def _write_results(self) -> None:
-        """results.json (the contract) and return_matrix.csv."""
-        if self.rundir.path is None:
-            return
-        import json
-        ckpt.atomic_write_text(self.rundir.path / "results.json", json.dumps(self.result.to_json(), indent=2))
-        rows = [",".join(self.result.games)]
-        rows += [",".join(f"{r:.6f}" for r in row) for row in self.result.return_matrix]
-        ckpt.atomic_write_text(self.rundir.path / "return_matrix.csv", "\n".join(rows) + "\n")
+
+def progress_return(mean: Optional[float]) -> str:
+    """The progress bar's mean return of the last episodes: ``–`` until an episode has ended."""
+    return "\u2013" if mean is None else f"{mean:.2f}"
 
 
 def run_rl(config: RLConfig) -> RLResult:

@@ -6,13 +6,14 @@ rollout, advantages by GAE (Schulman et al., "High-Dimensional Continuous Contro
 Generalized Advantage Estimation", arXiv 1506.02438, Eq. 16) normalised per minibatch,
 gradient-norm clipping and linear learning-rate annealing over a game, as in
 stable-baselines3 (its loss: ``pg + vf_coef * mse(values, returns) - ent_coef * entropy``).
-Written here rather than borrowed so that the strategy hooks sit between backward,
-optimiser step and bit projection without wrapping a foreign training loop.
+Written here rather than borrowed so that every minibatch update goes through bitcl's one
+training step (``bitcl.train.step``: the strategy hooks between backward, optimiser step and
+bit projection, gradient clipping an option of that step) without wrapping a foreign loop.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 from torch import nn
@@ -118,13 +119,13 @@ class UpdateSettings:
     gae_lambda: float
 
 
-def update(agent: nn.Module, game: int, rollout: Rollout, optimizer: torch.optim.Optimizer,
-           settings: UpdateSettings, generator: torch.Generator, step_hooks) -> dict[str, float]:
-    """PPO epochs over one rollout. ``step_hooks`` = ``(penalty, after_backward, after_step)``
-    callables from the loop; each minibatch runs: loss + penalty() -> backward ->
-    after_backward() -> gradient clipping -> optimiser step -> after_step() (which projects the
-    quantised weights into their frozen-bit windows, then calls the strategy's hook)."""
-    penalty, after_backward, project_and_after_step = step_hooks
+def update(agent: nn.Module, game: int, rollout: Rollout, settings: UpdateSettings, generator: torch.Generator,
+           step: Callable[[torch.Tensor, int, int], float]) -> dict[str, float]:
+    """PPO epochs over one rollout. For each minibatch ``k`` of epoch ``e``, ``step(loss, e, k)``
+    takes the optimiser step: the loop's :class:`~bitcl.train.step.StepRunner` (penalty,
+    finiteness check, backward, ``after_backward``, gradient clipping at
+    ``settings.max_grad_norm``, optimiser step, bit projection, ``after_step``), the one step
+    of every bitcl loop. Returns the last minibatch's loss parts."""
     device = next(agent.parameters()).device
     advantages, returns = gae(rollout.rewards, rollout.values, rollout.dones, rollout.last_value,
                               settings.gamma, settings.gae_lambda)
@@ -133,11 +134,10 @@ def update(agent: nn.Module, game: int, rollout: Rollout, optimizer: torch.optim
             "advantages": advantages.flatten(), "returns": returns.flatten()}
     total = obs.shape[0]
     size = max(1, total // settings.minibatches)
-    params = [p for p in agent.parameters() if p.requires_grad]
     stats: dict[str, float] = {}
-    for _ in range(settings.epochs):
+    for epoch in range(settings.epochs):
         order = torch.randperm(total, generator=generator)
-        for start in range(0, total - size + 1, size):
+        for k, start in enumerate(range(0, total - size + 1, size)):
             idx = order[start:start + size]
             adv = flat["advantages"][idx]
             adv = (adv - adv.mean()) / (adv.std() + 1e-8) if len(idx) > 1 else adv
@@ -146,17 +146,5 @@ def update(agent: nn.Module, game: int, rollout: Rollout, optimizer: torch.optim
             loss, stats = clipped_loss(new_logp, flat["logp"][idx].to(device), adv.to(device), values,
                                        flat["returns"][idx].to(device), entropy, settings.clip,
                                        settings.vf_coef, settings.ent_coef)
-            extra: Optional[torch.Tensor] = penalty()
-            if extra is not None:
-                loss = loss + extra
-                stats["penalty"] = extra.item()
-            if not torch.isfinite(loss):
-                from bitcl.errors import TrainingDiverged
-                raise TrainingDiverged(f"PPO loss is {loss.item()}; stopping (lower --lr or the method's strength)")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            after_backward()
-            nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
-            optimizer.step()
-            project_and_after_step()
+            step(loss, epoch, k)
     return stats

@@ -122,6 +122,8 @@ def read_reference(path: str, config) -> dict[str, list[float]]:
 
 @dataclass
 class RLResult:
+    """What a ``bitcl rl`` run produced; :class:`~bitcl.train.runner.ContinualRun` records into it."""
+
     config: object                      # an RLConfig
     games: list[str]
     random_episodes: list[list[float]] = field(default_factory=list)
@@ -170,6 +172,40 @@ class RLResult:
                                 f"policy's, p < {stats.ALPHA}",
                 "citation": CITATION}
 
+    # -- one game's entries, in the order the runner produces them ---------------------------------
+    def record_training(self, seconds: float, hook_seconds: float, steps: int) -> None:
+        """The game trained ``steps`` environment steps in ``seconds`` (the per-step hooks' share,
+        ``hook_seconds``, is not part of this contract)."""
+        self.steps_trained.append(steps)
+        self.timing["train_seconds"].append(seconds)
+        self.timing["steps_per_second"].append(steps / max(seconds, 1e-9))
+
+    def record_consolidation(self, seconds: float) -> None:
+        self.timing["consolidate_seconds"].append(seconds)
+
+    def record_evaluation(self, row: list[float], seconds: float, capacity, state_bytes: int,
+                          task_results: dict) -> None:
+        """Every game's mean return after this game (evaluated in ``seconds``; the episodes behind
+        each mean were appended to ``episode_returns`` by the evaluation), the fraction of frozen
+        bits (``capacity``: ``(overall, per layer)``, None without Bit layers), the method's kept
+        bytes and its per-game entries."""
+        self.timing["eval_seconds"].append(seconds)
+        self.return_matrix.append(row)
+        if capacity is not None:
+            self.capacity.append(capacity[0])
+        self.state_bytes.append(state_bytes)
+        for key, value in task_results.items():
+            self.extra.setdefault(key, []).append(value)
+
+    def task_line(self) -> str:
+        """The log line of the game just recorded."""
+        t, row, timing = len(self.return_matrix) - 1, self.return_matrix[-1], self.timing
+        cap = f", capacity {self.capacity[-1]:.3f}" if self.capacity else ""
+        return (f"game {t + 1}/{len(self.games)} {self.games[t]}: return {row[t]:.2f} "
+                f"(random {self.random_returns[t]:.2f}), mean over seen {sum(row[:t + 1]) / (t + 1):.2f}, "
+                f"{self.steps_trained[-1]:,} steps at {timing['steps_per_second'][-1]:.0f} steps/s, "
+                f"consolidate {timing['consolidate_seconds'][-1]:.2f}s{cap}")
+
     # -- the contract -------------------------------------------------------------------------
     def to_json(self) -> dict:
         norm = self.normalised
@@ -213,24 +249,32 @@ class RLResult:
         out.update(self.extra)
         return out
 
+    def matrix_csv(self) -> tuple[str, str]:
+        """The run directory's CSV of the return matrix: its file name and text."""
+        rows = [",".join(self.games)]
+        rows += [",".join(f"{r:.6f}" for r in row) for row in self.return_matrix]
+        return "return_matrix.csv", "\n".join(rows) + "\n"
+
+    PROGRESS_KEYS = ("random_episodes", "episode_returns", "return_matrix", "capacity", "timing", "state_bytes",
+                     "train_curves", "steps_trained", "extra")
+
     def progress(self) -> dict:
-        """What a checkpoint carries so that ``--resume`` can finish this result."""
-        return {"config": self.config.to_dict(), "random_episodes": self.random_episodes,
-                "episode_returns": self.episode_returns, "return_matrix": self.return_matrix,
-                "capacity": self.capacity, "timing": self.timing, "state_bytes": self.state_bytes,
-                "train_curves": self.train_curves, "steps_trained": self.steps_trained, "extra": self.extra}
+        """What a checkpoint carries (as its progress's ``result``) so that ``--resume`` can finish this result."""
+        return {key: getattr(self, key) for key in self.PROGRESS_KEYS}
 
     def restore(self, progress: dict) -> None:
-        """Continue from a checkpoint's progress. Checkpoints written before per-episode returns
-        were kept (bitcl 0.2) hold only means: their entries count as one episode each."""
-        for key in ("episode_returns", "random_episodes", "return_matrix", "capacity", "timing",
-                    "state_bytes", "train_curves", "steps_trained", "extra"):
+        """Inverse of :meth:`progress`. Checkpoints of bitcl 0.2 hold mean returns only (each entry
+        then counts as one episode) and may lack ``steps_trained`` (read from the training curves,
+        whose last point is each game's trained steps)."""
+        for key in self.PROGRESS_KEYS:
             if key in progress:
                 setattr(self, key, progress[key])
         if "episode_returns" not in progress and "return_matrix" in progress:
             self.episode_returns = [[[r] for r in row] for row in progress["return_matrix"]]
         if "random_episodes" not in progress and "random_returns" in progress:
             self.random_episodes = [[r] for r in progress["random_returns"]]
+        if "steps_trained" not in progress:
+            self.steps_trained = [curve["steps"][-1] for curve in self.train_curves if curve.get("steps")]
 
     # -- what the run prints ------------------------------------------------------------------
     def summary_line(self) -> str:

@@ -1,8 +1,8 @@
 """The supervised training loop: steps, evaluation, and the task context strategies see.
 
 Reproducibility: every random choice of task t (batch order per epoch, a strategy's
-sampling, augmentation) comes from a generator seeded by ``(seed, purpose, t, ...)``,
-never from global RNG state, so ``--resume`` gives bit-identical results on CPU.
+sampling, augmentation) comes from a generator seeded by ``(seed, purpose, t, ...)``
+(``bitcl.train.seeds``), never from global RNG state, so ``--resume`` gives bit-identical results on CPU.
 
 Data parallel (``torchrun``): the global batch is drawn from the shared generator and
 rank r takes every world_size-th sample; the loss is summed over the shard and divided
@@ -12,7 +12,6 @@ training's tasks) go through ONE forward call of the DDP module.
 """
 from __future__ import annotations
 
-import hashlib
 import inspect
 import math
 import sys
@@ -28,13 +27,9 @@ from bitcl.distributed import DistContext
 from bitcl.errors import ConfigError
 from bitcl.quant import bit_states
 from bitcl.strategies import RunInfo, Strategy, TaskContext
+from bitcl.train import seeds
+from bitcl.train.seeds import derived_seed  # noqa: F401  (re-exported: older imports of it from here)
 from bitcl.train.step import StepRunner, make_optimizer, make_scheduler
-
-
-def derived_seed(seed: int, *parts) -> int:
-    """A 63-bit seed for ``(seed, *parts)``: independent streams per purpose, task and epoch."""
-    digest = hashlib.sha256(repr((seed,) + parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
 class PartsForward(nn.Module):
@@ -116,7 +111,7 @@ class Trainer:
     # -- randomness --------------------------------------------------------------------
     def generator(self, *purpose) -> torch.Generator:
         """A CPU generator for ``purpose`` (e.g. ``("fisher", task)``) of this run's seed."""
-        return torch.Generator().manual_seed(derived_seed(self.config.seed, *purpose))
+        return seeds.generator(self.config.seed, *purpose)
 
     def importance_batches(self, task: Task, samples: int, batch_size: int, purpose: str):
         """Batches ``(x, y, u)`` of a fixed random subset of ``task``'s training data and the global

@@ -155,6 +155,10 @@ class RunResult:
         lines += self.warnings()
         return "\n".join(lines)
 
+    def matrix_csv(self) -> tuple[str, str]:
+        """The run directory's CSV of the matrix: its file name and text."""
+        return "accuracy_matrix.csv", self.accuracy_csv()
+
     def accuracy_csv(self) -> str:
         rows = [",".join(f"task{j}" for j in range(self.tasks))]
         rows += [",".join(f"{a:.6f}" for a in row) for row in self.accuracy_matrix]

@@ -1,4 +1,5 @@
-"""``--resume``: continue a run after its last complete task, for ``bitcl run``, ``bitcl rl`` and ``bitcl.fit``.
+"""``--resume``: continue a run after its last complete task, for ``bitcl run``, ``bitcl rl`` and ``bitcl.fit``
+(called by ``bitcl.train.runner.ContinualRun``).
 
 A task's checkpoint (docs/contracts/checkpoint.md) is written atomically only once the task is
 consolidated, so the newest one that reads back valid is the last complete task; its
@@ -37,6 +38,18 @@ def changed_settings(saved: dict, current: dict, free: Iterable[str] = ()) -> li
     return sorted(k for k in set(saved) | set(current) if k not in free and saved.get(k) != current.get(k))
 
 
+def current_progress(progress: dict, task: int) -> dict:
+    """A checkpoint's progress in the one current shape, ``{"task", "config", "result"[, "model"]}``.
+
+    ``bitcl rl`` checkpoints written before the runner was shared (bitcl 0.x up to this change)
+    kept the result's entries (``return_matrix``, ``random_returns``...) beside ``config`` at the
+    top level and no ``task``; they are read into the current shape, the task from the file name."""
+    if "result" in progress or "return_matrix" not in progress:
+        return progress
+    result = {key: value for key, value in progress.items() if key != "config"}
+    return {"task": task, "config": progress["config"], "result": result}
+
+
 def resume_latest(rundir: RunDirectory, config: dict, model: nn.Module, strategy: Strategy, *,
                   free: Iterable[str] = (), flag: str = "--resume") -> Optional[Resumed]:
     """Load the newest checkpoint of ``rundir`` into ``model`` and ``strategy``; None when it has none.
@@ -52,6 +65,7 @@ def resume_latest(rundir: RunDirectory, config: dict, model: nn.Module, strategy
     progress = meta.get("bitcl_progress")
     if not isinstance(progress, dict) or not isinstance(progress.get("config"), dict):
         raise CheckpointError(f"{path}: has no run progress; cannot resume from it")
+    progress = current_progress(progress, task)
     changed = changed_settings(progress["config"], config, free)
     if changed:
         raise ConfigError(f"{flag}: the run in {rundir.path} was made with other settings ({', '.join(changed)})")
@@ -60,4 +74,4 @@ def resume_latest(rundir: RunDirectory, config: dict, model: nn.Module, strategy
     return Resumed(task, path, progress)
 
 
-__all__ = ["Resumed", "changed_settings", "resume_latest"]
+__all__ = ["Resumed", "changed_settings", "current_progress", "resume_latest"]

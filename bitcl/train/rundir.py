@@ -341,11 +341,12 @@ class RunDirectory:
         return index, path, tensors, meta
 
     def write_results(self, result) -> None:
+        """results.json (``result.to_json()``) and the matrix as CSV (``result.matrix_csv()``:
+        accuracy_matrix.csv, or return_matrix.csv for ``bitcl rl``), each atomically."""
         if self.path is None or not self.is_main:
             return
         from bitcl import checkpoint as ckpt
-        for name, text in (("results.json", json.dumps(result.to_json(), indent=2)),
-                           ("accuracy_matrix.csv", result.accuracy_csv())):
+        for name, text in (("results.json", json.dumps(result.to_json(), indent=2)), result.matrix_csv()):
             try:
                 ckpt.atomic_write_text(self.path / name, text)
             except OSError as error:

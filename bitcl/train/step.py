@@ -1,12 +1,14 @@
 """One optimiser step of continual training, shared by ``bitcl run`` (``Trainer``) and ``bitcl.fit``.
 
 Per step: ``loss + penalty`` -> refuse a non-finite value -> backward -> the strategy's
-``after_backward`` -> optimiser step -> lr schedule -> projection of every quantised weight
+``after_backward`` -> gradient-norm clipping (an option: PPO's) -> optimiser step -> lr
+schedule -> projection of every quantised weight
 onto the window its frozen bits allow (BLIP, Shi et al., CVPR 2021, arXiv 2105.04444: the
 latent weights are kept in their frozen-bit intervals after every update; docs/methods.md "Bits,
 planes and freezing") -> the strategy's ``after_step``. Each loop computes its own loss
-(the engine's is sharded over ranks, ``fit``'s is a user's batch): everything after the
-forward pass lives here, so a fix to the step reaches every loop.
+(the engine's is sharded over ranks, ``fit``'s is a user's batch, ``bitcl rl``'s is PPO's
+clipped surrogate of a minibatch): everything after the forward pass lives here, so a fix to
+the step reaches every loop.
 """
 from __future__ import annotations
 
@@ -42,13 +44,17 @@ class StepRunner:
 
     ``project`` re-projects the quantised weights (the loop's cached list of bit states, or
     ``ctx.project``); ``hint`` ends the divergence message (``"lower --lr?"`` for the CLI).
+    ``max_grad_norm`` (None: no clipping) clips the gradient norm of the optimiser's parameters
+    after ``after_backward``, before the optimiser step (``torch.nn.utils.clip_grad_norm_``).
     :attr:`hook_seconds` sums the time spent in the strategy's per-step hooks."""
 
     def __init__(self, strategy: Strategy, ctx: TaskContext, optimizer: torch.optim.Optimizer,
                  scheduler: Optional[torch.optim.lr_scheduler.LRScheduler], project: Callable[[], None],
-                 hint: str = "lower lr?"):
+                 hint: str = "lower lr?", max_grad_norm: Optional[float] = None):
         self.strategy, self.ctx, self.optimizer, self.scheduler = strategy, ctx, optimizer, scheduler
-        self.project, self.hint = project, hint
+        self.project, self.hint, self.max_grad_norm = project, hint, max_grad_norm
+        self.clipped = [p for group in optimizer.param_groups for p in group["params"]] \
+            if max_grad_norm is not None else []
         self.hook_seconds = 0.0
 
     def __call__(self, loss: torch.Tensor, penalty: Optional[torch.Tensor], task: int, epoch: int,
@@ -65,6 +71,8 @@ class StepRunner:
         start = time.perf_counter()
         self.strategy.after_backward(self.ctx)
         self.hook_seconds += time.perf_counter() - start
+        if self.max_grad_norm is not None:
+            nn.utils.clip_grad_norm_(self.clipped, self.max_grad_norm)
         self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()

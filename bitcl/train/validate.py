@@ -355,14 +355,15 @@ def validate_progress(progress: Any, where: str, task: Optional[int] = None) -> 
 
     ``task`` (from the file name ``task-<t>.safetensors``) must equal the recorded task; every
     per-task list has exactly ``task + 1`` entries and every matrix row one entry per task.
-    Supervised runs record ``{"task", "config", "result", "model"}``; ``bitcl rl`` records its
-    result keys (``return_matrix``, ``random_returns``...) at the top level with ``config``.
+    Every driver records ``{"task", "config", "result"[, "model"]}`` (``bitcl.train.runner``);
+    ``bitcl rl``'s result holds ``return_matrix``, ``random_returns``... Older ``bitcl rl``
+    checkpoints kept those result keys at the top level beside ``config``; they are still read.
     """
     error = CheckpointError
     f = Fields(progress, where, error, "bitcl_progress")
     f.sub("config")
-    if f.has("return_matrix"):
-        return _validate_rl_progress(f, task)
+    if f.has("return_matrix") and not f.has("result"):
+        return _validate_legacy_rl_progress(f, task)
     t = f.integer("task", 0, 1 << 20)
     if task is not None and t != task:
         f.fail(f"records task {t} but the file is named for task {task}")
@@ -371,6 +372,9 @@ def validate_progress(progress: Any, where: str, task: Optional[int] = None) -> 
         spec = validate_model_spec(f.obj["model"], where, error)
     result = f.sub("result")
     done = t + 1
+    if result.has("return_matrix"):
+        _validate_rl_result(result, done, f.sub("config").array("games", required=False))
+        return progress
     columns = spec.get("tasks") if spec else None
     rows = matrix(result.array("accuracy_matrix"), "bitcl_progress.result.accuracy_matrix", where, error,
                   rows=done, columns=columns, lo=0.0, hi=1.0)
@@ -400,18 +404,43 @@ def _per_task_lists(f: Fields, done: int) -> None:
         int_list(state, f"{f.path}.state_bytes", f.where, f.error, lo=0, length=done)
 
 
-def _validate_rl_progress(f: Fields, task: Optional[int]) -> dict:
-    rows = f.array("return_matrix")
-    done = len(rows)
+def _validate_legacy_rl_progress(f: Fields, task: Optional[int]) -> dict:
+    """A ``bitcl rl`` checkpoint of the older shape: result keys beside ``config``."""
+    done = len(f.array("return_matrix"))
     if task is not None and done != task + 1:
         f.fail(f"return_matrix has {done} rows but the file is named for game {task}")
-    games = f.sub("config").array("games", required=False)
-    matrix(rows, "bitcl_progress.return_matrix", f.where, f.error, rows=done,
+    _validate_rl_result(f, done, f.sub("config").array("games", required=False))
+    return f.obj
+
+
+def _validate_rl_result(f: Fields, done: int, games: Optional[list]) -> None:
+    """``bitcl rl``'s result so far: ``done`` rows of returns, one per game each, random returns
+    per game, per-game lists (``steps_trained`` too, when recorded) of ``done`` entries."""
+    rows = f.array("return_matrix")
+    matrix(rows, f"{f.path}.return_matrix", f.where, f.error, rows=done,
            columns=len(games) if games is not None else None)
     random = f.array("random_returns", required=False)
     if random is not None:
-        number_list(random, "bitcl_progress.random_returns", f.where, f.error,
+        number_list(random, f"{f.path}.random_returns", f.where, f.error,
                     length=len(games) if games is not None else None)
+    steps = f.array("steps_trained", required=False)
+    if steps is not None:
+        int_list(steps, f"{f.path}.steps_trained", f.where, f.error, lo=1, length=done)
+    # bitcl 0.3: the evaluation episodes behind the means (a game's list per entry)
+    random_eps = f.array("random_episodes", required=False)
+    if random_eps is not None:
+        if games is not None and len(random_eps) != len(games):
+            f.fail(f"random_episodes has {len(random_eps)} entries for {len(games)} games")
+        for j, eps in enumerate(random_eps):
+            number_list(eps, f"{f.path}.random_episodes[{j}]", f.where, f.error)
+    episodes = f.array("episode_returns", required=False)
+    if episodes is not None:
+        if len(episodes) != done:
+            f.fail(f"episode_returns has {len(episodes)} rows for {done} games trained")
+        for i, row in enumerate(episodes):
+            if not isinstance(row, list) or (games is not None and len(row) != len(games)):
+                f.fail(f"episode_returns[{i}] must hold one list per game")
+            for j, eps in enumerate(row):
+                number_list(eps, f"{f.path}.episode_returns[{i}][{j}]", f.where, f.error)
     _per_task_lists(f, done)
     f.sub("extra", required=False)
-    return f.obj
