@@ -47,7 +47,7 @@ def test_bad_settings_are_refused_naming_the_flag(field, value, needle):
 @pytest.mark.parametrize("options, needle", [({"fisher_prior": math.inf}, "--fisher-prior"),
                                              ({"fisher_prior": -1.0}, "--fisher-prior"),
                                              ({"fisher_prior": "small"}, "--fisher-prior"),
-                                             ({"fisher_batch": 2.5}, "--fisher-batch")])
+                                             ({"batch": 2.5}, "--batch")])
 def test_bad_method_options_are_refused(options, needle):
     """Method options are typed too: inf, negative, strings and floats for integers are refused."""
     with pytest.raises(ConfigError, match=needle):

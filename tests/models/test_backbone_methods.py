@@ -12,7 +12,7 @@ from bitcl.models.norm import ContinualBatchNorm2d
 from tests.conftest import REPO_DATA, run_cli
 
 # sample counts kept small: these runs check that each method works on the backbone, not accuracy
-METHODS = {"blip": {"fisher_samples": 64}, "ewc": {"samples": 64}, "si": {}, "mas": {"samples": 64},
+METHODS = {"blip": {"samples": 64}, "ewc": {"samples": 64}, "si": {}, "mas": {"samples": 64},
            "anpyc": {"samples": 64}, "dlcft": {}, "finetune": {}}
 WIDTHS = {"alexnet": 4, "resnet18": 2}
 ONE_THREAD = dict(os.environ, OMP_NUM_THREADS="1")
@@ -51,7 +51,7 @@ def test_cli_alexnet_with_augmentation_freezes_batch_norm(tiny_npz, tmp_path):
     settings, and the task-1 checkpoint holds batch norms frozen by the first-task policy."""
     out = tmp_path / "run"
     done = run_cli("run", "--method", "blip", "--arch", "alexnet", "--width", "4", "--pad-to", "32", "--augment",
-                   "--tasks", "2", "--epochs", "1", "--data", tiny_npz, "--fisher-samples", "64", "--out", out,
+                   "--tasks", "2", "--epochs", "1", "--data", tiny_npz, "--samples", "64", "--out", out,
                    "--quiet", env=ONE_THREAD)
     assert done.returncode == 0, done.stderr
     results = json.loads((out / "results.json").read_text())

@@ -55,7 +55,7 @@ def test_blip_run_keeps_frozen_bits_across_checkpoints(tmp_path):
     out, r = _run(tmp_path, "blip", "--method", "blip", "--fisher-prior", "1e-6")
     _check_contract(r, "blip")
     assert r["config"]["method_options"]["fisher_prior"] == 1e-6
-    assert r["config"]["method_options"]["fisher_batch"] == 500        # a default, resolved
+    assert r["config"]["method_options"]["batch"] == 500        # a default, resolved
     assert r["memory"]["state_bytes"][0] == r["memory"]["state_bytes"][1] > 0
     assert 0 < r["capacity"][0] <= r["capacity"][1] <= 1
     first, meta = _quantised(out / "checkpoints" / "task-0.safetensors")
