@@ -300,6 +300,8 @@ def flag_arguments(cls: type, *, dest_prefix: str = "", names: Optional[Iterable
         default = defaults.get(f.name, default_of(f))
         shown = meta["shown"] if "shown" in meta and f.name not in defaults else _shown(default)
         help_text = meta.get("help", "")
+        if meta.get("aliases"):
+            help_text += f" (formerly {', '.join(flag_name(a) for a in meta['aliases'])}, deprecated)"
         kwargs: dict[str, Any] = {"dest": dest_prefix + f.name,
                                   "default": default if keep_defaults else argparse.SUPPRESS,
                                   "help": f"{help_text} (default: {shown})".replace("%", "%%")}
