@@ -183,17 +183,24 @@ def validate(obj: Any, label: Label = flag_name) -> Any:
     return obj
 
 
-def check_values(cls: type, values: dict, label: Label = flag_name, *, require: bool = False) -> dict:
+def check_values(cls: type, values: dict, label: Label = flag_name, *, require: bool = False,
+                 allow: Iterable[str] = ()) -> dict:
     """Check a dict of settings against ``cls``'s schema without building an instance: unknown keys
-    are refused, each known one is checked as :func:`validate` would; with ``require``, every field
-    without a default must be present. Returns the normalised dict.
+    (other than those in ``allow``, passed through unchecked) are refused, each known one is checked
+    as :func:`validate` would; with ``require``, every field without a default must be present.
+    Returns the normalised dict.
 
     For records read back from disk, e.g. a checkpoint's ``bitcl_progress.config`` against
-    :class:`bitcl.config.RunConfig` (``label=lambda n: f"config.{n}"``)."""
+    :class:`bitcl.config.RunConfig`::
+
+        check_values(RunConfig, config, lambda name: f"config.{name}",
+                     allow=("data_source", "bitcl_version", "evaluated_on"))
+    """
     if not isinstance(values, dict):
         raise ConfigError(f"expected an object of settings, got {type(values).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(fields))
+    allowed = set(allow)
+    unknown = sorted(set(values) - set(fields) - allowed)
     if unknown:
         raise ConfigError(f"unknown setting(s) {', '.join(label(k) for k in unknown)}")
     if require:
@@ -202,7 +209,8 @@ def check_values(cls: type, values: dict, label: Label = flag_name, *, require: 
         if missing:
             raise ConfigError(f"missing setting(s) {', '.join(label(k) for k in missing)}")
     hints = _hints(cls)
-    return {k: check_value(label(k), hints[k], fields[k].metadata, v) for k, v in values.items()}
+    return {k: v if k not in fields else check_value(label(k), hints[k], fields[k].metadata, v)
+            for k, v in values.items()}
 
 
 # -- renamed settings ----------------------------------------------------------------------------

@@ -220,3 +220,12 @@ def test_bad_option_from_the_command_line_is_one_line(capsys):
     """A value out of range typed on the command line: one line naming the flag, exit status 2."""
     assert main(["run", "--method", "ewc", "--gamma", "2", "--epochs", "0"]) == 2
     assert capsys.readouterr().err.strip() == "bitcl run: error: --gamma must lie in [0.0, 1.0], got 2.0"
+
+
+def test_check_values_passes_allowed_descriptive_keys_through():
+    """Keys a record carries beside the settings (allow=...) pass unchecked; the settings are still checked."""
+    record = {"bits": 20, "data_source": {"kind": "npz"}}
+    assert settings.check_values(RunConfig, record, allow=("data_source",)) == record
+    with pytest.raises(ConfigError, match="config.bits must lie in"):
+        settings.check_values(RunConfig, {"bits": 30, "data_source": {}}, lambda n: f"config.{n}",
+                              allow=("data_source",))

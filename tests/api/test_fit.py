@@ -14,7 +14,7 @@ from bitcl.api_context import DataContext
 from bitcl.errors import ConfigError, DataError, TrainingDiverged
 from bitcl.models import build_model
 from bitcl.quant import bit_states
-from tests.conftest import run_cli
+from tests.conftest import cli
 
 from .contract import check_run_directory, checkpoint_tensors
 
@@ -40,7 +40,7 @@ def _user_backbone(bits=20):
 def test_fit_reproduces_the_cli_bit_for_bit(method, tmp_path):
     """fit on bitcl's own model and the CLI's tasks gives the CLI's accuracy matrix, capacity and
     checkpoints exactly (SIU: the independent-minibatch service matches too); both pass one contract check."""
-    done = run_cli("run", "--method", method, "--out", tmp_path / "cli", *CLI_FAST)
+    done = cli("run", "--method", method, "--out", tmp_path / "cli", *CLI_FAST)
     assert done.returncode == 0, done.stderr
     cli = check_run_directory(tmp_path / "cli", 2)
     torch.manual_seed(0)

@@ -12,7 +12,7 @@ from bitcl.data import build_scenario, load_source
 from bitcl.engine import run
 from bitcl.export import NumpyRuntime, export_packed, load_checkpoint_model, load_packed
 from bitcl.quant import bit_states
-from tests.conftest import run_cli
+from tests.conftest import cli
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +143,7 @@ def test_onnx_export_matches_torch_with_dynamic_batch(conv_run, mlp_run, small_n
 
 def test_bits_analysis_writes_curves(mlp_run):
     """analyze bits: accuracy for B = 1..N per task; full precision equals the run's final row."""
-    done = run_cli("analyze", "bits", mlp_run)
+    done = cli("analyze", "bits", mlp_run)
     assert done.returncode == 0, done.stderr
     result = json.loads((mlp_run / "bits.json").read_text())
     final = json.loads((mlp_run / "results.json").read_text())["accuracy_matrix"][-1]
@@ -188,5 +188,5 @@ def test_bad_export_inputs_are_one_line_exit_2(mlp_run, tmp_path, capsys):
         lines = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(lines) == 1 and needle in lines[0], (args, lines)
     assert ckpt.read_bytes() == before and not (mlp_run / "checkpoints" / "task-9.safetensors").exists()
-    done = run_cli("export", truncated, "--format", "packed", "--out", tmp_path / "x.bin")
+    done = cli("export", truncated, "--format", "packed", "--out", tmp_path / "x.bin")
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "not a readable" in done.stderr

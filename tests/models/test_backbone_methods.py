@@ -9,7 +9,7 @@ import torch
 from bitcl.config import RunConfig
 from bitcl.engine import run
 from bitcl.models.norm import ContinualBatchNorm2d
-from tests.conftest import REPO_DATA, run_cli
+from tests.conftest import REPO_DATA, cli
 
 # sample counts kept small: these runs check that each method works on the backbone, not accuracy
 METHODS = {"blip": {"samples": 64}, "ewc": {"samples": 64}, "si": {}, "mas": {"samples": 64},
@@ -50,7 +50,7 @@ def test_cli_alexnet_with_augmentation_freezes_batch_norm(tiny_npz, tmp_path):
     """`bitcl run --arch alexnet --pad-to 32 --augment` end to end: results.json records the backbone
     settings, and the task-1 checkpoint holds batch norms frozen by the first-task policy."""
     out = tmp_path / "run"
-    done = run_cli("run", "--method", "blip", "--arch", "alexnet", "--width", "4", "--pad-to", "32", "--augment",
+    done = cli("run", "--method", "blip", "--arch", "alexnet", "--width", "4", "--pad-to", "32", "--augment",
                    "--tasks", "2", "--epochs", "1", "--data", tiny_npz, "--samples", "64", "--out", out,
                    "--quiet", env=ONE_THREAD)
     assert done.returncode == 0, done.stderr
@@ -65,7 +65,7 @@ def test_cli_alexnet_with_augmentation_freezes_batch_norm(tiny_npz, tmp_path):
 
 def test_cli_refuses_per_task_norms_in_class_incremental(tiny_npz):
     """--bn per-task without task ids at test time: one-line error, exit status 2."""
-    done = run_cli("run", "--arch", "resnet18", "--bn", "per-task", "--scenario", "class", "--pad-to", "32",
+    done = cli("run", "--arch", "resnet18", "--bn", "per-task", "--scenario", "class", "--pad-to", "32",
                    "--tasks", "2", "--epochs", "1", "--data", tiny_npz, env=ONE_THREAD)
     assert done.returncode == 2 and "per-task" in done.stderr and "Traceback" not in done.stderr
 

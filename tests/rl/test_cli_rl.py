@@ -6,7 +6,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from tests.conftest import run_cli
+from tests.conftest import cli, run_cli
 
 pytest.importorskip("minatar", reason="the MinAtar suite needs bitcl[rl]")
 
@@ -16,7 +16,7 @@ QUICK = ["--games", "breakout,freeway", "--steps", "512", "--envs", "4", "--roll
 
 def _run(tmp_path, name, *extra):
     out = tmp_path / name
-    done = run_cli("rl", *QUICK, "--out", out, *extra, timeout=240)
+    done = cli("rl", *QUICK, "--out", out, *extra)
     assert done.returncode == 0, done.stderr
     return out, json.loads((out / "results.json").read_text())
 
@@ -76,12 +76,12 @@ def test_finetune_run_and_resume_reproduce_the_same_results(tmp_path):
     _check_contract(full, "finetune")
     (out / "checkpoints" / "task-1.safetensors").unlink()         # as if killed during game 2
     (out / "results.json").unlink()
-    done = run_cli("rl", *QUICK, "--method", "finetune", "--out", out, "--resume", timeout=240)
+    done = cli("rl", *QUICK, "--method", "finetune", "--out", out, "--resume")
     assert done.returncode == 0, done.stderr
     resumed = json.loads((out / "results.json").read_text())
     assert resumed["return_matrix"] == full["return_matrix"]
     assert resumed["random_returns"] == full["random_returns"]
-    bad = run_cli("rl", *QUICK, "--method", "finetune", "--out", out, "--resume", "--lr", "1e-3")
+    bad = cli("rl", *QUICK, "--method", "finetune", "--out", out, "--resume", "--lr", "1e-3")
     assert bad.returncode == 2 and "other settings (lr)" in bad.stderr
 
 
@@ -135,7 +135,7 @@ def test_bad_input_from_the_shell():
 def test_help_shows_every_setting_with_its_default():
     """`bitcl rl --help` lists every RLConfig field and the method's options, each with its default."""
     from bitcl.rl.config import RLConfig
-    done = run_cli("rl", "--method", "blip", "--help")
+    done = cli("rl", "--method", "blip", "--help")
     assert done.returncode == 0
     text = " ".join(done.stdout.split())
     for f in RLConfig().fields():

@@ -12,7 +12,7 @@ from bitcl.errors import ConfigError, DataError
 from bitcl.quant import bit_states
 from bitcl.quant.state import BitState
 from bitcl.support import tiny_digits
-from tests.conftest import run_cli
+from tests.conftest import cli
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -111,7 +111,7 @@ def test_benchmarks_that_need_data_refuse_to_run_without_it(tmp_path, benchmark)
     """No --data: ConfigError from Engine() (CLI: one line, exit 2, no run directory); MNIST data: DataError."""
     with pytest.raises(ConfigError, match="needs --data"):
         Engine(RunConfig(method="finetune", benchmark=benchmark, epochs=1, hidden=[8], quiet=True))
-    done = run_cli("run", "--method", "finetune", "--benchmark", benchmark, "--out", tmp_path / "r", "--quiet")
+    done = cli("run", "--method", "finetune", "--benchmark", benchmark, "--out", tmp_path / "r", "--quiet")
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1 and "--data" in done.stderr
     assert not (tmp_path / "r").exists()
     x, y, train = digits_npz(tmp_path)
