@@ -50,6 +50,7 @@ def _check_contract(r, method):
     assert r["bitcl_version"]
 
 
+@pytest.mark.slow
 def test_blip_run_keeps_frozen_bits_across_checkpoints(tmp_path):
     """BLIP: contract keys, constant state bytes, and no frozen bit of game 0 changes during game 1."""
     out, r = _run(tmp_path, "blip", "--method", "blip", "--fisher-prior", "1e-6")
@@ -70,6 +71,7 @@ def test_blip_run_keeps_frozen_bits_across_checkpoints(tmp_path):
         assert torch.equal(u0 >> (bits - k0), u1 >> (bits - k0)), name
 
 
+@pytest.mark.slow
 def test_finetune_run_and_resume_reproduce_the_same_results(tmp_path):
     """A run resumed after its first game ends with the same return matrix as an uninterrupted one."""
     out, full = _run(tmp_path, "ft", "--method", "finetune")

@@ -48,6 +48,7 @@ def read(path):
         return {k: f.get_tensor(k) for k in f.keys()}
 
 
+@pytest.mark.slow
 def test_first_task_keeps_exactly_half_and_pruned_weights_are_zero(anpyc_run):
     """After task 0: per tensor, round(50%) of the weights are pruned, exactly zero (code 0)."""
     _, out = anpyc_run

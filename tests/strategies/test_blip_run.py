@@ -32,6 +32,7 @@ def blip_run(tmp_path_factory, small_npz):
     return run(cfg), out
 
 
+@pytest.mark.slow
 def test_frozen_bits_identical_in_every_later_checkpoint(blip_run):
     """For checkpoints t < s, every bit frozen at t is identical at s and no count decreases."""
     _, out = blip_run
@@ -66,6 +67,7 @@ def test_blip_learns_and_remembers(blip_run):
 
 
 @pytest.mark.parametrize("scenario", ["domain", "class"])
+@pytest.mark.slow
 def test_blip_runs_in_shared_head_scenarios(scenario, small_npz):
     """In domain and class settings the shared head is quantised and frozen too."""
     cfg = RunConfig(method="blip", benchmark="split-mnist", scenario=scenario, data=small_npz, epochs=1, hidden=[64],

@@ -79,6 +79,7 @@ def digits_npz(tmp_path):
 
 
 @pytest.mark.parametrize("source", ["embedded", "npz", "idx"])
+@pytest.mark.slow
 def test_every_data_source_reports_what_it_loaded(tmp_path, source):
     """results.json's config.data_source names the source, the shapes and the classes actually loaded."""
     x, y, train = digits_npz(tmp_path)
