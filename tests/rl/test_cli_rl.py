@@ -111,7 +111,7 @@ def test_ewc_online_run(tmp_path):
 
 @pytest.mark.parametrize("args,message", [
     (["--games", "breakout,pong"], "unknown minatar game 'pong'"),
-    (["--steps", "0"], "--steps must be a positive integer"),
+    (["--steps", "0"], "--steps must be >= 1, got 0"),
     (["--method", "nope"], "unknown method"),
     (["--method", "si"], "not offered by `bitcl rl`"),
     (["--method", "blip", "--backbone", "float"], "needs --backbone quant"),

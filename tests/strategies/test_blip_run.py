@@ -49,6 +49,7 @@ def test_frozen_bits_identical_in_every_later_checkpoint(blip_run):
             assert torch.equal(codes_t[full], codes_s[full])
 
 
+@pytest.mark.slow
 def test_capacity_grows_and_state_is_constant(blip_run):
     """Capacity never decreases; state bytes are identical after every task (9 B per weight)."""
     result, _ = blip_run
@@ -59,6 +60,7 @@ def test_capacity_grows_and_state_is_constant(blip_run):
     assert set(result.capacity_per_layer[-1]) == {"backbone.layers.1.weight", "backbone.layers.1.bias"}
 
 
+@pytest.mark.slow
 def test_blip_learns_and_remembers(blip_run):
     """Every task is learned well above chance and barely forgotten."""
     result, _ = blip_run
