@@ -56,6 +56,7 @@ def test_fit_reproduces_the_cli_bit_for_bit(method, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_fit_with_heads_protects_the_backbone_only(split_tasks, tmp_path):
     """A user's quantised backbone with heads=[...] (DataLoaders): BLIP freezes backbone bits, heads stay
     float and trainable, and the run directory meets the contract."""

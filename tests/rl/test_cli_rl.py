@@ -127,6 +127,7 @@ def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path, capsys):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_bad_input_from_the_shell():
     """The installed command exits 2 with one line for a game that does not exist."""
     done = run_cli("rl", "--games", "breakout,pong", "--quiet")
@@ -145,6 +146,7 @@ def test_help_shows_every_setting_with_its_default():
     assert "(default: 150000)" in text and "--fisher-prior" in text and "(default: breakout,space_invaders,freeway)" in text
 
 
+@pytest.mark.slow
 def test_atari_smoke_runs_a_few_hundred_steps(tmp_path):
     """The Atari path (ALE, standard preprocessing, Nature CNN) trains and evaluates on CPU."""
     pytest.importorskip("ale_py", reason="the Atari suite needs bitcl[atari]")

@@ -1,6 +1,7 @@
 """ft-fix in the supervised engine (task-incremental) and at the strategy level."""
 import json
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -23,6 +24,7 @@ def test_before_task_freezes_the_backbone_from_the_second_task():
     assert all(p.requires_grad for p in model.heads.parameters())
 
 
+@pytest.mark.slow
 def test_supervised_task_incremental_run_keeps_task_zero(tmp_path):
     """`bitcl run --method ft-fix`: the backbone of task 1's checkpoint is task 0's; task 0 is not forgotten."""
     out = tmp_path / "run"
