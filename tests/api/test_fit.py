@@ -42,15 +42,15 @@ def test_fit_reproduces_the_cli_bit_for_bit(method, tmp_path):
     checkpoints exactly (SIU: the independent-minibatch service matches too); both pass one contract check."""
     done = cli("run", "--method", method, "--out", tmp_path / "cli", *CLI_FAST)
     assert done.returncode == 0, done.stderr
-    cli = check_run_directory(tmp_path / "cli", 2)
+    theirs = check_run_directory(tmp_path / "cli", 2)
     torch.manual_seed(0)
     model = build_model("mlp", (1, 28, 28), [2] * 2, "task", "quant", 20, [16])
     tasks = benchmark_tasks("split-mnist", scenario="task", tasks=2, seed=0, classes=[0, 1, 2, 3])
     result = fit(model, tasks, method, out=str(tmp_path / "fit"), **FAST)
     ours = check_run_directory(tmp_path / "fit", 2)
-    assert ours["accuracy_matrix"] == cli["accuracy_matrix"] == result.accuracy_matrix
-    assert ours["capacity"] == cli["capacity"] and ours["memory"] == cli["memory"]
-    assert ours["config"]["loop"] == "bitcl.fit" and ours["config"]["method_options"] == cli["config"]["method_options"]
+    assert ours["accuracy_matrix"] == theirs["accuracy_matrix"] == result.accuracy_matrix
+    assert ours["capacity"] == theirs["capacity"] and ours["memory"] == theirs["memory"]
+    assert ours["config"]["loop"] == "bitcl.fit" and ours["config"]["method_options"] == theirs["config"]["method_options"]
     a = checkpoint_tensors(tmp_path / "cli" / "checkpoints" / "task-1.safetensors")
     b = checkpoint_tensors(tmp_path / "fit" / "checkpoints" / "task-1.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
