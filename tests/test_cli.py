@@ -22,6 +22,7 @@ def test_list_names_methods_and_benchmarks():
         assert word in out.stdout
 
 
+@pytest.mark.slow
 def test_run_writes_the_results_contract(tmp_path, small_npz):
     """A finished run writes results.json, accuracy_matrix.csv, log.txt and one checkpoint per task."""
     out_dir = tmp_path / "run"
@@ -65,6 +66,7 @@ def test_run_writes_the_results_contract(tmp_path, small_npz):
     (["--method", "ewc", "--c", "abc"], "--c"),      # EWC's --c, not an abbreviation of --config
     (["--conf", "x.json"], "unrecognized"),          # no prefix abbreviations at all
 ])
+@pytest.mark.slow
 def test_bad_input_is_one_line_and_exit_2(args, needle, tmp_path):
     """Each bad input gets exactly one stderr line naming the problem, exit status 2, no traceback."""
     done = cli("run", *args, "--out", tmp_path / "r", "--quiet")
@@ -74,6 +76,7 @@ def test_bad_input_is_one_line_and_exit_2(args, needle, tmp_path):
     assert not (tmp_path / "r" / "results.json").exists()
 
 
+@pytest.mark.slow
 def test_method_option_c_is_not_read_as_config(tmp_path, small_npz):
     """`--method ewc --c 100` sets EWC's penalty strength (it once matched --config by abbreviation)."""
     done = cli("run", "--method", "ewc", "--c", "100", "--data", small_npz, "--out", tmp_path / "r", *FAST)
@@ -81,6 +84,7 @@ def test_method_option_c_is_not_read_as_config(tmp_path, small_npz):
     assert json.loads((tmp_path / "r" / "results.json").read_text())["config"]["method_options"]["c"] == 100
 
 
+@pytest.mark.slow
 def test_existing_run_is_never_overwritten_unless_asked(tmp_path, small_npz):
     """A second run into the same --out is refused (exit 2) and leaves the first run intact."""
     out_dir = tmp_path / "run"
@@ -105,12 +109,14 @@ def test_nan_loss_stops_with_task_epoch_step(tmp_path, small_npz):
     assert "task 0, epoch 0, step" in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_python_m_bitcl_and_help():
     """`python -m bitcl run --help` works and lists method options."""
     done = run_cli("run", "--method", "blip", "--help")
     assert done.returncode == 0 and "--fisher-prior" in done.stdout
 
 
+@pytest.mark.slow
 def test_resume_after_kill_9_is_bit_exact(tmp_path, small_npz):
     """Kill -9 mid-run, --resume: the accuracy matrix and final codes equal an uninterrupted run's."""
     common = ["--method", "blip", "--data", small_npz, "--hidden", "300", "--epochs", "6", "--quiet",

@@ -67,6 +67,7 @@ def test_command_line_and_config_file_merge(tmp_path):
     assert other.method == "ewc" and "fisher_prior" not in other.method_options
 
 
+@pytest.mark.slow
 def test_rerun_reproduces_a_run_from_its_results(tmp_path, small_npz):
     """`bitcl rerun DIR --out NEW` gives the same accuracy matrix and the same resolved config."""
     first = tmp_path / "first"

@@ -74,6 +74,7 @@ def test_fit_with_heads_protects_the_backbone_only(split_tasks, tmp_path):
     assert matrix[-1][0] >= matrix[0][0] - 0.02 and min(matrix[-1]) > 0.6  # task 0 kept, every task learnt
 
 
+@pytest.mark.slow
 def test_fit_domain_scenario_with_ewc_on_a_float_model():
     """Without heads (domain scenario), EWC protects every trainable parameter of a plain float model."""
     tasks = [(Subset(tr, range(1500)), te) for tr, te in
@@ -116,6 +117,7 @@ def test_own_loop_strategy_hooks_keep_frozen_bits(split_tasks):
         assert torch.equal(s.offset_codes() >> (s.bits - s.frozen.long()), top[n]), n
 
 
+@pytest.mark.slow
 def test_example_own_loop_runs():
     """examples/own_loop.py runs to the end on the embedded MNIST and BLIP freezes more bits each task."""
     done = subprocess.run([sys.executable, str(ROOT / "examples" / "own_loop.py")], capture_output=True, text=True,
@@ -180,6 +182,7 @@ def test_nan_loss_names_task_epoch_and_step(split_tasks):
         fit(model, [(poisoned, split_tasks[0][1])], "finetune", lr_schedule="none")
 
 
+@pytest.mark.slow
 def test_resume_continues_an_interrupted_fit_exactly(split_tasks, tmp_path):
     """A fit interrupted after task 0 and resumed gives the uninterrupted run's results, bit for bit."""
     def run(tasks, out, resume=False):
