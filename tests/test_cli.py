@@ -66,7 +66,6 @@ def test_run_writes_the_results_contract(tmp_path, small_npz):
     (["--method", "ewc", "--c", "abc"], "--c"),      # EWC's --c, not an abbreviation of --config
     (["--conf", "x.json"], "unrecognized"),          # no prefix abbreviations at all
 ])
-@pytest.mark.slow
 def test_bad_input_is_one_line_and_exit_2(args, needle, tmp_path):
     """Each bad input gets exactly one stderr line naming the problem, exit status 2, no traceback."""
     done = cli("run", *args, "--out", tmp_path / "r", "--quiet")
