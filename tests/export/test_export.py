@@ -36,6 +36,7 @@ def raw_test_pixels(small_npz, n=64):
         return f["x"][~f["train"]][:n].astype(np.float32)
 
 
+@pytest.mark.slow
 def test_packed_round_trip_is_exact(mlp_run, small_npz, tmp_path):
     """load_packed gives exactly the checkpoint model's outputs; planes are N bits per weight."""
     ckpt = mlp_run / "checkpoints" / "task-1.safetensors"
@@ -79,6 +80,7 @@ def test_numpy_runtime_matches_torch(mlp_run, small_npz, tmp_path, keep):
     assert np.array_equal(got.argmax(1), want.argmax(1))
 
 
+@pytest.mark.slow
 def test_conv_class_incremental_numpy_runtime(conv_run, small_npz, tmp_path):
     """Conv nets and masked class-incremental heads run in numpy too."""
     path = tmp_path / "c.safetensors"

@@ -9,7 +9,7 @@ import torch
 from bitcl.config import RunConfig
 from bitcl.engine import run
 from bitcl.models.norm import ContinualBatchNorm2d
-from tests.conftest import REPO_DATA, cli
+from tests.conftest import REPO_DATA, run_cli
 
 # sample counts kept small: these runs check that each method works on the backbone, not accuracy
 METHODS = {"blip": {"samples": 64}, "ewc": {"samples": 64}, "si": {}, "mas": {"samples": 64},
@@ -33,6 +33,7 @@ def tiny_npz(tmp_path_factory):
 
 @pytest.mark.parametrize("arch", sorted(WIDTHS))
 @pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.slow
 def test_method_runs_on_backbone(method, arch, tiny_npz):
     """Two tasks of one epoch: a full accuracy matrix of valid accuracies; BLIP freezes bits."""
     torch.manual_seed(0)
@@ -46,11 +47,12 @@ def test_method_runs_on_backbone(method, arch, tiny_npz):
         assert 0 < result.capacity[0] <= result.capacity[1] < 1
 
 
+@pytest.mark.slow  # a new interpreter (one thread via the environment)
 def test_cli_alexnet_with_augmentation_freezes_batch_norm(tiny_npz, tmp_path):
     """`bitcl run --arch alexnet --pad-to 32 --augment` end to end: results.json records the backbone
     settings, and the task-1 checkpoint holds batch norms frozen by the first-task policy."""
     out = tmp_path / "run"
-    done = cli("run", "--method", "blip", "--arch", "alexnet", "--width", "4", "--pad-to", "32", "--augment",
+    done = run_cli("run", "--method", "blip", "--arch", "alexnet", "--width", "4", "--pad-to", "32", "--augment",
                    "--tasks", "2", "--epochs", "1", "--data", tiny_npz, "--samples", "64", "--out", out,
                    "--quiet", env=ONE_THREAD)
     assert done.returncode == 0, done.stderr
@@ -63,9 +65,10 @@ def test_cli_alexnet_with_augmentation_freezes_batch_norm(tiny_npz, tmp_path):
     assert flags and all(bool(f) for f in flags)
 
 
+@pytest.mark.slow  # a new interpreter (one thread via the environment)
 def test_cli_refuses_per_task_norms_in_class_incremental(tiny_npz):
     """--bn per-task without task ids at test time: one-line error, exit status 2."""
-    done = cli("run", "--arch", "resnet18", "--bn", "per-task", "--scenario", "class", "--pad-to", "32",
+    done = run_cli("run", "--arch", "resnet18", "--bn", "per-task", "--scenario", "class", "--pad-to", "32",
                    "--tasks", "2", "--epochs", "1", "--data", tiny_npz, env=ONE_THREAD)
     assert done.returncode == 2 and "per-task" in done.stderr and "Traceback" not in done.stderr
 
