@@ -121,6 +121,7 @@ def test_reduced_bits_shrink_the_file(mlp_run, tmp_path):
     assert four["plane_bytes"] * 5 == full["plane_bytes"]
 
 
+@pytest.mark.slow
 def test_onnx_export_matches_torch_with_dynamic_batch(conv_run, mlp_run, small_npz, tmp_path):
     """ONNX (brevitas QCDQ) outputs equal torch's to 1e-5 on real digits, for batch 1 and 13."""
     ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed")
@@ -143,6 +144,7 @@ def test_onnx_export_matches_torch_with_dynamic_batch(conv_run, mlp_run, small_n
         assert np.array_equal(got.argmax(1), load_packed(packed)(raw).argmax(1).numpy())
 
 
+@pytest.mark.slow
 def test_bits_analysis_writes_curves(mlp_run):
     """analyze bits: accuracy for B = 1..N per task; full precision equals the run's final row."""
     done = cli("analyze", "bits", mlp_run)
