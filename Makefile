@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test bench docs
+.PHONY: setup demo test test-fast bench docs
 
 $(BIN)/bitcl: pyproject.toml requirements.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -18,8 +18,13 @@ setup: $(BIN)/bitcl
 demo: setup
 	$(BIN)/bitcl run --method blip --benchmark split-mnist --scenario task --out runs/demo --overwrite
 
+# Every test: what CI runs (.ci/run).
 test: setup
 	$(BIN)/python -m pytest tests
+
+# The edit loop: every test not marked slow (@pytest.mark.slow: each over ~5 s on a quiet 2-core machine).
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow" tests
 
 # The documentation site (docs/, mkdocs.yml) into site/; --strict turns every warning into an error.
 docs: setup

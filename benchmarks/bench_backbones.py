@@ -195,7 +195,7 @@ def consolidation_ratio(device: str, samples: int = 8000, batch: int = 64) -> di
     consolidate = time.perf_counter() - start
     frozen = sum(s.frozen_bits() for s in states) / sum(s.total_bits() for s in states)
     return {"ratio": consolidate / two_epochs, "consolidate_seconds": consolidate, "two_epochs_seconds": two_epochs,
-            "target": 1.0, "samples": samples, "batch": batch, "fisher_batch": blip.options.fisher_batch,
+            "target": 1.0, "samples": samples, "batch": batch, "fisher_batch": blip.options.batch,
             "fisher": blip.options.fisher, "capacity_after": frozen}
 
 

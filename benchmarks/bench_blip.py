@@ -88,7 +88,7 @@ def speed(rounds: int = 3) -> None:
     ratios = [b / f for b, f in pairs]
     blip_epoch, float_epoch = sorted(pairs, key=lambda p: p[0] / p[1])[len(pairs) // 2]
     cons = go("speed-consolidation", method="blip", benchmark="permuted-mnist", tasks=2, epochs=1, preset=False,
-              method_options={"fisher_samples": 8000})
+              method_options={"samples": 8000})
     n_train = 11997
     epoch_8000 = cons.timing["epoch_seconds"][0] * 8000 / n_train
     out = {"epoch_ratio_blip_over_float_finetune": blip_epoch / float_epoch, "target_epoch_ratio": 1.25,

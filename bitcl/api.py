@@ -35,9 +35,11 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from bitcl.api_context import (DataContext, TaskData, check_task_data, generator, is_map_style, plain_tensors,
                                 split_batch)
+from bitcl.constants import LR_SCHEDULES, MAX_SEED, OPTIMIZERS, SCENARIOS
 from bitcl.errors import ConfigError
 from bitcl.models import ContinualModel
 from bitcl.quant import bit_states
+from bitcl.settings import check_values, setting
 from bitcl.strategies import RunInfo, Strategy, check_supported, get_strategy, make_options, resolved_options
 from bitcl.train.results import RunResult
 from bitcl.train.rundir import RunDirectory
@@ -71,19 +73,20 @@ class HeadedModel(nn.Module):
 
 @dataclasses.dataclass
 class FitConfig:
-    """Every setting that shaped a ``fit`` run (results.json ``config``)."""
+    """Every setting that shaped a ``fit`` run (results.json ``config``); ``fit`` checks its
+    arguments against these fields' schema (:func:`bitcl.settings.check_values`)."""
 
-    method: str
-    scenario: str
-    seed: int
-    epochs: int
-    batch_size: int
-    lr: float
-    optimizer: str
-    momentum: float
-    lr_schedule: str
-    eval_batch_size: int
-    device: str
+    method: str = setting("blip", "the method (`bitcl list`)")
+    scenario: str = setting("task", "how tasks relate", choices=SCENARIOS)
+    seed: int = setting(0, "seed of every random choice", low=0, high=MAX_SEED)
+    epochs: int = setting(1, "epochs per task", low=1)
+    batch_size: int = setting(64, "batch size", low=1)
+    lr: float = setting(1e-3, "learning rate", above=0.0)
+    optimizer: str = setting("adam", "optimiser ('custom': a callable)", choices=OPTIMIZERS + ("custom",))
+    momentum: float = setting(0.0, "SGD momentum", low=0.0, below=1.0)
+    lr_schedule: str = setting("cosine", "learning-rate schedule within each task", choices=LR_SCHEDULES)
+    eval_batch_size: int = setting(1000, "batch size of evaluation", low=1)
+    device: str = setting("cpu", "torch device")
     benchmark: str = "user"
     method_options: dict = dataclasses.field(default_factory=dict)
     model: str = ""
@@ -101,10 +104,11 @@ def benchmark_tasks(benchmark: str = "split-mnist", data: Optional[str] = None, 
     on, as ``(train, test)`` TensorDatasets of ``(image, label)`` (labels as the CLI's heads see them;
     ``data=None``: the benchmark's own data, the embedded MNIST subset or a dataset fetched on
     first use, as ``bitcl run``). For trying ``fit`` and comparing it with the CLI."""
-    from bitcl.data import build_scenario, load_source
+    from bitcl.data import build_scenario
     from bitcl.data.benchmarks import BENCHMARKS, load_benchmark_data
+    from bitcl.data.readers import load_data
     spec = BENCHMARKS.get(benchmark)  # an unknown name is refused by build_scenario
-    source = load_benchmark_data(spec, data) if spec else load_source(data)
+    source = load_benchmark_data(spec, data) if spec else load_data(data)
     built = build_scenario(benchmark, source, scenario, tasks, seed, classes)
     return [(TensorDataset(t.inputs(t.x_train), t.y_train), TensorDataset(t.inputs(t.x_test), t.y_test))
             for t in built.tasks]
@@ -118,7 +122,7 @@ def make_strategy(method: str, model: nn.Module, num_tasks: int, scenario: str =
     model without them (``bitcl.quantize_`` first)."""
     cls = get_strategy(method)
     _check_method(cls, model, scenario)
-    return cls(make_options(cls, options), model, RunInfo(num_tasks, scenario, torch.device(device)))
+    return cls(make_options(cls, options, warn=True), model, RunInfo(num_tasks, scenario, torch.device(device)))
 
 
 def _check_method(cls: type[Strategy], model: nn.Module, scenario: str) -> None:
@@ -140,13 +144,6 @@ def _check_tasks(tasks) -> list[tuple[TaskData, TaskData]]:
         check_task_data(pair[1], f"tasks[{t}] test")
         pairs.append((pair[0], pair[1]))
     return pairs
-
-
-def _positive(name: str, value, kind=int) -> None:
-    ok = (isinstance(value, int) and not isinstance(value, bool)) if kind is int else \
-        (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value))
-    if not ok or value <= 0:
-        raise ConfigError(f"{name} must be a positive {'integer' if kind is int else 'number'}, got {value!r}")
 
 
 def _resolve_scenario(model: nn.Module, heads, scenario: Optional[str], num_tasks: int):
@@ -340,15 +337,10 @@ def fit(model: nn.Module, tasks: Sequence[tuple[TaskData, TaskData]], method: st
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     pairs = _check_tasks(tasks)
-    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
-        _positive(name, value)
-    _positive("lr", lr, float)
-    if not callable(optimizer) and optimizer not in ("adam", "sgd"):
+    check_values(FitConfig, dict(epochs=epochs, batch_size=batch_size, eval_batch_size=eval_batch_size, lr=lr,
+                                 momentum=momentum, lr_schedule=lr_schedule, seed=seed), label=str)
+    if not callable(optimizer) and optimizer not in OPTIMIZERS:
         raise ConfigError(f"optimizer must be 'adam', 'sgd' or a callable, got {optimizer!r}")
-    if lr_schedule not in ("cosine", "none"):
-        raise ConfigError(f"lr_schedule must be 'cosine' or 'none', got {lr_schedule!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ConfigError(f"seed must be an integer, got {seed!r}")
     scenario, heads = _resolve_scenario(model, heads, scenario, len(pairs))
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device 'cuda' requested but CUDA is not available")
@@ -356,7 +348,7 @@ def fit(model: nn.Module, tasks: Sequence[tuple[TaskData, TaskData]], method: st
     check_supported(cls, FIT_SERVICES, "bitcl.fit")
     net = HeadedModel(model, heads) if heads is not None else model
     _check_method(cls, net, scenario)
-    opts = make_options(cls, options or {})
+    opts = make_options(cls, options or {}, warn=True)
     config = FitConfig(method=method, scenario=scenario, seed=seed, epochs=epochs, batch_size=batch_size,
                        lr=float(lr), optimizer=optimizer if isinstance(optimizer, str) else "custom",
                        momentum=float(momentum), lr_schedule=lr_schedule, eval_batch_size=eval_batch_size,

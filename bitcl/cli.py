@@ -1,146 +1,26 @@
 """``bitcl run | rerun | rl | list | report | analyze | export | pretrain``: the command line
-(contract in docs/cli.md). Flags of ``run`` and ``pretrain`` are generated from the fields
-of ``RunConfig`` and of each method's options dataclass, so each setting is declared once.
+(contract in docs/cli.md). Flags of ``run`` and ``pretrain`` are generated from the fields of
+``RunConfig`` and of each method's options dataclass by :mod:`bitcl.settings`, so each setting
+is declared once.
 
 Bad input of any kind ends with one line on stderr and exit status 2, never a
 traceback.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import sys
 import traceback
-import typing
 from typing import Optional, Sequence
 
 from bitcl.errors import BitclError
+from bitcl.parsing import Parser, UsageError
+from bitcl.run_args import add_config_flags, config_from_args  # noqa: F401  (public: bitcl.cli.config_from_args)
+from bitcl.settings import default_of
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 1
-
-
-class UsageError(BitclError):
-    """A command line argparse rejected."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def __init__(self, *args, **kwargs):
-        # No prefix abbreviations: the method's own flags are added after a first parse that knows
-        # only --method and --config, where EWC's `--c 100` would otherwise be read as `--config 100`.
-        kwargs.setdefault("allow_abbrev", False)
-        super().__init__(*args, **kwargs)
-
-    def error(self, message):  # one line, no usage dump
-        raise UsageError(message)
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-
-
-def _option_flags(options_cls) -> list[tuple[str, dict]]:
-    """argparse arguments for every field of an options dataclass (a strategy's, or RL's)."""
-    hints = typing.get_type_hints(options_cls)
-    flags = []
-    for f in dataclasses.fields(options_cls):
-        kind = hints[f.name]
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        kwargs = {"dest": f"opt_{f.name}", "default": argparse.SUPPRESS,
-                  "help": f"{f.metadata.get('help', '')} (default: {default})"}
-        if kind is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
-        else:
-            kwargs["type"] = kind if kind in (int, float, str) else str
-            if "choices" in f.metadata:
-                kwargs["choices"] = f.metadata["choices"]
-            else:
-                kwargs["metavar"] = f.name.upper()
-        flags.append(("--" + f.name.replace("_", "-"), kwargs))
-    return flags
-
-
-def add_config_flags(parser: argparse.ArgumentParser, names: Optional[Sequence[str]] = None,
-                     defaults: Optional[dict] = None) -> None:
-    """One flag per RunConfig field (all of them, or ``names``), with its help, choices and default.
-
-    Flags default to SUPPRESS, so that only what the user typed overrides a ``--config`` file or a
-    preset; ``defaults`` changes the default a command shows and uses (e.g. pretrain's epochs)."""
-    from bitcl.config import ENGINE_DEFAULTS, RunConfig
-    hints = typing.get_type_hints(RunConfig)
-    defaults = defaults or {}
-    for f in dataclasses.fields(RunConfig):
-        if f.name == "method_options" or (names is not None and f.name not in names):
-            continue
-        default = defaults.get(f.name, f.default if f.default is not dataclasses.MISSING else f.default_factory())
-        shown = default if default is not None else (
-            f"preset, else {ENGINE_DEFAULTS[f.name]}" if f.name in ENGINE_DEFAULTS else "none")
-        kwargs = {"dest": f.name, "default": argparse.SUPPRESS,
-                  "help": f"{f.metadata.get('help', '')} (default: {shown})"}
-        kind = hints[f.name]
-        inner = typing.get_args(kind)[0] if typing.get_origin(kind) is typing.Union else kind
-        if inner is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
-        elif typing.get_origin(inner) is list:
-            kwargs["type"] = _int_list
-            kwargs["metavar"] = "N,N"
-        else:
-            kwargs["type"] = inner
-            if "choices" in f.metadata:
-                kwargs["choices"] = f.metadata["choices"]
-            else:
-                kwargs["metavar"] = f.name.upper()
-        parser.add_argument("--" + f.name.replace("_", "-"), **kwargs)
-
-
-def _run_parser(method_cls, prog: str = "bitcl run") -> argparse.ArgumentParser:
-    p = _Parser(prog=prog, description="Train one model on a sequence of tasks (the CLI is documented in docs/cli.md).")
-    p.add_argument("--config", dest="config_file", default=None, metavar="RESULTS_JSON",
-                   help="replay the settings recorded in a run's results.json (flags given here override them)")
-    add_config_flags(p)
-    if method_cls is not None:
-        group = p.add_argument_group(f"options of method {method_cls.name!r}")
-        for flag, kwargs in _option_flags(method_cls.Options):
-            group.add_argument(flag, **kwargs)
-    return p
-
-
-def _recorded_config(path: str) -> dict:
-    """The ``config`` of a results.json file (validated by ``bitcl.train.validate``)."""
-    from bitcl.train.validate import read_results
-    return dict(read_results(path, require=("config",))["config"])
-
-
-def config_from_args(argv: Sequence[str]):
-    """RunConfig from the command line: the defaults, then a ``--config`` file, then the flags typed."""
-    from bitcl.config import RunConfig
-    from bitcl.presets import protocol_settings, split_protocol
-    from bitcl.strategies import get_strategy
-    argv, protocol = split_protocol(list(argv))  # --preset NAME: a paper protocol (bitcl list)
-    pre = _Parser(add_help=False)
-    pre.add_argument("--method", default=None)
-    pre.add_argument("--config", dest="config_file", default=None)
-    known, _ = pre.parse_known_args(argv)
-    base = _recorded_config(known.config_file) if known.config_file else {}
-    if protocol:
-        base = {**protocol_settings(protocol), **base}
-    method = known.method or base.get("method") or RunConfig().method
-    args = vars(_run_parser(get_strategy(method)).parse_args(argv))
-    args.pop("config_file", None)
-    options = {k[4:]: v for k, v in args.items() if k.startswith("opt_")}
-    fields = {k: v for k, v in args.items() if not k.startswith("opt_")}
-    values = {**base, **fields}
-    if base and "method" in fields and fields["method"] != base.get("method"):
-        values["method_options"] = {}  # another method's options do not carry over
-    values["method_options"] = {**values.get("method_options", {}), **options}
-    if base:
-        values.setdefault("overwrite", False)
-        values.setdefault("resume", False)
-    return RunConfig.from_dict(values, known.config_file or "command line")
 
 
 def cmd_run(argv: Sequence[str]) -> int:
@@ -160,7 +40,7 @@ def cmd_run(argv: Sequence[str]) -> int:
 
 def cmd_rerun(argv: Sequence[str]) -> int:
     """``bitcl rerun DIR --out NEW``: the run recorded in DIR/results.json, again."""
-    p = _Parser(prog="bitcl rerun", description="Reproduce a run from its own results.json.")
+    p = Parser(prog="bitcl rerun", description="Reproduce a run from its own results.json.")
     p.add_argument("run", help="run directory holding results.json")
     p.add_argument("--out", required=True, help="directory of the new run (never the old one)")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
@@ -179,8 +59,7 @@ def cmd_list(argv: Sequence[str]) -> int:
     from bitcl.models import backbone_names, backbone_spec
     from bitcl.presets import describe_presets
     from bitcl.strategies import get_strategy, strategy_names
-    from bitcl.strategies.base import option_default
-    _Parser(prog="bitcl list").parse_args(argv)
+    Parser(prog="bitcl list").parse_args(argv)
     print("methods:")
     for name in strategy_names():
         cls = get_strategy(name)
@@ -192,7 +71,7 @@ def cmd_list(argv: Sequence[str]) -> int:
         if cls.rl:
             notes.append("also `bitcl rl`")
         print(f"  {name:<10} {cls.summary} [{'; '.join(notes)}]")
-        opts = ", ".join(f"--{f.name.replace('_', '-')} {option_default(f)}" for f in dataclasses.fields(cls.Options))
+        opts = ", ".join(f"--{f.name.replace('_', '-')} {default_of(f)}" for f in dataclasses.fields(cls.Options))
         if opts:
             print(f"  {'':<10}   options: {opts}")
     print("benchmarks:")
@@ -214,7 +93,7 @@ def cmd_list(argv: Sequence[str]) -> int:
 
 def cmd_report(argv: Sequence[str]) -> int:
     from bitcl.report import write_report
-    p = _Parser(prog="bitcl report", description="Compare runs: markdown table and PNG plots.")
+    p = Parser(prog="bitcl report", description="Compare runs: markdown table and PNG plots.")
     p.add_argument("runs", nargs="+", help="run directories holding results.json")
     p.add_argument("--out", default=None, help="markdown file to write (plots go beside it)")
     args = p.parse_args(argv)
@@ -227,7 +106,7 @@ def cmd_analyze(argv: Sequence[str]) -> int:
     if what == "importance":
         from bitcl.analysis.importance import analyze_importance, format_table
         from bitcl.config import RunConfig
-        parser = _Parser(prog="bitcl analyze importance",
+        parser = Parser(prog="bitcl analyze importance",
                          description="Train one task, then compare every importance measure with the Fisher.")
         add_config_flags(parser, [n for n in _TRAINING_FIELDS + ("benchmark", "scenario", "tasks", "out")])
         parser.add_argument("--task", type=int, default=0, help="which task of the benchmark to train")
@@ -242,12 +121,12 @@ def cmd_analyze(argv: Sequence[str]) -> int:
         return 0
     if what == "bits":
         from bitcl.analysis.bits import cmd_bits
-        return cmd_bits(argv[1:], _Parser)
+        return cmd_bits(argv[1:], Parser)
     raise UsageError("usage: bitcl analyze {importance,bits} ... (bitcl analyze importance --help)")
 
 
 def cmd_export(argv: Sequence[str]) -> int:
-    p = _Parser(prog="bitcl export", description="Export a checkpoint for edge deployment.")
+    p = Parser(prog="bitcl export", description="Export a checkpoint for edge deployment.")
     p.add_argument("checkpoint", help="DIR/checkpoints/task-<t>.safetensors")
     p.add_argument("--format", required=True, choices=("packed", "onnx"))
     p.add_argument("--out", required=True, help="file to write")
@@ -275,7 +154,7 @@ _TRAINING_FIELDS = ("data", "classes", "epochs", "batch_size", "lr", "optimizer"
 def cmd_pretrain(argv: Sequence[str]) -> int:
     from bitcl.config import RunConfig
     from bitcl.pretrain import pretrain
-    p = _Parser(prog="bitcl pretrain", description="Pre-train a backbone on source classes (training split).")
+    p = Parser(prog="bitcl pretrain", description="Pre-train a backbone on source classes (training split).")
     add_config_flags(p, _TRAINING_FIELDS, defaults={"epochs": 5})
     p.add_argument("--out", required=True, help="safetensors file to write")
     args = vars(p.parse_args(argv))

@@ -126,7 +126,7 @@ class Engine:
         self.strategy = strategy_cls(options, self.model, self.info)
         self.trainer = Trainer(self.model, self.strategy, self.scenario, config, self.info)
         if self.dist.enabled:
-            from bitcl.support import data_parallel_refusal
+            from bitcl.models.norm import data_parallel_refusal
             refusal = data_parallel_refusal(config.arch, self.model)
             if refusal:
                 raise ConfigError(refusal)

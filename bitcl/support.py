@@ -21,11 +21,12 @@ from typing import Iterable, Optional
 
 import torch
 
-from bitcl.data.scenarios import SCENARIOS
+from bitcl.constants import LAYER_KINDS, SCENARIOS
 from bitcl.errors import BitclError
+from bitcl.models.norm import data_parallel_refusal  # noqa: F401  (re-exported; the engine's check)
 
 RUNS = "runs"
-WEIGHTS = ("quant", "float")
+WEIGHTS = LAYER_KINDS
 
 
 @dataclass(frozen=True, order=True)
@@ -63,23 +64,6 @@ def setup_outcome(setting: Setting, data=None) -> str:
     except BitclError as error:
         return one_line(error)
     return RUNS
-
-
-def data_parallel_refusal(arch: str, model: torch.nn.Module) -> Optional[str]:
-    """Why ``model`` (built for ``--arch arch``) cannot train under torchrun, or None.
-
-    bitcl's batch norms (:class:`bitcl.models.norm.ContinualBatchNorm2d`, every built-in backbone's)
-    normalise with the statistics of the global batch under torchrun, on CPU (gloo) and CUDA alike.
-    A torch batch norm outside them (a user's backbone) would normalise each rank's shard with that
-    shard's statistics, so ranks (and the one-process run) would drift apart: refused."""
-    from bitcl.models.norm import ContinualBatchNorm2d
-    synchronised = {id(inner) for m in model.modules() if isinstance(m, ContinualBatchNorm2d) for inner in m.modules()}
-    if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and id(m) not in synchronised
-           for m in model.modules()):
-        return (f"--arch {arch} has a torch batch norm, whose statistics would differ between ranks under "
-                "torchrun: build it with bitcl.models.norm.ContinualBatchNorm2d (synchronised over ranks) "
-                "or run it in one process")
-    return None
 
 
 def data_parallel_outcome(method: str, arch: str = "mlp") -> str:

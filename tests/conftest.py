@@ -37,8 +37,34 @@ def small_npz():
 
 
 def run_cli(*args, timeout=300, **kwargs):
-    """Run `python -m bitcl ARGS` as a user would; returns the CompletedProcess."""
+    """Run `python -m bitcl ARGS` as a user would, in a new interpreter; returns the CompletedProcess.
+
+    For the end-to-end tests of the entry point itself (exit status from the process, signals,
+    environment variables); elsewhere :func:`cli` gives the same answer without starting Python
+    and importing torch again (~2 s a call)."""
     import subprocess
     import sys
     return subprocess.run([sys.executable, "-m", "bitcl", *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, **kwargs)
+
+
+def cli(*args):
+    """``bitcl ARGS`` in this process (``bitcl.cli.main``): a CompletedProcess like :func:`run_cli`'s, with
+    the exit status main returns and what it printed on stdout and stderr. The torch thread count a
+    command may change (``bitcl rl --threads``) is restored."""
+    import contextlib
+    import io
+    import subprocess
+
+    from bitcl.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    threads = torch.get_num_threads()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main([str(a) for a in args])
+            except SystemExit as stop:  # argparse's --help
+                code = stop.code if isinstance(stop.code, int) else 0
+    finally:
+        torch.set_num_threads(threads)
+    return subprocess.CompletedProcess(["bitcl", *map(str, args)], code, out.getvalue(), err.getvalue())

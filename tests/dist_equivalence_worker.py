@@ -29,7 +29,7 @@ torch.set_num_threads(1)
 # that a task's 160 samples end in a global batch of 1, whose share on rank 1 is empty
 EDGE = 53
 FAST_OPTIONS = {"anpyc": {"prune_first": 20.0, "batch": EDGE}, "ewc": {"batch": EDGE}, "mas": {"batch": EDGE},
-                "blip": {"fisher_batch": EDGE}, "dlcft": {"batch": EDGE}}
+                "blip": {"batch": EDGE}, "dlcft": {"batch": EDGE}}
 # option variants that take a different code path under DDP (checked in addition to the defaults)
 VARIANTS = {
     "ewc-online": ("ewc", {"mode": "online"}),

@@ -9,19 +9,20 @@ import time
 import pytest
 from safetensors import safe_open
 
-from tests.conftest import run_cli
+from tests.conftest import cli, run_cli
 
 FAST = ["--hidden", "64", "--epochs", "1", "--quiet"]
 
 
 def test_list_names_methods_and_benchmarks():
     """`bitcl list` prints one line per method and benchmark."""
-    out = run_cli("list")
+    out = cli("list")
     assert out.returncode == 0
     for word in ("blip", "finetune", "joint", "split-mnist", "permuted-mnist"):
         assert word in out.stdout
 
 
+@pytest.mark.slow
 def test_run_writes_the_results_contract(tmp_path, small_npz):
     """A finished run writes results.json, accuracy_matrix.csv, log.txt and one checkpoint per task."""
     out_dir = tmp_path / "run"
@@ -60,57 +61,61 @@ def test_run_writes_the_results_contract(tmp_path, small_npz):
     (["--method", "blip", "--backbone", "float"], "quantised backbone"),
     (["--method", "finetune", "--fisher-prior", "1"], "unrecognized"),
     (["--method", "blip", "--fisher-prior", "-1"], "fisher-prior"),
-    (["--tasks", "3"], "equal tasks"),
+    pytest.param(["--tasks", "3"], "equal tasks", marks=pytest.mark.slow),  # loads the embedded digits
     (["--classes", "1,x"], "integers"),
     (["--method", "ewc", "--c", "abc"], "--c"),      # EWC's --c, not an abbreviation of --config
     (["--conf", "x.json"], "unrecognized"),          # no prefix abbreviations at all
 ])
 def test_bad_input_is_one_line_and_exit_2(args, needle, tmp_path):
     """Each bad input gets exactly one stderr line naming the problem, exit status 2, no traceback."""
-    done = run_cli("run", *args, "--out", tmp_path / "r", "--quiet")
+    done = cli("run", *args, "--out", tmp_path / "r", "--quiet")
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in done.stderr
     assert not (tmp_path / "r" / "results.json").exists()
 
 
+@pytest.mark.slow
 def test_method_option_c_is_not_read_as_config(tmp_path, small_npz):
     """`--method ewc --c 100` sets EWC's penalty strength (it once matched --config by abbreviation)."""
-    done = run_cli("run", "--method", "ewc", "--c", "100", "--data", small_npz, "--out", tmp_path / "r", *FAST)
+    done = cli("run", "--method", "ewc", "--c", "100", "--data", small_npz, "--out", tmp_path / "r", *FAST)
     assert done.returncode == 0, done.stderr
     assert json.loads((tmp_path / "r" / "results.json").read_text())["config"]["method_options"]["c"] == 100
 
 
+@pytest.mark.slow
 def test_existing_run_is_never_overwritten_unless_asked(tmp_path, small_npz):
     """A second run into the same --out is refused (exit 2) and leaves the first run intact."""
     out_dir = tmp_path / "run"
-    assert run_cli("run", "--method", "finetune", "--data", small_npz, "--out", out_dir, "--tasks", "1",
+    assert cli("run", "--method", "finetune", "--data", small_npz, "--out", out_dir, "--tasks", "1",
                    "--benchmark", "permuted-mnist", *FAST).returncode == 0
     before = (out_dir / "results.json").read_bytes()
-    again = run_cli("run", "--method", "finetune", "--data", small_npz, "--out", out_dir, "--tasks", "1",
+    again = cli("run", "--method", "finetune", "--data", small_npz, "--out", out_dir, "--tasks", "1",
                     "--benchmark", "permuted-mnist", *FAST)
     assert again.returncode == 2 and "already holds a run" in again.stderr
     assert (out_dir / "results.json").read_bytes() == before
-    bad = run_cli("run", "--method", "finetune", "--data", "/no/such.npz", "--out", out_dir, "--overwrite", *FAST)
+    bad = cli("run", "--method", "finetune", "--data", "/no/such.npz", "--out", out_dir, "--overwrite", *FAST)
     assert bad.returncode == 2 and (out_dir / "results.json").read_bytes() == before  # bad input deletes nothing
-    assert run_cli("run", "--method", "finetune", "--data", small_npz, "--out", out_dir, "--tasks", "1",
+    assert cli("run", "--method", "finetune", "--data", small_npz, "--out", out_dir, "--tasks", "1",
                    "--benchmark", "permuted-mnist", "--overwrite", *FAST).returncode == 0
 
 
 def test_nan_loss_stops_with_task_epoch_step(tmp_path, small_npz):
     """A diverging run stops with one line naming task, epoch and step; earlier checkpoints stay."""
-    done = run_cli("run", "--method", "finetune", "--data", small_npz, "--out", tmp_path / "r", "--optimizer", "sgd",
+    done = cli("run", "--method", "finetune", "--data", small_npz, "--out", tmp_path / "r", "--optimizer", "sgd",
                    "--lr", "1e30", "--backbone", "float", *FAST)
     assert done.returncode == 2
     assert "task 0, epoch 0, step" in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_python_m_bitcl_and_help():
     """`python -m bitcl run --help` works and lists method options."""
     done = run_cli("run", "--method", "blip", "--help")
     assert done.returncode == 0 and "--fisher-prior" in done.stdout
 
 
+@pytest.mark.slow
 def test_resume_after_kill_9_is_bit_exact(tmp_path, small_npz):
     """Kill -9 mid-run, --resume: the accuracy matrix and final codes equal an uninterrupted run's."""
     common = ["--method", "blip", "--data", small_npz, "--hidden", "300", "--epochs", "6", "--quiet",

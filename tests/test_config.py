@@ -9,7 +9,7 @@ from bitcl.cli import config_from_args
 from bitcl.config import RunConfig
 from bitcl.errors import ConfigError
 from bitcl.train.results import RunResult
-from tests.conftest import run_cli
+from tests.conftest import cli
 
 
 def test_resolved_config_records_every_method_option_and_engine_default():
@@ -47,7 +47,7 @@ def test_bad_settings_are_refused_naming_the_flag(field, value, needle):
 @pytest.mark.parametrize("options, needle", [({"fisher_prior": math.inf}, "--fisher-prior"),
                                              ({"fisher_prior": -1.0}, "--fisher-prior"),
                                              ({"fisher_prior": "small"}, "--fisher-prior"),
-                                             ({"fisher_batch": 2.5}, "--fisher-batch")])
+                                             ({"batch": 2.5}, "--batch")])
 def test_bad_method_options_are_refused(options, needle):
     """Method options are typed too: inf, negative, strings and floats for integers are refused."""
     with pytest.raises(ConfigError, match=needle):
@@ -67,30 +67,31 @@ def test_command_line_and_config_file_merge(tmp_path):
     assert other.method == "ewc" and "fisher_prior" not in other.method_options
 
 
+@pytest.mark.slow
 def test_rerun_reproduces_a_run_from_its_results(tmp_path, small_npz):
     """`bitcl rerun DIR --out NEW` gives the same accuracy matrix and the same resolved config."""
     first = tmp_path / "first"
-    done = run_cli("run", "--method", "si", "--data", small_npz, "--epochs", "1", "--hidden", "16", "--tasks", "2",
+    done = cli("run", "--method", "si", "--data", small_npz, "--epochs", "1", "--hidden", "16", "--tasks", "2",
                    "--classes", "0,1,2,3", "--quiet", "--out", first)
     assert done.returncode == 0, done.stderr
     again = tmp_path / "again"
-    done = run_cli("rerun", first, "--out", again, "--quiet")
+    done = cli("rerun", first, "--out", again, "--quiet")
     assert done.returncode == 0, done.stderr
     a, b = (json.loads((d / "results.json").read_text()) for d in (first, again))
     assert a["accuracy_matrix"] == b["accuracy_matrix"]
     strip = lambda c: {k: v for k, v in c.items() if k not in ("out", "quiet", "overwrite")}
     assert strip(a["config"]) == strip(b["config"]) and a["config"]["method_options"] == {"c": 20.0, "xi": 0.1}
     assert a["config"]["data_source"]["train_shape"] == [1600, 1, 28, 28] and a["config"]["data_source"]["evaluated_on"] == "test"
-    refused = run_cli("rerun", first, "--out", first)
+    refused = cli("rerun", first, "--out", first)
     assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
 
 
 def test_help_shows_every_default_and_list_shows_options():
     """`bitcl run --help` prints engine and method defaults; `bitcl list` prints each method's options."""
-    done = run_cli("run", "--method", "blip", "--help")
+    done = cli("run", "--method", "blip", "--help")
     assert done.returncode == 0
     assert "(default: preset, else 3e-3)" in " ".join(done.stdout.split()) and "--fisher-prior" in done.stdout
-    listed = run_cli("list")
+    listed = cli("list")
     assert "--fisher-prior 1e-10" in listed.stdout and "resnet18" in listed.stdout
 
 

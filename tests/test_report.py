@@ -2,7 +2,7 @@
 import json
 import sys
 
-from tests.conftest import run_cli
+from tests.conftest import cli
 
 
 def fake_run(folder, method, capacity=None):
@@ -20,7 +20,7 @@ def test_report_table_and_plots(tmp_path):
     """The table has one row per run with its figures; PNGs are written beside --out."""
     a = fake_run(tmp_path / "a", "blip", [0.1, 0.3])
     b = fake_run(tmp_path / "b", "finetune")
-    done = run_cli("report", a, b, "--out", tmp_path / "rep" / "report.md")
+    done = cli("report", a, b, "--out", tmp_path / "rep" / "report.md")
     assert done.returncode == 0, done.stderr
     text = (tmp_path / "rep" / "report.md").read_text()
     assert "| a | blip | task | 2 | 0.8750 | -0.1000 | 0.1000 | 0.300 | 10 | 3.0 |" in text
@@ -41,7 +41,7 @@ def test_report_without_matplotlib_still_prints_table(tmp_path):
 
 def test_report_on_missing_run_is_exit_2(tmp_path):
     """A folder without results.json: one line, exit 2."""
-    done = run_cli("report", tmp_path)
+    done = cli("report", tmp_path)
     assert done.returncode == 2 and "no results.json" in done.stderr
 
 

@@ -16,7 +16,8 @@ import torch
 
 from bitcl.checkpoint import atomic_write_text, latest_checkpoint, read_checkpoint
 from bitcl.config import RunConfig
-from bitcl.data import build_scenario, load_source
+from bitcl.data import build_scenario
+from bitcl.data.readers import load_data
 from bitcl.errors import BitclError
 from bitcl.export.checkpoint_model import load_checkpoint_model
 from bitcl.quant import bit_states
@@ -45,7 +46,7 @@ def analyze_bits(run_dir: str | Path) -> dict:
         raise BitclError(f"{run_dir}: a float-backbone run has no bits to analyse")
     progress = read_checkpoint(path, task=t_last)[1]["bitcl_progress"]
     config = RunConfig.from_dict(progress["config"], f"{path}: bitcl_progress.config")
-    scenario = build_scenario(config.benchmark, load_source(config.data), config.scenario, config.tasks,
+    scenario = build_scenario(config.benchmark, load_data(config.data), config.scenario, config.tasks,
                               config.seed, config.classes)
     tasks = scenario.tasks[:t_last + 1]
     states = dict(bit_states(model))

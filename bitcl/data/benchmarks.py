@@ -132,8 +132,7 @@ def concatenate(parts: list[ArrayData], name: str) -> ArrayData:
 def load_benchmark_data(spec: Benchmark, data: Optional[str], quiet: bool = False) -> ArrayData:
     """The data of ``spec``: ``--data`` when given (a path or a registered dataset name), else the
     benchmark's datasets fetched on first use, else the embedded MNIST."""
-    from .readers import load_dataset
-    from .sources import load_source
+    from .readers import load_data, load_dataset
     if spec.kind in MULTI_DATASET:
         if data is not None:
             raise ConfigError(f"--benchmark {spec.name} reads its several datasets from the data root "
@@ -145,7 +144,7 @@ def load_benchmark_data(spec: Benchmark, data: Optional[str], quiet: bool = Fals
                            "+".join(FETCHABLE_MIXTURE))
     if data is None and spec.dataset:
         return load_dataset(spec.dataset, quiet=quiet)
-    return load_source(data)
+    return load_data(data, quiet=quiet)
 
 
 def build_scenario(benchmark: str, data: ArrayData, setting: str, num_tasks: Optional[int], seed: int,

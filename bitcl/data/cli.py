@@ -10,24 +10,16 @@ import sys
 from typing import Sequence
 
 from bitcl.errors import BitclError
+from bitcl.parsing import Parser
 
 from .fetch import FetchError, data_root, fetch, mirror_base, verify
 from .registry import DATASETS, NOT_FETCHABLE, WEIGHTS, find
 
 
-class _Parser(argparse.ArgumentParser):
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("allow_abbrev", False)
-        super().__init__(*args, **kwargs)
-
-    def error(self, message):
-        raise BitclError(message)
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="bitcl data", description="Download, verify and list the datasets bitcl can fetch.")
-    sub = p.add_subparsers(dest="action", required=True, parser_class=_Parser)
-    common = _Parser(add_help=False)
+    p = Parser(prog="bitcl data", description="Download, verify and list the datasets bitcl can fetch.")
+    sub = p.add_subparsers(dest="action", required=True, parser_class=Parser)
+    common = Parser(add_help=False)
     common.add_argument("--data-root", default=None, metavar="DIR",
                         help="cache folder (default: $BITCL_DATA_ROOT, else the platform cache, e.g. ~/.cache/bitcl)")
     sub.add_parser("list", parents=[common], help="the datasets and weights, with their digests and cache state")

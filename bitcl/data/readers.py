@@ -19,7 +19,7 @@ from bitcl.train.validate import check_fits_memory
 
 from .fetch import fetch
 from .registry import find
-from .sources import ArrayData, _read_exactly, from_arrays, load_idx_dir
+from .sources import ArrayData, from_arrays, load_idx_dir, load_source, read_exactly
 
 CIFAR_PIXELS = 3 * 32 * 32
 # (members of the training split, member of the test split, label bytes per record, classes)
@@ -57,7 +57,7 @@ def read_cifar_binary(archive: Path, layout: str) -> ArrayData:
                     raise DataError(f"{archive}: {member} is not a regular CIFAR batch file")
                 check_fits_memory(4 * info.size, f"{archive}: {member}")
                 handle = tar.extractfile(info)
-                parts[member] = cifar_records(_read_exactly(handle, info.size), label_bytes, classes,
+                parts[member] = cifar_records(read_exactly(handle, info.size), label_bytes, classes,
                                               f"{archive}: {member}")
     except KeyError as error:
         raise DataError(f"{archive}: not the CIFAR binary archive (no member {error})") from None
@@ -111,6 +111,15 @@ def load_dataset(name: str, root: Optional[str | os.PathLike] = None, mirror: Op
     data = read_dataset(entry.name, fetch(entry, root, mirror, quiet, download))
     data.source = f"fetched and verified by bitcl data: {entry.name}"
     return data
+
+
+def load_data(data: Optional[str | os.PathLike], quiet: bool = False) -> ArrayData:
+    """``--data``: a path (:func:`bitcl.data.sources.load_source`), or, when no such path exists,
+    the name of a dataset bitcl fetches (``bitcl data list``), fetched on first use."""
+    from .registry import DATASETS
+    if data is not None and not Path(data).exists() and str(data).lower() in DATASETS:
+        return load_dataset(str(data).lower(), quiet=quiet)
+    return load_source(data)
 
 
 def load_weights(name: str, root: Optional[str | os.PathLike] = None, mirror: Optional[str] = None,

@@ -20,11 +20,10 @@ from typing import Optional
 import numpy as np
 import torch
 
+from bitcl.constants import SCENARIOS  # re-exported: bitcl.data.SCENARIOS
 from bitcl.errors import ConfigError, DataError
 
 from .sources import ArrayData
-
-SCENARIOS = ("task", "domain", "class", "data")
 
 
 @dataclass

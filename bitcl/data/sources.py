@@ -193,7 +193,7 @@ def _read_idx(path: Path, ndim: int) -> np.ndarray:
                 raise DataError(f"{path}: IDX body has {path.stat().st_size - 4 - 4 * ndim} bytes, "
                                 f"header says {expected}")
             check_fits_memory(4 * expected, str(path))
-            body = _read_exactly(f, expected)
+            body = read_exactly(f, expected)
             extra = len(f.read(1))
     except DataError:
         raise
@@ -205,7 +205,7 @@ def _read_idx(path: Path, ndim: int) -> np.ndarray:
     return np.frombuffer(body, dtype=np.uint8).reshape(shape).copy()
 
 
-def _read_exactly(f, count: int, chunk: int = 1 << 24) -> bytes:
+def read_exactly(f, count: int, chunk: int = 1 << 24) -> bytes:
     """Up to ``count`` bytes, read in chunks, so a lying header costs no more than the data present."""
     parts, got = [], 0
     while got < count:
@@ -331,16 +331,12 @@ def from_torch_datasets(train, test, name: str = "dataset") -> ArrayData:
 
 
 def load_source(data: str | os.PathLike | None) -> ArrayData:
-    """Resolve ``--data``: None (embedded MNIST), a ``.npz`` file, an IDX or CIFAR folder, or the
-    name of a dataset bitcl fetches (``bitcl data list``) when no such path exists."""
+    """Resolve a ``--data`` path: None (embedded MNIST), a ``.npz`` file, an IDX or CIFAR folder.
+    :func:`bitcl.data.readers.load_data` also accepts the name of a dataset bitcl fetches."""
     if data is None:
         return load_embedded()
     path = Path(data)
     if not path.exists():
-        from .registry import DATASETS
-        if str(data).lower() in DATASETS:  # a registered dataset name: fetched on first use (bitcl data)
-            from .readers import load_dataset
-            return load_dataset(str(data).lower())
         raise DataError(f"{path}: no such file or directory")
     if path.is_dir():
         if (path / "test_batch").exists() or (path / "train").is_file():

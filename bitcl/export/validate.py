@@ -11,6 +11,7 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
+from bitcl.constants import MAX_BITS, MIN_BITS
 from bitcl.errors import CheckpointError
 from bitcl.train.validate import Fields, check_spec_size, validate_model_spec
 
@@ -54,7 +55,7 @@ def validate_packed(tensors: Mapping[str, tuple[str, tuple]], meta: Any, where: 
         shape = entry.array("shape")
         if not shape or not all(isinstance(d, int) and not isinstance(d, bool) and 0 < d <= 1 << 24 for d in shape):
             entry.fail(f"shape must be a list of positive sizes, got {shape}")
-        trained = entry.integer("bits_trained", 2, 24)
+        trained = entry.integer("bits_trained", MIN_BITS, MAX_BITS)
         stored = entry.integer("bits_stored", 1, trained)
         value = entry.number("scale")
         if not value > 0:

@@ -31,7 +31,7 @@ from torch.func import jacrev, vmap
 
 from bitcl.errors import ConfigError
 
-from .per_sample import _Capture, per_sample_power_sums
+from .per_sample import Capture, per_sample_power_sums
 
 
 def exact_sum(model: nn.Module, names: list[str], theta0: dict[str, torch.Tensor],
@@ -85,7 +85,7 @@ def kfac_sums(model: nn.Module, layers: dict[str, nn.Module], logits: Callable, 
     into a; T = 1 for linear layers, the output positions for conv layers: KFC)."""
     out: dict[str, list] = {}
     for o in range(outputs):
-        with _Capture(layers) as cap:
+        with Capture(layers) as cap:
             value = logits(x)[:, o].sum()
         names = [n for n in layers if n in cap.outputs]
         grads = torch.autograd.grad(value, [cap.outputs[n] for n in names], allow_unused=True)

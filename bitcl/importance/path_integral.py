@@ -12,50 +12,109 @@
   as in Adam, since a task may have fewer than 1,000 steps); α = 1 estimates the
   gradient noise, i.e. the Fisher, whatever the batch size.
 
-Each measure is a small class (:data:`MEASURES`): which gradient drives the path
-integral, and whether it needs an independent minibatch.
+Each measure is a small class in the :data:`MEASURES` registry that owns its per-step update
+and its end-of-task importance (as DLCFT's curvature forms in ``bitcl.importance.curvature``);
+:class:`PathIntegral` keeps what every measure shares (the parameters, the step's gradients and
+update, the step count) and delegates the rest, so no method tests which measure it runs.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import ClassVar, Optional
 
 import torch
 
+Tensors = dict[str, torch.Tensor]
 
-class _PathMeasure:
+
+class Measure:
+    """One importance measure tracked over a task's steps (state: ``tracker.omega``)."""
+
+    name: ClassVar[str] = ""
+    uses_independent_gradient: ClassVar[bool] = False
+
+    def needs_independent_gradient(self, tracker: "PathIntegral") -> bool:
+        """Whether the step needs g' from an independent minibatch."""
+        return self.uses_independent_gradient
+
+    def before_step(self, tracker: "PathIntegral") -> None:
+        """The step's gradients (``tracker.grad``, ``tracker.independent``) are known; nothing moved yet."""
+
+    def after_step(self, tracker: "PathIntegral") -> None:
+        """The parameters have moved from ``tracker.prev``."""
+
+    def importance(self, tracker: "PathIntegral") -> Tensors:
+        """This task's Ω contribution."""
+        raise NotImplementedError
+
+
+class PathMeasure(Measure):
     """ω -= gradient · Δθ each step; Ω = max(0, ω / (Δ² + ξ)) at the end of the task."""
-
-    needs_independent_gradient = False
 
     def gradient(self, g: torch.Tensor, independent: Optional[torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
 
+    def after_step(self, tracker):
+        for n, p in tracker.params.items():
+            independent = tracker.independent[n] if tracker.independent is not None else None
+            tracker.omega[n].sub_(self.gradient(tracker.grad[n], independent) * (p.detach() - tracker.prev[n]))
 
-class _SI(_PathMeasure):
+    def importance(self, tracker):
+        out = {}
+        for n, p in tracker.params.items():
+            delta = p.detach() - tracker.start[n]
+            out[n] = torch.clamp(tracker.omega[n] / (delta.pow(2) + tracker.xi), min=0)
+        return out
+
+
+class SI(PathMeasure):
+    """SI: the minibatch gradient of the step itself."""
+
+    name = "si"
+
     def gradient(self, g, independent):
         return g
 
 
-class _SIU(_PathMeasure):
-    needs_independent_gradient = True
+class SIU(PathMeasure):
+    """SIU: the gradient g' of an independent minibatch (unbiased)."""
+
+    name = "siu"
+    uses_independent_gradient = True
 
     def gradient(self, g, independent):
         return independent
 
 
-class _SIB(_PathMeasure):
-    needs_independent_gradient = True
+class SIB(PathMeasure):
+    """SIB: SI's bias alone, g - g'."""
+
+    name = "sib"
+    uses_independent_gradient = True
 
     def gradient(self, g, independent):
         return g - independent
 
 
-class _SOS:
-    """A running mean of squared gradient noise, not a path integral."""
-    needs_independent_gradient = True
+class SOS(Measure):
+    """SOS: a running mean of squared gradient noise (g − α g')², not a path integral; Ω = sqrt(v̂)."""
+
+    name = "sos"
+    uses_independent_gradient = True
+
+    def needs_independent_gradient(self, tracker):
+        return tracker.alpha != 0  # α = 0: the raw squared gradient, g' unused
+
+    def before_step(self, tracker):
+        for n, g in tracker.grad.items():
+            noise = g - tracker.alpha * tracker.independent[n] if tracker.alpha != 0 else g
+            tracker.omega[n].mul_(tracker.decay).add_(noise.pow(2), alpha=1 - tracker.decay)
+
+    def importance(self, tracker):
+        correction = 1 - tracker.decay ** max(tracker.steps, 1)
+        return {n: (v / correction).sqrt() for n, v in tracker.omega.items()}
 
 
-MEASURES = {"si": _SI, "siu": _SIU, "sib": _SIB, "sos": _SOS}
+MEASURES: dict[str, type[Measure]] = {m.name: m for m in (SI, SIU, SIB, SOS)}
 KINDS = tuple(MEASURES)
 
 
@@ -68,9 +127,7 @@ class PathIntegral:
             raise ValueError(f"unknown path-integral kind {kind!r}; choose from {', '.join(KINDS)}")
         self.params, self.kind, self.xi, self.alpha, self.decay = params, kind, xi, alpha, decay
         self.measure = MEASURES[kind]()
-        self.is_sos = isinstance(self.measure, _SOS)
-        self.needs_independent_gradient = self.measure.needs_independent_gradient and not (
-            self.is_sos and alpha == 0)
+        self.needs_independent_gradient = self.measure.needs_independent_gradient(self)
 
     def start_task(self) -> None:
         self.start = {n: p.detach().clone() for n, p in self.params.items()}
@@ -83,26 +140,12 @@ class PathIntegral:
         self.grad = {n: (p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p))
                      for n, p in self.params.items()}
         self.independent = independent
-        if self.is_sos:
-            for n, g in self.grad.items():
-                noise = g - self.alpha * independent[n] if self.alpha != 0 else g
-                self.omega[n].mul_(self.decay).add_(noise.pow(2), alpha=1 - self.decay)
+        self.measure.before_step(self)
 
     def after_step(self) -> None:
         self.steps += 1
-        if self.is_sos:
-            return
-        for n, p in self.params.items():
-            independent = self.independent[n] if self.independent is not None else None
-            self.omega[n].sub_(self.measure.gradient(self.grad[n], independent) * (p.detach() - self.prev[n]))
+        self.measure.after_step(self)
 
     def importance(self) -> dict[str, torch.Tensor]:
         """This task's Ω contribution."""
-        if self.is_sos:
-            correction = 1 - self.decay ** max(self.steps, 1)
-            return {n: (v / correction).sqrt() for n, v in self.omega.items()}
-        out = {}
-        for n, p in self.params.items():
-            delta = p.detach() - self.start[n]
-            out[n] = torch.clamp(self.omega[n] / (delta.pow(2) + self.xi), min=0)
-        return out
+        return self.measure.importance(self)

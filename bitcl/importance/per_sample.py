@@ -41,7 +41,7 @@ def layers_of(model: nn.Module, names: Iterable[str]) -> dict[str, nn.Module]:
     return out
 
 
-class _Capture:
+class Capture:
     """Forward hooks that keep each layer's input and output for one batch."""
 
     def __init__(self, layers: dict[str, nn.Module]):
@@ -105,7 +105,7 @@ def per_sample_power_sums(model: nn.Module, layers: dict[str, nn.Module],
     """
     if power not in (1, 2):
         raise ValueError(f"power must be 1 or 2, got {power}")
-    with _Capture(layers) as cap:
+    with Capture(layers) as cap:
         loss = summed_loss()
     names = [n for n in layers if n in cap.outputs]
     grads = torch.autograd.grad(loss, [cap.outputs[n] for n in names], allow_unused=True)

@@ -46,6 +46,7 @@ from torch import nn
 from bitcl.errors import ConfigError
 from bitcl.quant import (DEFAULT_BITS, DEFAULT_RANGE_FACTOR, MAX_BITS, MIN_BITS, BitConv2d, BitLinear, bit_states,
                          max_code)
+from bitcl.settings import setting, validate
 
 RANGES = ("auto", "max", "percentile", "fixed")
 AUTO_WIDE_FROM_BITS = 16  # range="auto": BLIP's range from this many bits on (module docstring)
@@ -60,26 +61,23 @@ FilterFn = Callable[[nn.Module, str], bool]
 class BitConfig:
     """How :func:`quantize_` converts a model (every field is checked by :meth:`validate`)."""
 
-    bits: int = DEFAULT_BITS
-    filter_fn: Optional[FilterFn] = None        # (module, fully qualified name) -> convert it? default: all
-    skip: Sequence[str] = ()                    # names (and everything under them) kept float, e.g. ("fc",)
-    range: str = "auto"                         # one of RANGES (module docstring)
-    percentile: float = 99.99                   # range="percentile": the quantile of |w|, in percent
-    headroom: float = 1.0                       # R multiplier (>= 1 keeps every weight representable)
-    range_factor: float = DEFAULT_RANGE_FACTOR  # range="fixed" / "auto": R = range_factor / sqrt(fan_in)
-    range_factors: Optional[dict[str, float]] = field(default=None, repr=False)  # exact per-layer factors
+    bits: int = setting(DEFAULT_BITS, "bits per quantised weight", low=MIN_BITS, high=MAX_BITS)
+    # (module, fully qualified name) -> convert it? default: all
+    filter_fn: Optional[FilterFn] = setting(None, "which Linear/Conv2d modules to convert")
+    # names (and everything under them) kept float, e.g. ("fc",)
+    skip: Sequence[str] = setting((), "module names kept float")
+    range: str = setting("auto", "how R is chosen (module docstring)", choices=RANGES)
+    percentile: float = setting(99.99, 'range="percentile": the quantile of |w|, in percent', above=0.0, high=100.0)
+    headroom: float = setting(1.0, "R multiplier (>= 1 keeps every weight representable)", above=0.0)
+    range_factor: float = setting(DEFAULT_RANGE_FACTOR, 'range="fixed" / "auto": R = range_factor / sqrt(fan_in)',
+                                  above=0.0)
+    range_factors: Optional[dict[str, float]] = field(default=None, repr=False,
+                                                      metadata={"help": "exact per-layer factors"})
 
     def validate(self) -> "BitConfig":
-        if isinstance(self.bits, bool) or not isinstance(self.bits, int) or not MIN_BITS <= self.bits <= MAX_BITS:
-            raise ConfigError(f"BitConfig.bits must be an integer in [{MIN_BITS}, {MAX_BITS}], got {self.bits!r}")
-        if self.range not in RANGES:
-            raise ConfigError(f"BitConfig.range must be one of {', '.join(RANGES)}, got {self.range!r}")
-        if not (isinstance(self.percentile, (int, float)) and 0 < self.percentile <= 100):
-            raise ConfigError(f"BitConfig.percentile must lie in (0, 100], got {self.percentile!r}")
-        for key in ("headroom", "range_factor"):
-            value = getattr(self, key)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ConfigError(f"BitConfig.{key} must be a positive number, got {value!r}")
+        """Every field against its schema (:func:`bitcl.settings.validate`), then what a schema
+        cannot say: a callable filter, a sequence (not a string) of names, positive factors."""
+        validate(self, label=lambda name: f"BitConfig.{name}")
         if self.filter_fn is not None and not callable(self.filter_fn):
             raise ConfigError("BitConfig.filter_fn must be callable as filter_fn(module, name)")
         if isinstance(self.skip, str):

@@ -10,12 +10,11 @@ from typing import Sequence
 
 from torch import nn
 
+from bitcl.constants import LAYER_KINDS as BACKBONES  # re-exported: bitcl.models.BACKBONES
 from bitcl.errors import ConfigError
 from bitcl.quant import DEFAULT_BITS
 
 from .factory import BackboneArgs, LayerFactory, register_backbone
-
-BACKBONES = ("quant", "float")
 
 
 class MLP(nn.Module):

@@ -12,11 +12,11 @@ from typing import Callable, Sequence
 
 from torch import nn
 
+from bitcl.constants import BN_POLICIES, LAYER_KINDS
 from bitcl.errors import ConfigError
 from bitcl.quant import DEFAULT_BITS, BitConv2d, BitLinear
 
-KINDS = ("quant", "float")
-BN_POLICIES = ("first-task", "per-task", "train")
+KINDS = LAYER_KINDS  # re-exported; BN_POLICIES too (bitcl.models.norm)
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,8 @@ without policy norms are untouched (no pass, no random numbers drawn).
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -123,6 +125,22 @@ class ContinualBatchNorm2d(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.channels}, policy={self.policy}, norms={len(self.norms)}"
+
+
+def data_parallel_refusal(arch: str, model: nn.Module) -> Optional[str]:
+    """Why ``model`` (built for ``--arch arch``) cannot train under torchrun, or None.
+
+    bitcl's batch norms (:class:`bitcl.models.norm.ContinualBatchNorm2d`, every built-in backbone's)
+    normalise with the statistics of the global batch under torchrun, on CPU (gloo) and CUDA alike.
+    A torch batch norm outside them (a user's backbone) would normalise each rank's shard with that
+    shard's statistics, so ranks (and the one-process run) would drift apart: refused."""
+    synchronised = {id(inner) for m in model.modules() if isinstance(m, ContinualBatchNorm2d) for inner in m.modules()}
+    if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and id(m) not in synchronised
+           for m in model.modules()):
+        return (f"--arch {arch} has a torch batch norm, whose statistics would differ between ranks under "
+                "torchrun: build it with bitcl.models.norm.ContinualBatchNorm2d (synchronised over ranks) "
+                "or run it in one process")
+    return None
 
 
 def _primal(t: torch.Tensor) -> torch.Tensor:

@@ -24,9 +24,9 @@ import math
 
 import torch
 
+from bitcl.constants import MAX_BITS, MIN_BITS  # 2..24: a float32 latent holds 24-bit integers exactly
 from bitcl.errors import BitError, BitTypeError
 
-MIN_BITS, MAX_BITS = 2, 24  # a float32 latent holds 24-bit integers exactly
 CODE_DTYPE, FROZEN_DTYPE = torch.int32, torch.uint8
 
 

@@ -7,51 +7,27 @@ which the CLI prints as one line with exit status 2.
 """
 from __future__ import annotations
 
-import argparse
-import typing
 from typing import Sequence
+
+from bitcl.parsing import Parser, add_method_flags
+from bitcl.settings import add_flags
 
 from .config import RLConfig
 
 
-def _games(text: str) -> tuple[str, ...]:
-    return tuple(g.strip() for g in text.split(",") if g.strip())
-
-
-def rl_parser(method_cls=None) -> argparse.ArgumentParser:
+def rl_parser(method_cls=None) -> Parser:
     """The parser of ``bitcl rl`` (with ``method_cls``'s options when given)."""
-    from bitcl.cli import _option_flags, _Parser
-    p = _Parser(prog="bitcl rl", description="Train one PPO agent on a sequence of games, evaluating every game "
-                                             "after each (continual reinforcement learning).")
-    hints = typing.get_type_hints(RLConfig)
-    defaults = RLConfig()
-    for f in defaults.fields():
-        flag = "--" + f.name.replace("_", "-")
-        default = getattr(defaults, f.name)
-        shown = ",".join(default) if f.name == "games" else default
-        kwargs = {"dest": f.name, "default": default, "help": f"{f.metadata['help']} (default: {shown})"}
-        if hints[f.name] is bool:
-            kwargs["action"] = "store_true" if default is False else argparse.BooleanOptionalAction
-        elif f.name == "games":
-            kwargs.update(type=_games, metavar="G1,G2,...")
-        else:
-            kwargs["type"] = str if f.name == "out" else hints[f.name]
-            if "choices" in f.metadata:
-                kwargs["choices"] = f.metadata["choices"]
-            else:
-                kwargs["metavar"] = f.name.upper()
-        p.add_argument(flag, **kwargs)
+    p = Parser(prog="bitcl rl", description="Train one PPO agent on a sequence of games, evaluating every game "
+                                            "after each (continual reinforcement learning).")
+    add_flags(p, RLConfig, keep_defaults=True)
     if method_cls is not None:
-        group = p.add_argument_group(f"options of method {method_cls.name!r}")
-        for flag, kwargs in _option_flags(method_cls.Options):
-            group.add_argument(flag, **kwargs)
+        add_method_flags(p, method_cls)
     return p
 
 
 def config_from_args(argv: Sequence[str]) -> RLConfig:
-    from bitcl.cli import _Parser
     from bitcl.strategies import get_strategy
-    pre = _Parser(add_help=False)
+    pre = Parser(add_help=False)
     pre.add_argument("--method", default=RLConfig().method)
     known, _ = pre.parse_known_args(argv)
     method_cls = get_strategy(known.method)

@@ -30,13 +30,13 @@ Biases are consolidated but not pruned. State between tasks: Ω, θ* and the kep
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
-from bitcl.errors import ConfigError
 from bitcl.importance import entropy_scores
 from bitcl.quant import bit_states
+from bitcl.settings import setting
 
 from .base import register
 from .regularizer import SEARCHED, ImportanceRegularizer, batch_field, samples_field
@@ -62,27 +62,14 @@ def pruning_schedule(first: float, decay: float, step: float, tasks: int) -> lis
 
 @dataclass
 class AnpycOptions:
-    lam: float = field(default=10000.0, metadata={"help": f"consolidation strength λ ({SEARCHED})"})
-    prune_first: float = field(default=50.0, metadata={"help": "P_0: percent of free weights pruned after task 0"})
-    prune_decay: float = field(default=0.8, metadata={"help": "P_t = prune_decay * P_{t-1}"})
-    prune_step: float = field(default=10.0, metadata={"help": "percentage points pruned per pruning step"})
-    retrain_epochs: int = field(default=1, metadata={"help": "retraining epochs after each pruning step"})
-    accumulate: str = field(default="sum", metadata={"help": "how Ω accumulates over tasks",
-                                                     "choices": ("sum", "max")})
+    lam: float = setting(10000.0, f"consolidation strength λ ({SEARCHED})", low=0.0)
+    prune_first: float = setting(50.0, "P_0: percent of free weights pruned after task 0", low=0.0, high=100.0)
+    prune_decay: float = setting(0.8, "P_t = prune_decay * P_{t-1}", above=0.0, high=1.0)
+    prune_step: float = setting(10.0, "percentage points pruned per pruning step", above=0.0, high=100.0)
+    retrain_epochs: int = setting(1, "retraining epochs after each pruning step", low=0)
+    accumulate: str = setting("sum", "how Ω accumulates over tasks", choices=("sum", "max"))
     samples: int = samples_field()
     batch: int = batch_field()
-
-    def validate(self) -> None:
-        if not (math.isfinite(self.lam) and self.lam >= 0):
-            raise ConfigError(f"--lam must be a non-negative number, got {self.lam}")
-        if not 0 <= self.prune_first <= 100:
-            raise ConfigError(f"--prune-first must lie in 0..100 (percent), got {self.prune_first}")
-        if not 0 < self.prune_decay <= 1:
-            raise ConfigError(f"--prune-decay must lie in (0, 1], got {self.prune_decay}")
-        if not 0 < self.prune_step <= 100:
-            raise ConfigError(f"--prune-step must lie in (0, 100], got {self.prune_step}")
-        if self.retrain_epochs < 0 or self.samples < 0 or self.batch < 1:
-            raise ConfigError("--retrain-epochs and --samples must be >= 0 and --batch >= 1")
 
 
 @register

@@ -3,8 +3,8 @@
 A strategy is one small file in this package: a subclass of :class:`Strategy` with a
 ``name``, the scenarios it supports, an ``Options`` dataclass (each field becomes a CLI
 flag, ``fisher_prior`` -> ``--fisher-prior``, shown with its default in ``--help`` and
-recorded with its resolved value in results.json; ``metadata={"help": ..., "choices":
-...}``), the services it needs from the loop (``needs``, see ``context.SERVICES``) and
+recorded with its resolved value in results.json; each made with :func:`bitcl.settings.setting`, which holds its
+type, range and choices), the services it needs from the loop (``needs``, see ``context.SERVICES``) and
 the hooks it uses. Files are discovered automatically (``discover``): adding a method
 is one file with ``@register``.
 
@@ -22,15 +22,14 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import math
 import pkgutil
-import typing
 from typing import Any, ClassVar, Optional
 
 import torch
 from torch import nn
 
-from bitcl.data.scenarios import SCENARIOS
+from bitcl import settings
+from bitcl.constants import SCENARIOS
 from bitcl.errors import ConfigError
 
 from .context import RunInfo, TaskContext
@@ -152,59 +151,33 @@ def protected_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
 
-def option_default(f: dataclasses.Field) -> Any:
-    return f.default if f.default is not dataclasses.MISSING else f.default_factory()
+def build_options(options_cls: type, values: Optional[dict] = None, owner: str = "method", warn: bool = False):
+    """A typed options dataclass from a dict (:func:`bitcl.settings.build`): unknown keys, wrong
+    types, non-finite numbers, bad choices and values out of range raise ConfigError naming the
+    flag; a deprecated name (``fisher_samples``) is renamed (``warn``: with a FutureWarning)."""
+    return settings.build(options_cls, values, owner, warn=warn)
 
 
-def _check_type(flag: str, kind: type, value: Any) -> Any:
-    """``value`` as ``kind`` (int, float, str, bool), or ConfigError naming the flag."""
-    if kind is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{flag} must be true or false, got {value!r}")
-        return value
-    if kind is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{flag} must be an integer, got {value!r}")
-        return value
-    if kind is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ConfigError(f"{flag} must be a finite number, got {value!r}")
-        return float(value)
-    if kind is str and not isinstance(value, str):
-        raise ConfigError(f"{flag} must be a string, got {value!r}")
-    return value
-
-
-def build_options(options_cls: type, values: Optional[dict] = None, owner: str = "method"):
-    """A typed options dataclass from a dict: unknown keys, wrong types, non-finite numbers,
-    bad choices and values outside ``metadata["min"]``/``["max"]`` raise ConfigError."""
-    values = dict(values or {})
-    fields = {f.name: f for f in dataclasses.fields(options_cls)}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        flags = ", ".join("--" + k.replace("_", "-") for k in unknown)
-        raise ConfigError(f"{owner} has no option(s) {flags}")
-    hints = typing.get_type_hints(options_cls)
-    for key, value in values.items():
-        flag = "--" + key.replace("_", "-")
-        values[key] = value = _check_type(flag, hints[key], value)
-        meta = fields[key].metadata
-        if meta.get("choices") and value not in meta["choices"]:
-            raise ConfigError(f"{flag} must be one of {', '.join(map(str, meta['choices']))}, got {value!r}")
-        if "min" in meta and value < meta["min"]:
-            raise ConfigError(f"{flag} must be >= {meta['min']}, got {value!r}")
-        if "max" in meta and value > meta["max"]:
-            raise ConfigError(f"{flag} must be <= {meta['max']}, got {value!r}")
-    options = options_cls(**values)
-    check = getattr(options, "validate", None)
-    if check:
-        check()
-    return options
-
-
-def make_options(cls: type[Strategy], values: Optional[dict] = None):
+def make_options(cls: type[Strategy], values: Optional[dict] = None, warn: bool = False):
     """Build ``cls.Options`` from a dict (see :func:`build_options`)."""
-    return build_options(cls.Options, values, f"method {cls.name!r}")
+    return build_options(cls.Options, values, f"method {cls.name!r}", warn)
+
+
+def upgrade_recorded_options(config: dict) -> dict:
+    """A recorded ``config`` (results.json, a checkpoint's progress) whose ``method_options`` use the
+    current option names: runs written before an option was renamed (BLIP's ``fisher_samples`` ->
+    ``samples``) still compare equal to, resume and rerun as, the same settings today."""
+    options, method = config.get("method_options"), config.get("method")
+    if not isinstance(options, dict) or not isinstance(method, str):
+        return config
+    discover()
+    if method not in _REGISTRY:
+        return config
+    names = settings.renamed(_REGISTRY[method].Options)
+    if not any(old in options for old in names):
+        return config
+    upgraded = {names.get(k, k): v for k, v in options.items() if not (k in names and names[k] in options)}
+    return {**config, "method_options": upgraded}
 
 
 def resolved_options(options: Any) -> dict:

@@ -28,46 +28,35 @@ tasks.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
-from bitcl.errors import ConfigError
 from bitcl.importance import FISHER_KINDS, batch_fisher_sums, layers_of, task_mean
 from bitcl.quant import bit_states
-
-from .context import RunInfo, TaskContext
+from bitcl.settings import setting
 
 from .base import Strategy, register
+from .context import RunInfo, TaskContext
+from .regularizer import batch_field, samples_field
 
 
 @dataclass
 class BlipOptions:
-    fisher: str = field(default="sampled", metadata={
-        "help": "Fisher estimate: sampled (labels drawn from the prediction), exact (expectation over classes), "
-                "empirical (true labels)", "choices": FISHER_KINDS})
-    fisher_samples: int = field(default=0, metadata={"help": "training samples for the Fisher (0: all)"})
-    fisher_batch: int = field(default=500, metadata={"help": "batch size of the Fisher estimation"})
-    fisher_prior: float = field(default=1e-10, metadata={
-        "help": "prior Fisher F_0 per weight, in per-sample Fisher units", "min": 1e-300})
-    accumulate: str = field(default="mean", metadata={
-        "help": "running mean of prior and Fishers (the authors'), or their running sum",
-        "choices": ("mean", "sum")})
-    rounding: str = field(default="ceil", metadata={
-        "help": "bits from the information gain: ceil of each task's gain (the authors'), round (half-up), "
-                "or once: ceil of the gain accumulated since the prior, so per-task round-ups never add up",
-        "choices": ("ceil", "round", "once")})
-    reset_free_bits: bool = field(default=False, metadata={
-        "help": "after freezing, set each weight's free bits to the middle of its window (off by default: "
-                "a weight that gains its first bits would jump by up to a quarter of the range; README)"})
-
-    def validate(self) -> None:
-        if not self.fisher_prior > 0:
-            raise ConfigError(f"--fisher-prior must be positive, got {self.fisher_prior}")
-        if self.fisher_samples < 0:
-            raise ConfigError(f"--fisher-samples must be >= 0, got {self.fisher_samples}")
-        if self.fisher_batch < 1:
-            raise ConfigError(f"--fisher-batch must be >= 1, got {self.fisher_batch}")
+    fisher: str = setting("sampled", "Fisher estimate: sampled (labels drawn from the prediction), exact "
+                          "(expectation over classes), empirical (true labels)", choices=FISHER_KINDS)
+    # --samples / --batch as every other method's (called --fisher-samples / --fisher-batch before 0.3)
+    samples: int = samples_field(0, "the Fisher", aliases=("fisher_samples",))
+    batch: int = batch_field(500, "the Fisher estimation", aliases=("fisher_batch",))
+    fisher_prior: float = setting(1e-10, "prior Fisher F_0 per weight, in per-sample Fisher units", above=0.0)
+    accumulate: str = setting("mean", "running mean of prior and Fishers (the authors'), or their running sum",
+                              choices=("mean", "sum"))
+    rounding: str = setting("ceil", "bits from the information gain: ceil of each task's gain (the authors'), "
+                            "round (half-up), or once: ceil of the gain accumulated since the prior, so per-task "
+                            "round-ups never add up", choices=("ceil", "round", "once"))
+    reset_free_bits: bool = setting(False, "after freezing, set each weight's free bits to the middle of its window "
+                                    "(off by default: a weight that gains its first bits would jump by up to a "
+                                    "quarter of the range; README)")
 
 
 def bits_to_freeze(fisher_old: torch.Tensor, fisher_new: torch.Tensor, rounding: str = "ceil") -> torch.Tensor:
@@ -115,7 +104,7 @@ class Blip(Strategy):
     def estimate_fisher(self, ctx: TaskContext) -> dict[str, torch.Tensor]:
         """Per-sample mean diagonal Fisher of every quantised weight on the task's data (Eq. 6)."""
         opts = self.options
-        return task_mean(ctx, opts.fisher_samples, opts.fisher_batch, "fisher",
+        return task_mean(ctx, opts.samples, opts.batch, "fisher",
                          lambda x, y, u: batch_fisher_sums(self.model, self.layers, ctx.logits, x, y,
                                                            opts.fisher, u), self.quantized)
 

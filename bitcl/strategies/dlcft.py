@@ -33,7 +33,7 @@ every layer's gradient becomes a feature; far slower, and not yet measured to le
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -41,34 +41,23 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, jvp
 
-from bitcl.errors import ConfigError
 from bitcl.importance.curvature import CURVATURES
 from bitcl.importance.per_sample import layers_of
+from bitcl.settings import setting
 
 from .base import Strategy, register
+from .regularizer import batch_field, samples_field
 
 
 @dataclass
 class DlcftOptions:
-    curvature: str = field(default="kfac", metadata={"help": "curvature of the quadratic penalty",
-                                                      "choices": CURVATURES})
-    layers: int = field(default=1, metadata={"help": "linearise the last N layers (heads = 1 layer; 0: all)"})
-    loss: str = field(default="mse", metadata={"help": "task loss of the linearised model",
-                                                "choices": ("mse", "ce")})
-    target_scale: float = field(default=1.0, metadata={"help": "one-hot target value s for the MSE"})
-    c: float = field(default=1.0, metadata={"help": "penalty multiplier (1: exactly the past tasks' losses)"})
-    samples: int = field(default=0, metadata={"help": "training samples for the curvature (0: all)"})
-    batch: int = field(default=256, metadata={"help": "batch size of the curvature computation"})
-
-    def validate(self) -> None:
-        if self.layers < 0:
-            raise ConfigError(f"--layers must be >= 0, got {self.layers}")
-        if not self.target_scale > 0:
-            raise ConfigError(f"--target-scale must be positive, got {self.target_scale}")
-        if not self.c >= 0:
-            raise ConfigError(f"--c must be >= 0, got {self.c}")
-        if self.samples < 0 or self.batch < 1:
-            raise ConfigError("--samples must be >= 0 and --batch >= 1")
+    curvature: str = setting("kfac", "curvature of the quadratic penalty", choices=CURVATURES)
+    layers: int = setting(1, "linearise the last N layers (heads = 1 layer; 0: all)", low=0)
+    loss: str = setting("mse", "task loss of the linearised model", choices=("mse", "ce"))
+    target_scale: float = setting(1.0, "one-hot target value s for the MSE", above=0.0)
+    c: float = setting(1.0, "penalty multiplier (1: exactly the past tasks' losses)", low=0.0)
+    samples: int = samples_field(0, "the curvature")
+    batch: int = batch_field(256, "the curvature computation")
 
 
 class LinearizedModel(nn.Module):

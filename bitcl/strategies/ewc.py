@@ -12,31 +12,99 @@ Default c = 1000 with the per-sample mean Fisher: chosen on validation data
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import ClassVar, Optional
 
 import torch
 
-from bitcl.errors import ConfigError
 from bitcl.importance import FISHER_KINDS, batch_fisher_sums, task_mean
+from bitcl.settings import setting
 
 from .base import register
-from .regularizer import ImportanceRegularizer, batch_field, c_field, check_common, samples_field
+from .regularizer import ImportanceRegularizer, batch_field, c_field, samples_field
+
+
+class EwcMode:
+    """How EWC keeps the past tasks: its state, its consolidation at a task's end and its penalty.
+
+    A mode is one small class in :data:`EWC_MODES` (``--mode`` chooses by name). The state keys
+    a mode writes are part of the checkpoint format: never rename them (saved runs must resume).
+    """
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+
+    def __init__(self, ewc: "Ewc"):
+        self.ewc = ewc
+
+    def consolidate(self, importance: dict[str, torch.Tensor]) -> None:
+        """Fold the task just learned (its Fisher ``importance``) into the state."""
+        raise NotImplementedError
+
+    def penalty(self) -> Optional[torch.Tensor]:
+        raise NotImplementedError
+
+
+class SeparateMode(EwcMode):
+    """One Fisher and one anchor per past task (Kirkpatrick et al. 2017): memory grows with the tasks.
+
+    State: ``omega/<t>/<name>`` and ``anchor/<t>/<name>`` for every past task t."""
+
+    name = "separate"
+    summary = "one penalty per task"
+
+    def __init__(self, ewc):
+        super().__init__(ewc)
+        for name in ewc.params:  # per-task Fishers and anchors are added as tasks end
+            del ewc.state[f"omega/{name}"], ewc.state[f"anchor/{name}"]
+
+    def consolidate(self, importance):
+        state, t = self.ewc.state, int(self.ewc.state["tasks_seen"])
+        for name, p in self.ewc.params.items():
+            state[f"omega/{t}/{name}"] = importance[name].detach()
+            state[f"anchor/{t}/{name}"] = p.detach().clone()
+        state["tasks_seen"] = state["tasks_seen"] + 1
+
+    def penalty(self):
+        state, tasks = self.ewc.state, int(self.ewc.state["tasks_seen"])
+        if tasks == 0 or self.ewc.strength == 0:
+            return None
+        total = 0.0
+        for t in range(tasks):
+            for name, p in self.ewc.params.items():
+                total = total + (state[f"omega/{t}/{name}"] * (p - state[f"anchor/{t}/{name}"]).pow(2)).sum()
+        return self.ewc.strength * total
+
+
+class OnlineMode(EwcMode):
+    """One running Fisher Ω ← γ Ω + F anchored at the latest parameters (Schwarz et al. 2018):
+    constant memory. State: ``omega/<name>`` and ``anchor/<name>``, as every importance regulariser."""
+
+    name = "online"
+    summary = "one running Fisher"
+
+    def consolidate(self, importance):
+        state, gamma = self.ewc.state, self.ewc.options.gamma
+        for name, p in self.ewc.params.items():
+            state[f"omega/{name}"] = gamma * state[f"omega/{name}"] + importance[name].detach()
+            state[f"anchor/{name}"] = p.detach().clone()
+        state["tasks_seen"] = state["tasks_seen"] + 1
+
+    def penalty(self):
+        return ImportanceRegularizer.penalty(self.ewc)  # the shared quadratic penalty around one anchor
+
+
+EWC_MODES: dict[str, type[EwcMode]] = {m.name: m for m in (SeparateMode, OnlineMode)}
 
 
 @dataclass
 class EwcOptions:
     c: float = c_field(1000.0)
-    fisher: str = field(default="exact", metadata={"help": "Fisher estimate", "choices": FISHER_KINDS})
-    mode: str = field(default="separate", metadata={"help": "one penalty per task, or one running Fisher",
-                                                     "choices": ("separate", "online")})
-    gamma: float = field(default=1.0, metadata={"help": "decay of the running Fisher in online mode"})
+    fisher: str = setting("exact", "Fisher estimate", choices=FISHER_KINDS)
+    mode: str = setting("separate", ", or ".join(m.summary for m in EWC_MODES.values()), choices=tuple(EWC_MODES))
+    gamma: float = setting(1.0, "decay of the running Fisher in online mode", low=0.0, high=1.0)
     samples: int = samples_field()
     batch: int = batch_field()
-
-    def validate(self) -> None:
-        check_common(self)
-        if not 0 <= self.gamma <= 1:
-            raise ConfigError(f"--gamma must lie in [0, 1], got {self.gamma}")
 
 
 def fisher_of_task(strategy, ctx, kind: str) -> dict[str, torch.Tensor]:
@@ -56,37 +124,13 @@ class Ewc(ImportanceRegularizer):
 
     def __init__(self, options, model, info):
         super().__init__(options, model, info)
-        if options.mode == "separate":  # per-task Fishers and anchors are added as tasks end
-            for name in self.params:
-                del self.state[f"omega/{name}"], self.state[f"anchor/{name}"]
+        self.mode = EWC_MODES[options.mode](self)
 
     def task_importance(self, ctx):
         return fisher_of_task(self, ctx, self.options.fisher)
 
-    def accumulate(self, name, importance):
-        if self.options.mode == "online":
-            self.state[f"omega/{name}"] = self.options.gamma * self.state[f"omega/{name}"] + importance
-        else:
-            t = int(self.state["tasks_seen"])
-            self.state[f"omega/{t}/{name}"] = importance
-            self.state[f"anchor/{t}/{name}"] = self.params[name].detach().clone()
-
     def end_task(self, ctx):
-        if self.options.mode == "online":
-            return super().end_task(ctx)
-        importance = self.task_importance(ctx)
-        for name in self.params:
-            self.accumulate(name, importance[name].detach())
-        self.state["tasks_seen"] = self.state["tasks_seen"] + 1
+        self.mode.consolidate(self.task_importance(ctx))
 
     def penalty(self):
-        if self.options.mode == "online":
-            return super().penalty()
-        tasks = int(self.state["tasks_seen"])
-        if tasks == 0 or self.strength == 0:
-            return None
-        total = 0.0
-        for t in range(tasks):
-            for name, p in self.params.items():
-                total = total + (self.state[f"omega/{t}/{name}"] * (p - self.state[f"anchor/{t}/{name}"]).pow(2)).sum()
-        return self.strength * total
+        return self.mode.penalty()

@@ -13,13 +13,12 @@ override :meth:`accumulate` (EWC online decays the old Ω).
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
-from bitcl.errors import ConfigError
 from bitcl.importance import layers_of
+from bitcl.settings import setting
 
 from .base import Strategy, protected_parameters
 from .context import RunInfo, TaskContext
@@ -32,25 +31,18 @@ SEARCHED = ("chosen on validation data by benchmarks/search_regularizers.py -> "
 
 
 def c_field(default: float, source: str = SEARCHED):
-    """The penalty strength ``c`` with its default and where that default comes from."""
-    return field(default=default, metadata={"help": f"penalty strength c ({source})"})
+    """The penalty strength ``c`` (>= 0) with its default and where that default comes from."""
+    return setting(default, f"penalty strength c ({source})", low=0.0)
 
 
-def samples_field(default: int = 1000):
-    return field(default=default, metadata={"help": "training samples of the task for the importance (0: all)"})
+def samples_field(default: int = 1000, what: str = "the importance", aliases: tuple[str, ...] = ()):
+    """``--samples``: every method's count of training samples for its end-of-task estimate."""
+    return setting(default, f"training samples of the task for {what} (0: all)", low=0, aliases=aliases)
 
 
-def batch_field(default: int = 256):
-    return field(default=default, metadata={"help": "batch size of the importance computation"})
-
-
-def check_common(options) -> None:
-    if not (math.isfinite(options.c) and options.c >= 0):
-        raise ConfigError(f"--c must be a non-negative number, got {options.c}")
-    if getattr(options, "samples", 0) < 0:
-        raise ConfigError(f"--samples must be >= 0, got {options.samples}")
-    if getattr(options, "batch", 1) < 1:
-        raise ConfigError(f"--batch must be >= 1, got {options.batch}")
+def batch_field(default: int = 256, what: str = "the importance computation", aliases: tuple[str, ...] = ()):
+    """``--batch``: every method's batch size of its end-of-task estimate."""
+    return setting(default, f"batch size of {what}", low=1, aliases=aliases)
 
 
 @dataclass
@@ -60,9 +52,6 @@ class SampledImportanceOptions:
     c: float = c_field(1.0, "a subclass sets its own default")
     samples: int = samples_field()
     batch: int = batch_field()
-
-    def validate(self) -> None:
-        check_common(self)
 
 
 class ImportanceRegularizer(Strategy):

@@ -5,9 +5,10 @@ rEWC uses sqrt(F) directly, Ω += sqrt(F_t).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from bitcl.importance import FISHER_KINDS
+from bitcl.settings import setting
 
 from .base import register
 from .ewc import fisher_of_task
@@ -17,7 +18,7 @@ from .regularizer import ImportanceRegularizer, SampledImportanceOptions, c_fiel
 @dataclass
 class RewcOptions(SampledImportanceOptions):
     c: float = c_field(10.0)
-    fisher: str = field(default="exact", metadata={"help": "Fisher estimate", "choices": FISHER_KINDS})
+    fisher: str = setting("exact", "Fisher estimate", choices=FISHER_KINDS)
 
 
 @register

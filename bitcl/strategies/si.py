@@ -9,28 +9,25 @@ SIB and SOS (same paper) share this file's machinery.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from bitcl.errors import ConfigError
 from bitcl.importance import PathIntegral
+from bitcl.settings import setting
 
 from .base import register
-from .regularizer import SEARCHED, ImportanceRegularizer, c_field, check_common
+from .regularizer import SEARCHED, ImportanceRegularizer, c_field
 
 
 @dataclass
 class SiOptions:
     c: float = c_field(20.0, f"{SEARCHED}; Benzing's 0.2 is for SGD at batch 256")
-    xi: float = field(default=0.1, metadata={"help": "damping ξ of ω / (Δ² + ξ) (Benzing's MNIST setting)"})
-
-    def validate(self) -> None:
-        check_common(self)
-        if not self.xi > 0:
-            raise ConfigError(f"--xi must be positive, got {self.xi}")
+    xi: float = setting(0.1, "damping ξ of ω / (Δ² + ξ) (Benzing's MNIST setting)", above=0.0)
 
 
 class PathIntegralRegularizer(ImportanceRegularizer):
-    """Ω accumulated from a :class:`PathIntegral` tracked over the task's steps."""
+    """Ω accumulated from a :class:`PathIntegral` tracked over the task's steps; ``kind`` names the
+    measure in ``bitcl.importance.path_integral.MEASURES`` (si, siu, sib, sos), which holds all that
+    differs between the family's methods."""
 
     kind = "si"
 

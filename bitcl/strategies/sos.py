@@ -7,24 +7,19 @@ start of each task and bias-corrected as in Adam.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from bitcl.errors import ConfigError
+from bitcl.settings import setting
 
 from .base import register
-from .regularizer import c_field, check_common
+from .regularizer import c_field
 from .si import PathIntegralRegularizer
 
 
 @dataclass
 class SosOptions:
     c: float = c_field(10.0)
-    alpha: float = field(default=1.0, metadata={"help": "weight of the independent gradient g' in [0, 1]"})
-
-    def validate(self) -> None:
-        check_common(self)
-        if not 0 <= self.alpha <= 1:
-            raise ConfigError(f"--alpha must lie in [0, 1], got {self.alpha}")
+    alpha: float = setting(1.0, "weight of the independent gradient g'", low=0.0, high=1.0)
 
 
 @register

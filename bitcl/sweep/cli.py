@@ -11,10 +11,10 @@ EXIT_RUNS_FAILED = 1
 
 
 def cmd_sweep(argv: Sequence[str]) -> int:
-    from bitcl.cli import _Parser
+    from bitcl.parsing import Parser
     from bitcl.sweep.runner import run_sweep
     from bitcl.sweep.spec import load_spec
-    p = _Parser(prog="bitcl sweep", description="Run a grid of `bitcl run` settings (docs/sweeps.md).")
+    p = Parser(prog="bitcl sweep", description="Run a grid of `bitcl run` settings (docs/sweeps.md).")
     p.add_argument("spec", help="TOML file: bitcl run settings; list values span the grid")
     p.add_argument("--out", required=True, help="sweep directory: one run folder per run, summary.json/.md, plots/")
     p.add_argument("--backend", choices=("local", "ray", "slurm"), default=None, help="overrides the spec's backend")
@@ -74,7 +74,7 @@ def split_seeds(argv: Sequence[str]) -> tuple[list[int], list[str]]:
 
 def run_seeds(argv: Sequence[str]) -> int:
     """``bitcl run ... --seeds 0,1,2 --out DIR``: each seed into DIR/seed-N/, then mean ± 95 % interval."""
-    from bitcl.cli import config_from_args
+    from bitcl.run_args import config_from_args
     from bitcl.sweep.runner import Sweep
     from bitcl.sweep.spec import RunSpec, Spec
     seeds, rest = split_seeds(argv)

@@ -7,7 +7,7 @@ the methods' options (``c = 100``). A list value spans the grid: ``methods = ["f
 applies to the methods that have it; the others run once without it.
 
 Each run is built as the argument list of ``bitcl run`` and checked by the CLI's own parser
-(``bitcl.cli.config_from_args``), so a sweep accepts exactly what ``bitcl run`` accepts.
+(``bitcl.run_args.config_from_args``), so a sweep accepts exactly what ``bitcl run`` accepts.
 Runs are named from their settings: ``split-mnist/ewc/c=100/seed=1``.
 """
 from __future__ import annotations
@@ -393,7 +393,7 @@ def expand(spec: Spec, extra: Optional[dict] = None, varying_extra: tuple = (), 
 
 def check_runs(runs: list[RunSpec], out: Path) -> None:
     """Parse every run's flags with ``bitcl run``'s own parser before anything starts."""
-    from bitcl.cli import config_from_args
+    from bitcl.run_args import config_from_args
     from bitcl.errors import BitclError
     for run in runs:
         try:

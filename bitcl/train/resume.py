@@ -18,7 +18,7 @@ from torch import nn
 
 from bitcl import checkpoint as ckpt
 from bitcl.errors import CheckpointError, ConfigError
-from bitcl.strategies import Strategy
+from bitcl.strategies import Strategy, upgrade_recorded_options
 from bitcl.train.rundir import RunDirectory
 
 
@@ -66,7 +66,8 @@ def resume_latest(rundir: RunDirectory, config: dict, model: nn.Module, strategy
     if not isinstance(progress, dict) or not isinstance(progress.get("config"), dict):
         raise CheckpointError(f"{path}: has no run progress; cannot resume from it")
     progress = current_progress(progress, task)
-    changed = changed_settings(progress["config"], config, free)
+    # a run recorded before an option was renamed (BLIP's fisher_samples -> samples) still resumes
+    changed = changed_settings(upgrade_recorded_options(progress["config"]), config, free)
     if changed:
         raise ConfigError(f"{flag}: the run in {rundir.path} was made with other settings ({', '.join(changed)})")
     ckpt.load_model_state(model, tensors, str(path), meta)

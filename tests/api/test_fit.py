@@ -14,7 +14,7 @@ from bitcl.api_context import DataContext
 from bitcl.errors import ConfigError, DataError, TrainingDiverged
 from bitcl.models import build_model
 from bitcl.quant import bit_states
-from tests.conftest import run_cli
+from tests.conftest import cli
 
 from .contract import check_run_directory, checkpoint_tensors
 
@@ -40,22 +40,23 @@ def _user_backbone(bits=20):
 def test_fit_reproduces_the_cli_bit_for_bit(method, tmp_path):
     """fit on bitcl's own model and the CLI's tasks gives the CLI's accuracy matrix, capacity and
     checkpoints exactly (SIU: the independent-minibatch service matches too); both pass one contract check."""
-    done = run_cli("run", "--method", method, "--out", tmp_path / "cli", *CLI_FAST)
+    done = cli("run", "--method", method, "--out", tmp_path / "cli", *CLI_FAST)
     assert done.returncode == 0, done.stderr
-    cli = check_run_directory(tmp_path / "cli", 2)
+    theirs = check_run_directory(tmp_path / "cli", 2)
     torch.manual_seed(0)
     model = build_model("mlp", (1, 28, 28), [2] * 2, "task", "quant", 20, [16])
     tasks = benchmark_tasks("split-mnist", scenario="task", tasks=2, seed=0, classes=[0, 1, 2, 3])
     result = fit(model, tasks, method, out=str(tmp_path / "fit"), **FAST)
     ours = check_run_directory(tmp_path / "fit", 2)
-    assert ours["accuracy_matrix"] == cli["accuracy_matrix"] == result.accuracy_matrix
-    assert ours["capacity"] == cli["capacity"] and ours["memory"] == cli["memory"]
-    assert ours["config"]["loop"] == "bitcl.fit" and ours["config"]["method_options"] == cli["config"]["method_options"]
+    assert ours["accuracy_matrix"] == theirs["accuracy_matrix"] == result.accuracy_matrix
+    assert ours["capacity"] == theirs["capacity"] and ours["memory"] == theirs["memory"]
+    assert ours["config"]["loop"] == "bitcl.fit" and ours["config"]["method_options"] == theirs["config"]["method_options"]
     a = checkpoint_tensors(tmp_path / "cli" / "checkpoints" / "task-1.safetensors")
     b = checkpoint_tensors(tmp_path / "fit" / "checkpoints" / "task-1.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_fit_with_heads_protects_the_backbone_only(split_tasks, tmp_path):
     """A user's quantised backbone with heads=[...] (DataLoaders): BLIP freezes backbone bits, heads stay
     float and trainable, and the run directory meets the contract."""
@@ -73,6 +74,7 @@ def test_fit_with_heads_protects_the_backbone_only(split_tasks, tmp_path):
     assert matrix[-1][0] >= matrix[0][0] - 0.02 and min(matrix[-1]) > 0.6  # task 0 kept, every task learnt
 
 
+@pytest.mark.slow
 def test_fit_domain_scenario_with_ewc_on_a_float_model():
     """Without heads (domain scenario), EWC protects every trainable parameter of a plain float model."""
     tasks = [(Subset(tr, range(1500)), te) for tr, te in
@@ -115,6 +117,7 @@ def test_own_loop_strategy_hooks_keep_frozen_bits(split_tasks):
         assert torch.equal(s.offset_codes() >> (s.bits - s.frozen.long()), top[n]), n
 
 
+@pytest.mark.slow
 def test_example_own_loop_runs():
     """examples/own_loop.py runs to the end on the embedded MNIST and BLIP freezes more bits each task."""
     done = subprocess.run([sys.executable, str(ROOT / "examples" / "own_loop.py")], capture_output=True, text=True,
@@ -179,6 +182,7 @@ def test_nan_loss_names_task_epoch_and_step(split_tasks):
         fit(model, [(poisoned, split_tasks[0][1])], "finetune", lr_schedule="none")
 
 
+@pytest.mark.slow
 def test_resume_continues_an_interrupted_fit_exactly(split_tasks, tmp_path):
     """A fit interrupted after task 0 and resumed gives the uninterrupted run's results, bit for bit."""
     def run(tasks, out, resume=False):

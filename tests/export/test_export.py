@@ -12,7 +12,7 @@ from bitcl.data import build_scenario, load_source
 from bitcl.engine import run
 from bitcl.export import NumpyRuntime, export_packed, load_checkpoint_model, load_packed
 from bitcl.quant import bit_states
-from tests.conftest import run_cli
+from tests.conftest import cli
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +36,7 @@ def raw_test_pixels(small_npz, n=64):
         return f["x"][~f["train"]][:n].astype(np.float32)
 
 
+@pytest.mark.slow
 def test_packed_round_trip_is_exact(mlp_run, small_npz, tmp_path):
     """load_packed gives exactly the checkpoint model's outputs; planes are N bits per weight."""
     ckpt = mlp_run / "checkpoints" / "task-1.safetensors"
@@ -79,6 +80,7 @@ def test_numpy_runtime_matches_torch(mlp_run, small_npz, tmp_path, keep):
     assert np.array_equal(got.argmax(1), want.argmax(1))
 
 
+@pytest.mark.slow
 def test_conv_class_incremental_numpy_runtime(conv_run, small_npz, tmp_path):
     """Conv nets and masked class-incremental heads run in numpy too."""
     path = tmp_path / "c.safetensors"
@@ -119,6 +121,7 @@ def test_reduced_bits_shrink_the_file(mlp_run, tmp_path):
     assert four["plane_bytes"] * 5 == full["plane_bytes"]
 
 
+@pytest.mark.slow
 def test_onnx_export_matches_torch_with_dynamic_batch(conv_run, mlp_run, small_npz, tmp_path):
     """ONNX (brevitas QCDQ) outputs equal torch's to 1e-5 on real digits, for batch 1 and 13."""
     ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed")
@@ -141,9 +144,10 @@ def test_onnx_export_matches_torch_with_dynamic_batch(conv_run, mlp_run, small_n
         assert np.array_equal(got.argmax(1), load_packed(packed)(raw).argmax(1).numpy())
 
 
+@pytest.mark.slow
 def test_bits_analysis_writes_curves(mlp_run):
     """analyze bits: accuracy for B = 1..N per task; full precision equals the run's final row."""
-    done = run_cli("analyze", "bits", mlp_run)
+    done = cli("analyze", "bits", mlp_run)
     assert done.returncode == 0, done.stderr
     result = json.loads((mlp_run / "bits.json").read_text())
     final = json.loads((mlp_run / "results.json").read_text())["accuracy_matrix"][-1]
@@ -188,5 +192,5 @@ def test_bad_export_inputs_are_one_line_exit_2(mlp_run, tmp_path, capsys):
         lines = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(lines) == 1 and needle in lines[0], (args, lines)
     assert ckpt.read_bytes() == before and not (mlp_run / "checkpoints" / "task-9.safetensors").exists()
-    done = run_cli("export", truncated, "--format", "packed", "--out", tmp_path / "x.bin")
+    done = cli("export", truncated, "--format", "packed", "--out", tmp_path / "x.bin")
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "not a readable" in done.stderr

@@ -34,6 +34,7 @@ def _freeze_some(model, seed=0, top=8):
                      reset_free_bits=False)
 
 
+@pytest.mark.slow
 def test_resnet18_converts_every_conv_and_keeps_the_head_float():
     """torchvision's ResNet-18: every Conv2d becomes a BitConv2d, fc stays float; the converted model computes
     exactly what its export (the codes) computes, within the 8-bit rounding of the float model."""
@@ -101,6 +102,7 @@ def test_dequantize_latent_reproduces_the_bit_model_exactly():
     assert torch.equal(model(x), quantised_out)
 
 
+@pytest.mark.slow
 def test_dequantize_codes_exports_the_deployed_values():
     """dequantize_(weights='codes') holds scale * codes: equal to the Bit model with latents set to them."""
     torch.manual_seed(4)
@@ -140,6 +142,7 @@ def test_state_dict_round_trip_into_a_fresh_model():
     assert torch.equal(again(x), source(x))
 
 
+@pytest.mark.slow
 def test_one_training_step_of_resnet18_keeps_every_frozen_bit():
     """An SGD step with a large learning rate on a quantised ResNet-18, then project_: frozen bits unchanged."""
     torch.manual_seed(6)

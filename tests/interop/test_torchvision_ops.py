@@ -16,6 +16,7 @@ print(first, again, tuple(model(torch.zeros(1, 3, 32, 32)).shape))
 """
 
 
+@pytest.mark.slow
 def test_torchvision_imports_after_the_fix_in_a_fresh_interpreter():
     """In a fresh process the fix runs first, is idempotent, and torchvision's ResNet-18 then runs."""
     if importlib.util.find_spec("torchvision") is None:
@@ -27,6 +28,7 @@ def test_torchvision_imports_after_the_fix_in_a_fresh_interpreter():
     assert shape.strip() == "(1, 3)"
 
 
+@pytest.mark.slow
 def test_without_the_fix_this_torchvision_build_fails_to_import_or_has_its_ops():
     """The fix is needed exactly when torchvision's compiled ops do not load (the PyPI CUDA build)."""
     if importlib.util.find_spec("torchvision") is None:

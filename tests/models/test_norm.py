@@ -205,6 +205,7 @@ def _shard_worker(rank: int, store: str, queue) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_ranks_normalise_with_the_global_batch():
     """2 gloo ranks each holding part of a global batch (5+5, 7+3, 10+0) give the one-process batch norm's
     outputs, input and parameter gradients (summed over ranks) and running statistics, within 1e-5;

@@ -6,7 +6,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from tests.conftest import run_cli
+from tests.conftest import cli, run_cli
 
 pytest.importorskip("minatar", reason="the MinAtar suite needs bitcl[rl]")
 
@@ -16,7 +16,7 @@ QUICK = ["--games", "breakout,freeway", "--steps", "512", "--envs", "4", "--roll
 
 def _run(tmp_path, name, *extra):
     out = tmp_path / name
-    done = run_cli("rl", *QUICK, "--out", out, *extra, timeout=240)
+    done = cli("rl", *QUICK, "--out", out, *extra)
     assert done.returncode == 0, done.stderr
     return out, json.loads((out / "results.json").read_text())
 
@@ -54,12 +54,13 @@ def _check_contract(r, method):
     assert r["bitcl_version"]
 
 
+@pytest.mark.slow
 def test_blip_run_keeps_frozen_bits_across_checkpoints(tmp_path):
     """BLIP: contract keys, constant state bytes, and no frozen bit of game 0 changes during game 1."""
     out, r = _run(tmp_path, "blip", "--method", "blip", "--fisher-prior", "1e-6")
     _check_contract(r, "blip")
     assert r["config"]["method_options"]["fisher_prior"] == 1e-6
-    assert r["config"]["method_options"]["fisher_batch"] == 500        # a default, resolved
+    assert r["config"]["method_options"]["batch"] == 500        # a default, resolved
     assert r["memory"]["state_bytes"][0] == r["memory"]["state_bytes"][1] > 0
     assert 0 < r["capacity"][0] <= r["capacity"][1] <= 1
     first, meta = _quantised(out / "checkpoints" / "task-0.safetensors")
@@ -74,18 +75,19 @@ def test_blip_run_keeps_frozen_bits_across_checkpoints(tmp_path):
         assert torch.equal(u0 >> (bits - k0), u1 >> (bits - k0)), name
 
 
+@pytest.mark.slow
 def test_finetune_run_and_resume_reproduce_the_same_results(tmp_path):
     """A run resumed after its first game ends with the same return matrix as an uninterrupted one."""
     out, full = _run(tmp_path, "ft", "--method", "finetune")
     _check_contract(full, "finetune")
     (out / "checkpoints" / "task-1.safetensors").unlink()         # as if killed during game 2
     (out / "results.json").unlink()
-    done = run_cli("rl", *QUICK, "--method", "finetune", "--out", out, "--resume", timeout=240)
+    done = cli("rl", *QUICK, "--method", "finetune", "--out", out, "--resume")
     assert done.returncode == 0, done.stderr
     resumed = json.loads((out / "results.json").read_text())
     assert resumed["return_matrix"] == full["return_matrix"]
     assert resumed["random_returns"] == full["random_returns"]
-    bad = run_cli("rl", *QUICK, "--method", "finetune", "--out", out, "--resume", "--lr", "1e-3")
+    bad = cli("rl", *QUICK, "--method", "finetune", "--out", out, "--resume", "--lr", "1e-3")
     assert bad.returncode == 2 and "other settings (lr)" in bad.stderr
 
 
@@ -135,7 +137,7 @@ def test_ewc_online_run(tmp_path):
 
 @pytest.mark.parametrize("args,message", [
     (["--games", "breakout,pong"], "unknown minatar game 'pong'"),
-    (["--steps", "0"], "--steps must be a positive integer"),
+    (["--steps", "0"], "--steps must be >= 1, got 0"),
     (["--method", "nope"], "unknown method"),
     (["--method", "si"], "not offered by `bitcl rl`"),
     (["--method", "blip", "--backbone", "float"], "needs --backbone quant"),
@@ -153,6 +155,7 @@ def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path, capsys):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_bad_input_from_the_shell():
     """The installed command exits 2 with one line for a game that does not exist."""
     done = run_cli("rl", "--games", "breakout,pong", "--quiet")
@@ -163,7 +166,7 @@ def test_bad_input_from_the_shell():
 def test_help_shows_every_setting_with_its_default():
     """`bitcl rl --help` lists every RLConfig field and the method's options, each with its default."""
     from bitcl.rl.config import RLConfig
-    done = run_cli("rl", "--method", "blip", "--help")
+    done = cli("rl", "--method", "blip", "--help")
     assert done.returncode == 0
     text = " ".join(done.stdout.split())
     for f in RLConfig().fields():
@@ -171,6 +174,7 @@ def test_help_shows_every_setting_with_its_default():
     assert "(default: 150000)" in text and "--fisher-prior" in text and "(default: breakout,space_invaders,freeway)" in text
 
 
+@pytest.mark.slow
 def test_atari_smoke_runs_a_few_hundred_steps(tmp_path):
     """The Atari path (ALE, standard preprocessing, Nature CNN) trains and evaluates on CPU."""
     pytest.importorskip("ale_py", reason="the Atari suite needs bitcl[atari]")

@@ -1,13 +1,14 @@
 """ft-fix in the supervised engine (task-incremental) and at the strategy level."""
 import json
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from bitcl.models.continual import build_model
 from bitcl.strategies.base import get_strategy, make_options
 from bitcl.strategies.context import RunInfo, TaskContext
-from tests.conftest import run_cli
+from tests.conftest import cli
 
 
 def test_before_task_freezes_the_backbone_from_the_second_task():
@@ -23,10 +24,11 @@ def test_before_task_freezes_the_backbone_from_the_second_task():
     assert all(p.requires_grad for p in model.heads.parameters())
 
 
+@pytest.mark.slow
 def test_supervised_task_incremental_run_keeps_task_zero(tmp_path):
     """`bitcl run --method ft-fix`: the backbone of task 1's checkpoint is task 0's; task 0 is not forgotten."""
     out = tmp_path / "run"
-    done = run_cli("run", "--method", "ft-fix", "--benchmark", "split-mnist", "--tasks", "2", "--epochs", "1",
+    done = cli("run", "--method", "ft-fix", "--benchmark", "split-mnist", "--tasks", "2", "--epochs", "1",
                    "--out", out, "--quiet")
     assert done.returncode == 0, done.stderr
     first = load_file(str(out / "checkpoints" / "task-0.safetensors"))
@@ -40,5 +42,5 @@ def test_supervised_task_incremental_run_keeps_task_zero(tmp_path):
 
 def test_refused_outside_task_incremental(tmp_path):
     """ft-fix declares scenarios=("task",): other scenarios are refused with one line, exit 2."""
-    done = run_cli("run", "--method", "ft-fix", "--scenario", "class", "--out", tmp_path / "x", "--quiet")
+    done = cli("run", "--method", "ft-fix", "--scenario", "class", "--out", tmp_path / "x", "--quiet")
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1

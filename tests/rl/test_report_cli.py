@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import cli
 from tests.rl.test_cli_rl import QUICK
 from tests.robustness.fixtures import write_run
 
@@ -14,7 +14,7 @@ pytest.importorskip("matplotlib", reason="plots need bitcl[plots]")
 @pytest.fixture(scope="module")
 def rl_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("rl") / "ft"
-    done = run_cli("rl", *QUICK, "--games", "breakout,freeway", "--method", "finetune", "--out", out, timeout=240)
+    done = cli("rl", *QUICK, "--games", "breakout,freeway", "--method", "finetune", "--out", out)
     assert done.returncode == 0, done.stderr
     return out
 
@@ -23,7 +23,7 @@ def test_report_of_an_rl_run_lists_score_and_writes_plots(rl_run, tmp_path):
     """The table row carries the run's own score and forgetting; the plots it links exist."""
     r = json.loads((rl_run / "results.json").read_text())
     out = tmp_path / "rep" / "report.md"
-    done = run_cli("report", rl_run, "--out", out)
+    done = cli("report", rl_run, "--out", out)
     assert done.returncode == 0, done.stderr
     text = out.read_text()
     row = next(line for line in text.splitlines() if line.startswith("| ft |"))
@@ -39,7 +39,7 @@ def test_report_of_an_rl_run_lists_score_and_writes_plots(rl_run, tmp_path):
 def test_report_refuses_to_mix_rl_and_supervised_runs(rl_run, tmp_path):
     """An RL run and a supervised run have no common table: one line on stderr, exit 2."""
     sup = write_run(tmp_path / "sup")
-    assert run_cli("report", sup).returncode == 0          # valid on its own
-    done = run_cli("report", rl_run, sup)
+    assert cli("report", sup).returncode == 0          # valid on its own
+    done = cli("report", rl_run, sup)
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "RL run" in done.stderr and "ft" in done.stderr

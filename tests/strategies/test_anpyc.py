@@ -48,6 +48,7 @@ def read(path):
         return {k: f.get_tensor(k) for k in f.keys()}
 
 
+@pytest.mark.slow
 def test_first_task_keeps_exactly_half_and_pruned_weights_are_zero(anpyc_run):
     """After task 0: per tensor, round(50%) of the weights are pruned, exactly zero (code 0)."""
     _, out = anpyc_run
@@ -58,6 +59,7 @@ def test_first_task_keeps_exactly_half_and_pruned_weights_are_zero(anpyc_run):
     assert torch.all(ck[name][~kept] == 0) and torch.all(ck[f"{name}.codes"][~kept] == 0)
 
 
+@pytest.mark.slow
 def test_kept_weights_are_never_pruned_later(anpyc_run):
     """A weight kept after task t is still kept in every later checkpoint, and never zeroed by pruning
     (a kept weight may be zero already: one fed only by always-blank pixels gets no gradient)."""

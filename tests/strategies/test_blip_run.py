@@ -32,6 +32,7 @@ def blip_run(tmp_path_factory, small_npz):
     return run(cfg), out
 
 
+@pytest.mark.slow
 def test_frozen_bits_identical_in_every_later_checkpoint(blip_run):
     """For checkpoints t < s, every bit frozen at t is identical at s and no count decreases."""
     _, out = blip_run
@@ -48,6 +49,7 @@ def test_frozen_bits_identical_in_every_later_checkpoint(blip_run):
             assert torch.equal(codes_t[full], codes_s[full])
 
 
+@pytest.mark.slow
 def test_capacity_grows_and_state_is_constant(blip_run):
     """Capacity never decreases; state bytes are identical after every task (9 B per weight)."""
     result, _ = blip_run
@@ -58,6 +60,7 @@ def test_capacity_grows_and_state_is_constant(blip_run):
     assert set(result.capacity_per_layer[-1]) == {"backbone.layers.1.weight", "backbone.layers.1.bias"}
 
 
+@pytest.mark.slow
 def test_blip_learns_and_remembers(blip_run):
     """Every task is learned well above chance and barely forgotten."""
     result, _ = blip_run
@@ -66,6 +69,7 @@ def test_blip_learns_and_remembers(blip_run):
 
 
 @pytest.mark.parametrize("scenario", ["domain", "class"])
+@pytest.mark.slow
 def test_blip_runs_in_shared_head_scenarios(scenario, small_npz):
     """In domain and class settings the shared head is quantised and frozen too."""
     cfg = RunConfig(method="blip", benchmark="split-mnist", scenario=scenario, data=small_npz, epochs=1, hidden=[64],

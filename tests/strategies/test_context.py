@@ -38,6 +38,7 @@ def test_strategies_never_import_the_engine_or_the_loops():
             assert not any(n.startswith(banned) for n in names), f"{path.name} imports {names}"
 
 
+@pytest.mark.slow
 def test_no_import_cycle_between_engine_and_strategies():
     """Importing the strategies, models or pretrain loader does not pull in the engine."""
     code = ("import sys, bitcl.strategies, bitcl.models, bitcl.models.pretrained, bitcl.importance; "
@@ -63,6 +64,7 @@ def test_a_context_without_a_service_raises_unsupported():
         ctx.independent_gradient({})
 
 
+@pytest.mark.slow
 def test_hooks_receive_the_context_of_the_task(small_npz):
     """before_task, after_backward, after_step and end_task all see the same task's context."""
     engine = Engine(RunConfig(method="finetune", data=small_npz, epochs=1, hidden=[8], quiet=True, tasks=5))

@@ -81,6 +81,7 @@ def joint_solution(engine):
     return w
 
 
+@pytest.mark.slow
 def test_exact_penalty_reaches_the_joint_solution_and_finetune_does_not(small_npz, one_thread):
     """Task by task with the exact accumulated curvature = joint least squares of the linearised model."""
     results = {}
@@ -103,6 +104,7 @@ def test_exact_penalty_reaches_the_joint_solution_and_finetune_does_not(small_np
     assert float((results[0.0] - results["joint"]).abs().max()) > 0.05  # finetune lands elsewhere
 
 
+@pytest.mark.slow
 def test_pretrain_then_every_method_can_start_from_it(tmp_path, small_npz):
     """`bitcl pretrain` writes a backbone that dlcft and finetune load; bad files are refused (exit 2)."""
     pre = tmp_path / "pre.safetensors"
@@ -122,6 +124,7 @@ def test_pretrain_then_every_method_can_start_from_it(tmp_path, small_npz):
         assert r.returncode == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
+@pytest.mark.slow
 def test_user_state_dict_in_weights_only_torch_format(tmp_path, small_npz):
     """A plain torch state dict (saved with torch.save) of the backbone is accepted and used as θ0."""
     torch.manual_seed(123)
@@ -182,6 +185,7 @@ def linearised_joint_optimum(engine) -> dict[str, torch.Tensor]:
     return out
 
 
+@pytest.mark.slow
 def test_exact_penalty_on_the_whole_network_reaches_the_linearised_joint_optimum(one_thread):
     """layers=0, exact curvature: sequential class-incremental training of the linearised hidden-[6]
     MLP ends at the closed-form joint least-squares optimum of all its parameters; c=0 does not."""

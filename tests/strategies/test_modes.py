@@ -12,7 +12,7 @@ from bitcl.errors import ConfigError, DataError
 from bitcl.quant import bit_states
 from bitcl.quant.state import BitState
 from bitcl.support import tiny_digits
-from tests.conftest import run_cli
+from tests.conftest import cli
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -79,6 +79,7 @@ def digits_npz(tmp_path):
 
 
 @pytest.mark.parametrize("source", ["embedded", "npz", "idx"])
+@pytest.mark.slow
 def test_every_data_source_reports_what_it_loaded(tmp_path, source):
     """results.json's config.data_source names the source, the shapes and the classes actually loaded."""
     x, y, train = digits_npz(tmp_path)
@@ -116,7 +117,7 @@ def test_benchmarks_that_need_data_refuse_to_run_without_it(tmp_path, benchmark,
         monkeypatch.setenv(key, value)
     with pytest.raises(FetchError, match="http://127.0.0.1:9/cifar10"):
         Engine(RunConfig(method="finetune", benchmark=benchmark, epochs=1, hidden=[8], quiet=True))
-    done = run_cli("run", "--method", "finetune", "--benchmark", benchmark, "--out", tmp_path / "r", "--quiet")
+    done = cli("run", "--method", "finetune", "--benchmark", benchmark, "--out", tmp_path / "r", "--quiet")
     assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1 and "cannot connect" in done.stderr
     assert not (tmp_path / "r").exists()
     x, y, train = digits_npz(tmp_path)

@@ -96,6 +96,7 @@ def test_heads_of_multi_head_models_are_not_regularised(small_npz):
     assert any(n.startswith("heads.0") for n in shared.strategy.params)
 
 
+@pytest.mark.slow
 def test_siu_second_minibatch_is_independent(small_npz):
     """SIU draws g' from its own generator: the training order is finetune's, and g' differs from g."""
     common = dict(data=small_npz, epochs=1, hidden=[32], quiet=True, tasks=5, backbone="float")
@@ -112,6 +113,7 @@ def test_siu_second_minibatch_is_independent(small_npz):
     assert not torch.equal(g_prime[key], g_again[key])  # a new minibatch each time
 
 
+@pytest.mark.slow
 def test_separate_ewc_memory_grows_and_others_stay_constant(small_npz):
     """state_bytes: ewc --mode separate and joint grow with tasks; online EWC and SI do not."""
     common = dict(data=small_npz, epochs=1, hidden=[16], quiet=True)

@@ -18,7 +18,7 @@ class FakeRuns:
         self.calls: list[list[str]] = []
 
     def __call__(self, argv, threads, env=None):
-        from bitcl.cli import config_from_args
+        from bitcl.run_args import config_from_args
         argv = list(argv)
         self.calls.append(argv)
         cfg = config_from_args(argv)

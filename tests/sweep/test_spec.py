@@ -83,7 +83,7 @@ def test_bad_specs_name_the_fault(tmp_path, text, message):
 def test_values_bitcl_run_refuses_are_refused_before_anything_runs(tmp_path):
     """Each run's flags go through `bitcl run`'s own parser first: the error names the run."""
     spec = load_spec(write(tmp_path, "epochs = [1, -1]\n"))
-    with pytest.raises(ConfigError, match=r"run split-mnist/blip/epochs=-1/seed=0: --epochs must be >= 0"):
+    with pytest.raises(ConfigError, match=r"run split-mnist/blip/epochs=-1/seed=0: --epochs must lie in \[0, 100000\], got -1"):
         check_runs(expand(spec), tmp_path)
 
 
