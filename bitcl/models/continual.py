@@ -18,7 +18,7 @@ from torch import nn
 from bitcl.errors import ConfigError
 from bitcl.quant import DEFAULT_BITS
 
-from .factory import BackboneArgs, LayerFactory, backbone_spec
+from .factory import LayerFactory
 
 
 class ContinualModel(nn.Module):
@@ -86,7 +86,8 @@ class ContinualModel(nn.Module):
 def build_model(arch: str, input_shape: Sequence[int], head_sizes: Sequence[int], setting: str,
                 kind: str = "quant", bits: int = DEFAULT_BITS, hidden: Sequence[int] = (1200,),
                 width: int = 0, bn: str = "first-task", dropout: float = 0.0) -> ContinualModel:
-    """The registered backbone ``arch`` (``bitcl list``) with the scenario's heads."""
-    spec = backbone_spec(arch)
-    args = BackboneArgs(tuple(input_shape), LayerFactory(kind, bits), tuple(hidden), width, bn, dropout)
-    return ContinualModel(spec.build(args), head_sizes, setting, kind, bits)
+    """The registered backbone ``arch`` (``bitcl list``) with the scenario's heads
+    (``bitcl.models.spec.ModelSpec(...).build()``, which holds the one set of defaults)."""
+    from .spec import ModelSpec
+    return ModelSpec(arch, tuple(input_shape), tuple(hidden), setting, tuple(head_sizes), kind, bits, width, bn,
+                     dropout).build()

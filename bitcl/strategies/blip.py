@@ -36,6 +36,7 @@ from bitcl.quant import bit_states
 from .context import RunInfo, TaskContext
 
 from .base import Strategy, register
+from .state import TASKS_SEEN, StateEntry
 
 
 @dataclass
@@ -98,6 +99,7 @@ class Blip(Strategy):
     Options = BlipOptions
     requires_quantized = True
     rl = True
+    state_entries = (StateEntry("fisher/{param}", "nonneg"), TASKS_SEEN)  # running Fisher F̄ >= 0
 
     def __init__(self, options: BlipOptions, model, info: RunInfo):
         super().__init__(options, model, info)

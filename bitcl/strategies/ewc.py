@@ -21,6 +21,7 @@ from bitcl.importance import FISHER_KINDS, batch_fisher_sums, task_mean
 
 from .base import register
 from .regularizer import ImportanceRegularizer, batch_field, c_field, check_common, samples_field
+from .state import StateEntry
 
 
 @dataclass
@@ -53,6 +54,8 @@ class Ewc(ImportanceRegularizer):
     summary = "EWC: Fisher-weighted quadratic penalty (separate per task, or online)"
     Options = EwcOptions
     rl = True
+    state_entries = ImportanceRegularizer.state_entries + (  # --mode separate: one Ω and anchor per task
+        StateEntry("omega/{task}/{param}", "nonneg"), StateEntry("anchor/{task}/{param}"))
 
     def __init__(self, options, model, info):
         super().__init__(options, model, info)

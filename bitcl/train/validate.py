@@ -302,55 +302,36 @@ def read_results(path: str | os.PathLike, require: Sequence[str] = ()) -> dict:
 
 
 # -- checkpoint progress (``bitcl_progress`` metadata) ---------------------------------------------
-def validate_model_spec(spec: Any, where: str, error: type[BitclError] = CheckpointError) -> dict:
-    """The model description stored with checkpoints and packed files (what rebuilds the model)."""
-    f = Fields(spec, where, error, "model")
-    f.string("arch")
-    shape = int_list(f.array("input_shape"), "model.input_shape", where, error, 1, 1 << 16, nonempty=True)
-    if len(shape) > 3:
-        f.fail(f"input_shape must have 1 to 3 dimensions, got {len(shape)}")
-    if math.prod(shape) > 1 << 24:
-        f.fail(f"input_shape {shape} has more than {1 << 24:,} values per sample")
-    int_list(f.array("hidden"), "model.hidden", where, error, 1, 1 << 24)
-    setting = f.string("setting", SETTINGS)
-    heads = int_list(f.array("head_sizes"), "model.head_sizes", where, error, 1, 1 << 24, nonempty=True)
-    f.string("backbone", ("quant", "float"))
-    f.integer("bits", MIN_BITS, MAX_BITS)
-    tasks = f.integer("tasks", 1, 1 << 20, required=False)
-    if tasks is not None and setting == "task" and len(heads) != tasks:
-        f.fail(f"a task-incremental model has one head per task: {len(heads)} heads for {tasks} tasks")
-    f.integer("seed", 0, 2 ** 63 - 1, required=False)
-    f.integer("width", 0, 1 << 16, required=False)
-    f.string("bn", required=False)
-    f.number("dropout", 0.0, 1.0, required=False)
-    f.boolean("permuted", required=False)
-    if f.has("active_outputs"):
-        int_list(f.obj["active_outputs"], "model.active_outputs", where, error, 0, sum(heads))
-    if f.has("class_order"):
-        int_list(f.obj["class_order"], "model.class_order", where, error, 0, 1 << 24)
-    return spec
+def validate_model_spec(spec: Any, where: str, error: type[BitclError] = CheckpointError,
+                        legacy: bool = True) -> dict:
+    """The model description stored with checkpoints and packed files, checked strictly
+    (:meth:`bitcl.models.spec.ModelSpec.from_json`); returned complete, defaults filled in."""
+    from bitcl.models.spec import ModelSpec
+    return ModelSpec.from_json(spec, where, error, legacy).to_json()
 
 
 def check_spec_size(spec: dict, available: int, where: str, error: type[BitclError] = CheckpointError) -> None:
-    """Refuse, before building it, a model far larger than the tensors a file holds.
-
-    Every width of the spec and, for the MLP, every weight matrix must fit in the
-    ``available`` values the file provides, so a forged spec cannot make bitcl allocate
-    more than the file itself occupies.
-    """
-    widths = list(spec["hidden"]) + list(spec["head_sizes"]) + [spec.get("width") or 0]
-    if widths and max(widths) > available:
-        raise error(f"{where}: the model description asks for a layer of {max(widths):,} units but the file "
-                    f"holds only {available:,} values")
-    if spec["arch"] == "mlp":
-        sizes = [math.prod(spec["input_shape"])] + list(spec["hidden"]) + [max(spec["head_sizes"])]
-        needed = sum(a * b for a, b in zip(sizes, sizes[1:]))
-        if needed > available:
-            raise error(f"{where}: the model description needs {needed:,} weights but the file holds only "
-                        f"{available:,} values")
+    """Refuse, before building it, a model far larger than the tensors a file holds
+    (:meth:`bitcl.models.spec.ModelSpec.check_size`)."""
+    from bitcl.models.spec import ModelSpec
+    ModelSpec.from_json(spec, where, error, legacy=True).check_size(available, where, error)
 
 
-def validate_progress(progress: Any, where: str, task: Optional[int] = None) -> dict:
+PROGRESS_KEYS = ("task", "config", "result", "model")
+RESULT_KEYS = ("accuracy_matrix", "capacity", "capacity_per_layer", "timing", "state_bytes", "extra", "data_source")
+
+
+def strict_keys(f: Fields, allowed: Sequence[str], required: Sequence[str] = ()) -> None:
+    """Refuse keys outside ``allowed`` and missing ``required`` ones (every reader reads alike)."""
+    unknown = sorted((k for k in f.obj if k not in allowed), key=str)
+    if unknown:
+        f.fail(f"unknown key {unknown[0]!r} (expected keys: {', '.join(allowed)})")
+    for key in required:
+        if key not in f.obj:
+            f.fail(f"missing key {key!r}")
+
+
+def validate_progress(progress: Any, where: str, task: Optional[int] = None, legacy: bool = True) -> dict:
     """The ``bitcl_progress`` entry of a checkpoint: results so far, config, and the model description.
 
     ``task`` (from the file name ``task-<t>.safetensors``) must equal the recorded task; every
@@ -363,13 +344,16 @@ def validate_progress(progress: Any, where: str, task: Optional[int] = None) -> 
     f.sub("config")
     if f.has("return_matrix"):
         return _validate_rl_progress(f, task)
+    strict_keys(f, PROGRESS_KEYS, ("task", "config", "result"))
     t = f.integer("task", 0, 1 << 20)
     if task is not None and t != task:
         f.fail(f"records task {t} but the file is named for task {task}")
     spec = None
     if f.has("model"):
-        spec = validate_model_spec(f.obj["model"], where, error)
+        spec = validate_model_spec(f.obj["model"], where, error, legacy)
+        _check_run_config(f.obj["config"], where)
     result = f.sub("result")
+    strict_keys(result, RESULT_KEYS, ("accuracy_matrix",))
     done = t + 1
     columns = spec.get("tasks") if spec else None
     rows = matrix(result.array("accuracy_matrix"), "bitcl_progress.result.accuracy_matrix", where, error,
@@ -387,6 +371,16 @@ def validate_progress(progress: Any, where: str, task: Optional[int] = None) -> 
                 fields.number(name, 0.0, 1.0)
     result.sub("extra", required=False)
     return progress
+
+
+def _check_run_config(config: dict, where: str) -> None:
+    """A ``bitcl run`` checkpoint's config must be a valid RunConfig (what ``--resume`` and
+    ``analyze bits`` rebuild the run from), so every reader accepts or refuses the same file."""
+    from bitcl.config import RunConfig
+    try:
+        RunConfig.from_dict(config, "bitcl_progress.config")
+    except BitclError as error:
+        raise CheckpointError(f"{where}: {error}") from None
 
 
 def _per_task_lists(f: Fields, done: int) -> None:
