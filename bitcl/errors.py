@@ -61,4 +61,6 @@ def os_reason(error: BaseException) -> str:
     if reason:
         return reason
     text = str(error).splitlines()[0] if str(error) else type(error).__name__
-    return text
+    import re
+    wrapped = re.search(r"I/O error: (.*?) \(os error \d+\)", text)  # safetensors' wording of an OSError
+    return wrapped.group(1) if wrapped else text
