@@ -47,7 +47,8 @@ class BlipOptions:
     fisher_samples: int = field(default=0, metadata={"help": "training samples for the Fisher (0: all)"})
     fisher_batch: int = field(default=500, metadata={"help": "batch size of the Fisher estimation"})
     fisher_prior: float = field(default=1e-10, metadata={
-        "help": "prior Fisher F_0 per weight, in per-sample Fisher units", "min": 1e-300})
+        "help": "prior Fisher F_0 per weight, in per-sample Fisher units", "min": 1e-300,
+        "max": float(torch.finfo(torch.float32).max)})  # the running Fisher is float32
     accumulate: str = field(default="mean", metadata={
         "help": "running mean of prior and Fishers (the authors'), or their running sum",
         "choices": ("mean", "sum")})

@@ -317,3 +317,39 @@ def test_random_byte_damage_is_refused_or_changes_nothing(tmp_path_factory, edit
         return
     assert got_meta == meta and set(got) == set(tensors)
     assert all(torch.equal(got[k], tensors[k]) and got[k].dtype == tensors[k].dtype for k in tensors)
+
+
+def test_a_fisher_prior_beyond_float32_is_bad_input(capsys):
+    assert main(["run", "--method", "blip", "--fisher-prior=1e308", "--tasks", "2", "--epochs", "1"]) == 2
+    assert "--fisher-prior must be <=" in capsys.readouterr().err
+
+
+def test_idx_training_and_test_images_of_different_sizes_are_bad_input(tmp_path):
+    import gzip
+
+    import numpy as np
+
+    from bitcl.data import load_source
+    from bitcl.errors import DataError
+    folder = fx.write_idx_dir(tmp_path / "idx")  # t10k: 8x8 images
+    x = np.zeros((4, 9, 9), np.uint8)
+    for kind, body in (("images-idx3", fx.idx_bytes(x)), ("labels-idx1", fx.idx_bytes(np.arange(4) % 4))):
+        with gzip.open(folder / f"train-{kind}-ubyte.gz", "wb") as f:
+            f.write(body)
+    with pytest.raises(DataError, match="training images are 9x9 but test images 8x8"):
+        load_source(str(folder))
+
+
+@pytest.mark.parametrize("damage", ["fisher nan", "tasks_seen negative", "fisher wrong shape", "tasks_seen removed"])
+def test_resume_refuses_damaged_strategy_state(written, damage):
+    """`--resume` (resume_latest) goes through the same validator: no NaN Fisher is trained on."""
+    from bitcl.strategies import RunInfo, get_strategy, make_options
+    from bitcl.train.resume import resume_latest
+    from bitcl.train.rundir import RunDirectory
+    _legacy(written, DAMAGES[damage][0])
+    model = fx.build(fx.model_spec())
+    blip = get_strategy("blip")
+    strategy = blip(make_options(blip), model, RunInfo(2, "task"))
+    rundir = RunDirectory(str(written.parents[1]), False, True)
+    with pytest.raises(CheckpointError, match=DAMAGES[damage][1]):
+        resume_latest(rundir, fx.progress(1)["config"], model, strategy)
