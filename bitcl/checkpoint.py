@@ -1,14 +1,23 @@
-"""Checkpoints: safetensors, written atomically, loaded without unpickling.
+"""Checkpoints: safetensors, written atomically, digested, loaded without unpickling.
 
-Contract (docs/contracts/checkpoint.md): ``DIR/checkpoints/task-<t>.safetensors`` holds the
-whole model state and, for every quantised tensor ``<name>``, ``<name>.codes``
-(int32) and ``<name>.frozen`` (uint8); its metadata ``"bitcl"`` maps each
-quantised name to ``{"bits": N, "scale": s}``. bitcl adds ``strategy/<key>``
-tensors (the method's state between tasks) and a ``"bitcl_progress"`` metadata
-entry (results so far) so that ``--resume`` can continue exactly.
+The format (docs/contracts/checkpoint.md): ``DIR/checkpoints/task-<t>.safetensors`` holds the
+whole model state and, for every quantised tensor ``<name>``, ``<name>.codes`` (int32) and
+``<name>.frozen`` (uint8); its metadata ``"bitcl"`` maps each quantised name to
+``{"bits": N, "scale": s}``. bitcl adds ``strategy/<key>`` tensors (the method's state between
+tasks, declared per method: ``bitcl.strategies.state``), a ``"bitcl_progress"`` entry (results so
+far, the run's config and the model description, ``bitcl.models.spec.ModelSpec``) so that
+``--resume`` can continue exactly, and ``"bitcl_digests"``: the SHA-256 of every tensor and of
+every other metadata entry, which every reader verifies before anything else.
+
+Every reader (``--resume``, ``bitcl export``, ``bitcl analyze bits``) goes through
+:func:`read_checkpoint` (digests, strict metadata, the model part), then
+:func:`load_model_state` (the tensors against the model the description builds) and
+``Strategy.check_saved_state`` (the strategy part). Files written before digests existed
+have no ``"bitcl_digests"``: they are read with every value check but without the byte check.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -22,12 +31,18 @@ from safetensors import SafetensorError
 from safetensors.torch import save_file
 from torch import nn
 
-from bitcl.errors import BitError, CheckpointError
+from bitcl.errors import BitError, CheckpointError, EnvironmentFault, IntegrityError, os_reason
 from bitcl.quant import bit_states
 from bitcl.quant.codes import check_codes
 from bitcl.train.validate import Fields, decode_json, read_safetensors, validate_progress
 
 STRATEGY_PREFIX = "strategy/"
+DIGESTS = "bitcl_digests"
+METADATA_KEYS = ("bitcl", "bitcl_progress", DIGESTS)  # anything else in a checkpoint's metadata is refused
+DIGEST_ALGORITHM = "sha256"
+DIGESTED = "digested"  # read_checkpoint's meta: whether the file carried digests (not a metadata entry)
+LATENT_SLACK = 0.5 + 1e-3  # a latent lies within half a code step of scale * code...
+FLOAT32_EPS = 2.0 ** -22   # ...give or take float32 rounding of the latent and of latent / scale
 _TASK_FILE = re.compile(r"^task-(\d+)\.safetensors$")
 
 
@@ -37,19 +52,31 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)``, fsync, then rename over ``path``: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
+def atomic_write(path: Path, write, what: str = "file") -> None:
+    """Call ``write(tmp_path)``, fsync, then rename over ``path``: readers never see half a file.
+
+    A failed write (disk full, permission denied, read-only file system) raises
+    :class:`~bitcl.errors.EnvironmentFault` naming ``path`` and the OS reason, and leaves
+    whatever ``path`` held before intact.
+    """
+    path = Path(path)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        os.close(fd)
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual mode
         os.replace(tmp, path)
+    except (OSError, SafetensorError) as error:
+        if isinstance(error, EnvironmentFault):
+            raise
+        kept = "the previous file there is unchanged" if path.exists() else "nothing was written"
+        raise EnvironmentFault(path, os_reason(error), what, kept) from None
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
 
 
@@ -77,44 +104,105 @@ def model_tensors(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, 
     return tensors, meta
 
 
+def tensor_digest(tensor: torch.Tensor) -> str:
+    """SHA-256 of a tensor's dtype, shape and bytes (as stored: contiguous, little-endian)."""
+    t = tensor.detach().cpu().contiguous()
+    h = hashlib.sha256(f"{str(t.dtype).removeprefix('torch.')}|{list(t.shape)}|".encode())
+    h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def text_digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def digests(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> dict:
+    """The ``bitcl_digests`` entry: one digest per tensor and per (other) metadata entry."""
+    return {"algorithm": DIGEST_ALGORITHM, "tensors": {k: tensor_digest(v) for k, v in sorted(tensors.items())},
+            "metadata": {k: text_digest(v) for k, v in sorted(metadata.items())}}
+
+
 def save_checkpoint(path: Path, model: nn.Module, strategy_state: Optional[dict] = None,
                     progress: Optional[dict] = None) -> None:
-    """Write a checkpoint atomically. A failed write (a full disk) raises CheckpointError and
-    leaves whatever ``path`` held before (and every other checkpoint) intact."""
+    """Write a checkpoint atomically, with the digest of every tensor and metadata entry. A failed
+    write (a full disk, a read-only folder) raises :class:`~bitcl.errors.EnvironmentFault` naming
+    the file and the OS reason, and leaves whatever ``path`` held before (and every other
+    checkpoint) intact."""
     tensors, meta = model_tensors(model)
     for key, value in (strategy_state or {}).items():
         tensors[STRATEGY_PREFIX + key] = value.detach().cpu().contiguous()
     metadata = {"bitcl": json.dumps(meta)}
     if progress is not None:
         metadata["bitcl_progress"] = json.dumps(progress)
-    path = Path(path)
-    try:
-        atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
-    except (OSError, SafetensorError) as error:
-        reason = getattr(error, "strerror", None) or str(error).splitlines()[0]
-        kept = "the previous file there is unchanged" if path.exists() else "nothing was written"
-        raise CheckpointError(f"{path}: checkpoint not written ({reason}); {kept}") from None
+    metadata[DIGESTS] = json.dumps(digests(tensors, metadata))
+    atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=metadata), "checkpoint")
+
+
+def verify_digests(raw: dict[str, str], tensors: dict[str, torch.Tensor], where: str) -> bool:
+    """Check ``bitcl_digests`` against the file's bytes; False for a file written before digests.
+
+    Every tensor and every other metadata entry must have a digest, and every digest its
+    tensor/entry; a mismatch is an :class:`~bitcl.errors.IntegrityError` naming the tensor.
+    """
+    if DIGESTS not in raw:
+        return False
+    from bitcl.train.validate import Fields
+    record = Fields(decode_json(raw, DIGESTS, where), where, IntegrityError, DIGESTS)
+    record.string("algorithm", (DIGEST_ALGORITHM,))
+    for part, present, digest in (("tensors", tensors, tensor_digest),
+                                  ("metadata", {k: v for k, v in raw.items() if k != DIGESTS}, text_digest)):
+        recorded = record.sub(part).obj
+        what = "tensor" if part == "tensors" else "metadata entry"
+        for key in sorted(set(recorded) | set(present)):
+            if key not in present:
+                raise IntegrityError(f"{where}: {what} {key!r} has a recorded digest but is not in the file")
+            if key not in recorded:
+                raise IntegrityError(f"{where}: {what} {key!r} has no recorded digest (added after bitcl wrote "
+                                     "the file?)")
+            if not isinstance(recorded[key], str) or digest(present[key]) != recorded[key]:
+                raise IntegrityError(f"{where}: {what} {key!r} does not match its recorded digest: the file "
+                                     "changed after bitcl wrote it")
+    unknown = sorted(set(record.obj) - {"algorithm", "tensors", "metadata"})
+    if unknown:
+        record.fail(f"unknown key {unknown[0]!r}")
+    return True
+
+
+def check_metadata_keys(raw: dict[str, str], where: str) -> None:
+    """A checkpoint's metadata holds ``bitcl`` and at most ``bitcl_progress`` and ``bitcl_digests``."""
+    unknown = sorted(set(raw) - set(METADATA_KEYS))
+    if unknown:
+        raise CheckpointError(f"{where}: unknown metadata entry {unknown[0]!r} (a checkpoint has "
+                              f"{', '.join(METADATA_KEYS)})")
 
 
 def read_checkpoint(path: Path, task: Optional[int] = None) -> tuple[dict[str, torch.Tensor], dict]:
-    """Tensors and decoded metadata of a checkpoint, validated; CheckpointError if it is not a valid one.
+    """Tensors and decoded metadata of a checkpoint, verified and validated; CheckpointError
+    (one line naming the file and the tensor or key) if it is not a valid one.
 
-    Checked (docs/contracts/checkpoint.md): every quantised ``<name>`` of the ``bitcl`` metadata has bits
-    in 2..24 and a finite positive scale, an int32 ``.codes`` inside the N-bit window and a
-    uint8 ``.frozen`` of counts <= N, of one shape with its float32 latent; no codes without
-    metadata; no complex tensors, no non-finite model weights; ``bitcl_progress`` (when
-    present) typed and consistent, for task ``task`` (default: the ``<t>`` of a file named
-    ``task-<t>.safetensors``).
+    First the bytes: metadata entries other than ``bitcl``, ``bitcl_progress`` and
+    ``bitcl_digests`` are refused, and every recorded digest must match
+    (:func:`verify_digests`; files without digests skip this step). Then the values
+    (:func:`validate_checkpoint`): every quantised ``<name>`` of the ``bitcl`` metadata has bits
+    in 2..24 and a finite positive scale, an int32 ``.codes`` inside the N-bit window, a uint8
+    ``.frozen`` of counts <= N, and a float32 latent of their shape within half a code step of
+    ``scale * codes``; no codes without metadata; no complex tensors, no non-finite model
+    weights; ``bitcl_progress`` (when present) read strictly (unknown or missing keys refused),
+    for task ``task`` (default: the ``<t>`` of a file named ``task-<t>.safetensors``), with its
+    model description (``ModelSpec``) and, for ``bitcl run`` checkpoints, its config.
     """
     path = Path(path)
     if task is None and (named := _TASK_FILE.match(path.name)):
         task = int(named.group(1))
     where = str(path)
     raw, tensors = read_safetensors(path, "bitcl", "pt", "checkpoint")
-    meta = {key: decode_json(raw, key, where) for key in raw if key.startswith("bitcl")}
+    check_metadata_keys(raw, where)
+    digested = verify_digests(raw, tensors, where)
+    meta = {key: decode_json(raw, key, where) for key in raw if key != DIGESTS}
     validate_checkpoint(tensors, meta, where)
     if "bitcl_progress" in meta:
-        validate_progress(meta["bitcl_progress"], where, task)
+        validate_progress(meta["bitcl_progress"], where, task, legacy=not digested)
+    meta[DIGESTED] = digested
     return tensors, meta
 
 
@@ -138,6 +226,7 @@ def validate_checkpoint(tensors: dict[str, torch.Tensor], meta: dict, where: str
             check_codes(tensors[f"{name}.codes"], tensors[f"{name}.frozen"], bits, f"{name!r}")
         except BitError as error:
             raise CheckpointError(f"{where}: {error}") from None
+        check_latent(latent, tensors[f"{name}.codes"], scale, f"{where}: {name!r}")
     for key, value in tensors.items():
         for suffix in (".codes", ".frozen"):
             if key.endswith(suffix) and not key.startswith(STRATEGY_PREFIX) and key[: -len(suffix)] not in quantized.obj:
@@ -146,6 +235,20 @@ def validate_checkpoint(tensors: dict[str, torch.Tensor], meta: dict, where: str
             raise CheckpointError(f"{where}: tensor {key!r} is complex ({value.dtype}); bitcl stores real tensors")
         if value.is_floating_point() and not key.startswith(STRATEGY_PREFIX) and not bool(torch.isfinite(value).all()):
             raise CheckpointError(f"{where}: tensor {key!r} holds NaN or infinite values")
+
+
+def check_latent(latent: torch.Tensor, codes: torch.Tensor, scale: float, where: str) -> None:
+    """A latent weight lies within half a code step of ``scale * code`` (the projection keeps it
+    there after every step); NaN, infinite or far-off values are refused with the first index."""
+    if latent.numel() == 0:
+        return
+    wide = latent.to(torch.float64)
+    off = (wide - codes.to(torch.float64) * scale).abs()
+    bad = ~(off <= LATENT_SLACK * scale + wide.abs() * FLOAT32_EPS)
+    if bool(bad.any()):
+        i = int(bad.reshape(-1).nonzero()[0, 0])
+        raise CheckpointError(f"{where}: latent {float(latent.reshape(-1)[i])!r} at flat index {i} lies outside "
+                              f"the quantisation step of its code {int(codes.reshape(-1)[i])} (scale {scale:g})")
 
 
 def load_model_state(model: nn.Module, tensors: dict[str, torch.Tensor], source: str = "checkpoint",
@@ -184,8 +287,7 @@ def load_model_state(model: nn.Module, tensors: dict[str, torch.Tensor], source:
         detail = (f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}" if unexpected
                   else f"shape mismatch for {wrong[:3]}")
         raise CheckpointError(f"{source}: written for a different architecture ({detail})")
-    kinds = [k for k in expected if state[k].dtype != expected[k].dtype
-             and not (state[k].is_floating_point() and expected[k].is_floating_point())]
+    kinds = [k for k in expected if state[k].dtype != expected[k].dtype]
     if kinds:
         k = kinds[0]
         raise CheckpointError(f"{source}: tensor {k!r} is {state[k].dtype}, the model needs {expected[k].dtype}")

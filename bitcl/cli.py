@@ -9,12 +9,13 @@ traceback.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import sys
 import traceback
 from typing import Optional, Sequence
 
-from bitcl.errors import BitclError
+from bitcl.errors import BitclError, EnvironmentFault
 from bitcl.parsing import Parser, UsageError
 from bitcl.run_args import add_config_flags, config_from_args  # noqa: F401  (public: bitcl.cli.config_from_args)
 from bitcl.settings import default_of
@@ -113,7 +114,10 @@ def cmd_analyze(argv: Sequence[str]) -> int:
         parser.add_argument("--samples", type=int, default=1000, help="samples for the output/Fisher measures")
         args = vars(parser.parse_args(argv[1:]))
         task, samples = args.pop("task"), args.pop("samples")
-        config = RunConfig(**args).resolved()
+        config = RunConfig(**{**args, "method": "finetune"})
+        if config.out:
+            from bitcl.train.rundir import refuse_inside_run
+            refuse_inside_run(config.out, "bitcl analyze importance --out")
         result = analyze_importance(config, task, samples, config.out)
         print(format_table(result))
         if config.out:
@@ -188,12 +192,72 @@ COMMANDS = {"run": cmd_run, "rerun": cmd_rerun, "rl": cmd_rl, "list": cmd_list, 
             "analyze": cmd_analyze, "export": cmd_export, "pretrain": cmd_pretrain,
             "sweep": cmd_sweep, "data": cmd_data}
 
+SUMMARIES = {  # one line each, for `bitcl` without a command
+    "run": "train one model on a sequence of tasks (results.json, checkpoints)",
+    "rerun": "reproduce a run from its own results.json",
+    "rl": "continual reinforcement learning on a sequence of games",
+    "list": "methods, benchmarks, architectures and presets, with their options",
+    "report": "compare runs: markdown table and plots",
+    "analyze": "importance measures of one task, or bits needed per task of a run",
+    "export": "export a checkpoint for deployment (packed bit planes or ONNX)",
+    "pretrain": "pre-train a backbone on source classes, for --pretrained",
+    "sweep": "a grid of runs (methods x seeds x options) from a TOML spec, with a summary over seeds",
+    "data": "download, verify and list the datasets bitcl can fetch",
+}
+
+EXIT_ENVIRONMENT = 1  # the machine failed (disk full, permission denied, read-only): not the input
+# errno values that mean the environment, not the input, is at fault
+ENVIRONMENT_ERRNOS = frozenset(getattr(errno, name) for name in (
+    "ENOSPC", "EDQUOT", "EROFS", "EACCES", "EPERM", "EIO", "EMFILE", "ENFILE", "ENOMEM", "EBUSY", "ETXTBSY")
+    if hasattr(errno, name))
+
+
+def command_list() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: bitcl COMMAND [options]  (bitcl COMMAND --help for a command's options)", "commands:"]
+    lines += [f"  {name:<{width}}  {SUMMARIES[name]}" for name in COMMANDS]
+    return "\n".join(lines)
+
+
+def classify(error: BaseException) -> tuple[int, str]:
+    """Exit status and one-line message for an exception that reached ``main``.
+
+    * bad input (``BitclError``: a file, option or value the user gave is wrong, including an input
+      file that is missing or unreadable, which readers report as DataError/CheckpointError) -> 2;
+    * environment faults (``EnvironmentFault``, or an ``OSError`` whose errno says disk full,
+      quota, read-only, permission, I/O error) -> 1, naming the path and the OS reason;
+    * any other ``OSError`` (a path that does not exist, is a directory...) names a path the user
+      gave -> 2; ``MemoryError`` -> 1 (the machine ran out, the input may be fine).
+    Anything else is a bug in bitcl (``main`` says "internal error").
+    """
+    status = getattr(error, "exit_status", None)  # errors that know their class (a failed download: 1)
+    if status is not None:
+        return status, _first_line(error)
+    if isinstance(error, (BitclError, FloatingPointError)):
+        return EXIT_BAD_INPUT, _first_line(error)
+    if isinstance(error, MemoryError):
+        return EXIT_ENVIRONMENT, "out of memory (reduce the data, --batch-size or the model)"
+    if isinstance(error, EnvironmentFault):
+        return EXIT_ENVIRONMENT, _first_line(error)
+    reason = error.strerror or _first_line(error)
+    where = f"{error.filename}: " if error.filename else ""
+    if error.errno in ENVIRONMENT_ERRNOS:
+        return EXIT_ENVIRONMENT, f"{where}{reason}"
+    return EXIT_BAD_INPUT, f"{where}{reason}"
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
+
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(f"usage: bitcl {{{','.join(COMMANDS)}}} ...  (bitcl COMMAND --help)")
-        return 0 if argv else EXIT_BAD_INPUT
+    if not argv:
+        print(command_list(), file=sys.stderr)  # no command is bad usage: the list on stderr, exit 2
+        return EXIT_BAD_INPUT
+    if argv[0] in ("-h", "--help"):
+        print(command_list())
+        return 0
     command, rest = argv[0], argv[1:]
     debug = "--debug" in rest
     rest = [a for a in rest if a != "--debug"]
@@ -204,11 +268,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (BitclError, FloatingPointError, OSError, MemoryError) as error:
         if debug:
             traceback.print_exc()
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        if isinstance(error, MemoryError):
-            message = "out of memory (reduce the data, --batch-size or the model)"
+        code, message = classify(error)
         print(f"bitcl {command}: error: {message}", file=sys.stderr)
-        return getattr(error, "exit_status", EXIT_BAD_INPUT)  # e.g. a failed download: environment, 1
+        return code
     except KeyboardInterrupt:
         print(f"bitcl {command}: interrupted", file=sys.stderr)
         return 130

@@ -21,7 +21,7 @@ from bitcl.data.benchmarks import BENCHMARKS, check_data_fits
 from bitcl.data.scenarios import Task
 from bitcl.distributed import DistContext, digest, init_from_env
 from bitcl.errors import ConfigError, TrainingDiverged
-from bitcl.models import build_model
+from bitcl.models.spec import ModelSpec
 from bitcl.strategies import RunInfo, check_supported, get_strategy, make_options
 from bitcl.train.loop import SupervisedContext, Trainer
 from bitcl.train.results import RunResult
@@ -116,9 +116,8 @@ class Engine:
         self.scenario = build_scenario(config.benchmark, data, config.scenario, config.tasks, config.seed,
                                        config.classes)
         torch.manual_seed(config.seed)
-        self.model = build_model(config.arch, self.scenario.input_shape, self.scenario.head_sizes,
-                                 self.scenario.setting, config.backbone, config.bits, config.hidden,
-                                 config.width, config.bn, config.dropout).to(self.device)
+        self.spec = self._model_spec()
+        self.model = self.spec.build().to(self.device)
         if config.pretrained:
             from bitcl.models.pretrained import load_pretrained
             load_pretrained(self.model, config.pretrained)
@@ -158,15 +157,16 @@ class Engine:
         """A hash of the model's parameters and buffers (codes, frozen counts) and the strategy state."""
         return digest(*self.model.state_dict().values(), *self.strategy.state_tensors().values())
 
-    def model_spec(self) -> dict:
-        """What rebuilds this model without the data (stored in every checkpoint)."""
+    def _model_spec(self) -> ModelSpec:
         cfg, sc = self.config, self.scenario
-        return {"arch": cfg.arch, "input_shape": list(sc.input_shape), "hidden": list(cfg.hidden),
-                "width": cfg.width, "bn": cfg.bn, "dropout": cfg.dropout,
-                "setting": sc.setting, "head_sizes": list(sc.head_sizes), "backbone": cfg.backbone,
-                "bits": cfg.bits, "benchmark": cfg.benchmark, "seed": cfg.seed, "tasks": len(sc),
-                "permuted": any(t.permutation is not None for t in sc.tasks),
-                "active_outputs": list(sc.active_outputs), "class_order": list(sc.class_order)}
+        return ModelSpec(cfg.arch, tuple(sc.input_shape), tuple(cfg.hidden), sc.setting, tuple(sc.head_sizes),
+                         cfg.backbone, cfg.bits, cfg.width, cfg.bn, cfg.dropout, cfg.benchmark, cfg.seed, len(sc),
+                         any(t.permutation is not None for t in sc.tasks), tuple(sc.active_outputs),
+                         tuple(sc.class_order))
+
+    def model_spec(self) -> dict:
+        """What rebuilds this model without the data (stored in every checkpoint; ``ModelSpec.to_json``)."""
+        return self.spec.to_json()
 
     # -- the task loop of ContinualRun (bitcl.train.runner owns the sequence) -------------------
     @property

@@ -1,4 +1,5 @@
-"""Exceptions for bad input. The CLI prints them as one line and exits with status 2."""
+"""Exceptions. Bad input (``BitclError``): the CLI prints one line and exits with status 2.
+Environment faults (``EnvironmentFault``, an ``OSError``): one line naming the path, exit status 1."""
 
 
 class BitclError(ValueError):
@@ -32,3 +33,34 @@ class BitTypeError(BitError, TypeError):
 
 class NonFiniteError(BitError, FloatingPointError):
     """A NaN or infinite latent weight met by the projection: nothing was changed."""
+
+
+class EnvironmentFault(OSError):
+    """The machine, not the input, failed: a file could not be written (disk full, permission denied,
+    read-only file system, quota). The CLI prints it as one line and exits with status 1.
+
+    ``path`` is the file bitcl tried to write and ``reason`` the operating system's words.
+    """
+
+    def __init__(self, path: object, reason: str, what: str = "file", kept: str = ""):
+        self.path, self.reason = str(path), reason
+        message = f"{path}: {what} not written ({reason})" + (f"; {kept}" if kept else "")
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+class IntegrityError(CheckpointError):
+    """A stored byte changed since bitcl wrote it: a recorded digest no longer matches."""
+
+
+def os_reason(error: BaseException) -> str:
+    """The operating system's words for ``error`` (``strerror``), else its first line."""
+    reason = getattr(error, "strerror", None)
+    if reason:
+        return reason
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    import re
+    wrapped = re.search(r"I/O error: (.*?) \(os error \d+\)", text)  # safetensors' wording of an OSError
+    return wrapped.group(1) if wrapped else text

@@ -107,11 +107,17 @@ def _flat(config: dict) -> dict:
 def seed_groups(runs: Sequence[tuple[str, dict]]) -> list[tuple[str, list[tuple[str, dict]]]]:
     """Runs grouped by their recorded settings less the seed (``config`` in results.json), in the
     order first seen; a run without a recorded config is a group of its own. Each group is labelled by
-    its method and the settings in which the groups differ."""
+    its method and the settings in which the groups differ. Runs that share their seed as well are
+    never averaged together (they would count one run twice): each stays a group of its own."""
     keyed: dict[str, list[tuple[str, dict]]] = {}
     for name, r in runs:
         key = _setting_key(r["config"]) if isinstance(r.get("config"), dict) else f"run:{name}"
         keyed.setdefault(key, []).append((name, r))
+    for key, members in list(keyed.items()):
+        seeds = [(r.get("config") or {}).get("seed", r.get("seed")) for _, r in members]
+        if len(set(map(repr, seeds))) < len(seeds):  # the same run twice is not two samples: no group
+            del keyed[key]
+            keyed.update({f"{key}#{i}": [m] for i, m in enumerate(members)})
     configs = [_flat(members[0][1].get("config") or {}) for members in keyed.values()]
     differing = sorted({k for c in configs for k in c if k != "method"
                         and len({repr(d[k]) for d in configs if k in d}) > 1})

@@ -153,9 +153,12 @@ def test_load_refuses_a_scale_other_than_the_models(tmp_path):
     tensors, meta = fx.checkpoint_parts()
     meta["bitcl"][Q]["scale"] *= 2
     path = fx.write_parts(tmp_path / "c.safetensors", tensors, meta)
-    tensors, meta = read_checkpoint(path)
+    with pytest.raises(CheckpointError, match="outside the quantisation step of its code"):
+        read_checkpoint(path)  # the latents no longer lie at scale * codes
+    tensors, meta = fx.checkpoint_parts()
     with pytest.raises(CheckpointError, match="scale .* in the checkpoint but"):
-        load_model_state(fx.build(fx.model_spec()), tensors, str(path), meta)
+        load_model_state(fx.build(fx.model_spec()), tensors, "c", {"bitcl": {**meta["bitcl"], Q: {
+            "bits": meta["bitcl"][Q]["bits"], "scale": meta["bitcl"][Q]["scale"] * 2}}})
 
 
 JSON = fx.json_values()
@@ -187,6 +190,8 @@ def test_accepted_exactly_when_codes_and_frozen_counts_fit_the_window(tmp_path_f
     tensors[f"{name}.codes"] = torch.tensor(codes, dtype=torch.int32)
     tensors[f"{name}.frozen"] = torch.tensor(frozen, dtype=torch.uint8)
     meta["bitcl"][name]["bits"] = bits
+    scale = meta["bitcl"][name]["scale"]  # the latents follow the codes (else they are refused on their own)
+    tensors[name] = (torch.tensor(codes, dtype=torch.float64) * scale).to(torch.float32)
     path = fx.write_parts(tmp_path_factory.mktemp("w") / "c.safetensors", tensors, meta)
     m = 2 ** (bits - 1) - 1
     fits = all(-m <= c <= m for c in codes) and all(k <= bits for k in frozen)

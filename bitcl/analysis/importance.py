@@ -14,6 +14,8 @@ measures at the final parameters, over all backbone weights. For each measure m:
 """
 from __future__ import annotations
 
+import dataclasses
+
 import json
 from pathlib import Path
 from typing import Optional
@@ -88,8 +90,9 @@ def fit(measure: torch.Tensor, fisher: torch.Tensor) -> dict:
 
 
 def analyze_importance(config: RunConfig, task_index: int, samples: int, out: Optional[str]) -> dict:
-    config.method = "finetune"
-    config.quiet = True
+    # the tracker trains like finetune: no other method's options may ride along (a config resolved
+    # for the default method carries BLIP's, which finetune would refuse)
+    config = dataclasses.replace(config, method="finetune", method_options={}, quiet=True)
     engine = Engine(config, strategy_cls=_Tracker)
     if not 0 <= task_index < len(engine.scenario):
         raise ConfigError(f"--task must lie in 0..{len(engine.scenario) - 1}, got {task_index}")

@@ -243,6 +243,9 @@ def load_idx_dir(folder: str | os.PathLike) -> ArrayData:
             raise DataError(f"{folder}: {prefix} has {len(x)} images but {len(y)} labels")
     if len(pairs) == 2:
         (xtr, ytr), (xte, yte) = pairs["train"], pairs["t10k"]
+        if xtr.shape[1:] != xte.shape[1:]:
+            raise DataError(f"{folder}: training images are {'x'.join(map(str, xtr.shape[1:]))} but test images "
+                            f"{'x'.join(map(str, xte.shape[1:]))}; both IDX files must hold images of one size")
         x = np.concatenate([xtr, xte])
         y = np.concatenate([ytr, yte])
         train = np.concatenate([np.ones(len(xtr), bool), np.zeros(len(xte), bool)])

@@ -2,9 +2,11 @@
 
 The deployed weights are the quantised values ``scale * codes``; the float
 latent the optimiser kept (within half a code step of them) is dropped. The
-checkpoint is validated first (``bitcl.checkpoint.read_checkpoint``), its model
-description is checked against the tensors it holds before the model is built,
-and the recorded bits and scales must be the model's.
+checkpoint goes through the one checkpoint validator first: digests and values
+(``bitcl.checkpoint.read_checkpoint``), its model description (``ModelSpec``) against
+the tensors it holds before the model is built, the tensors against the built model
+(``load_model_state``: shapes, dtypes, recorded bits and scales), and the strategy state
+against what its method declares (``Strategy.check_saved_state``).
 """
 from __future__ import annotations
 
@@ -12,42 +14,62 @@ from pathlib import Path
 
 import torch
 
-from bitcl.checkpoint import load_model_state, read_checkpoint
-from bitcl.errors import CheckpointError
-from bitcl.models import ContinualModel, build_model
+from bitcl.checkpoint import DIGESTED, load_model_state, read_checkpoint, strategy_tensors
+from bitcl.errors import BitclError, CheckpointError
+from bitcl.models import ContinualModel
+from bitcl.models.spec import ModelSpec
 from bitcl.quant import bit_states
-from bitcl.train.validate import check_spec_size, validate_model_spec
-
-SPEC_KEYS = ("arch", "input_shape", "hidden", "setting", "head_sizes", "backbone", "bits")
 
 
 def checkpoint_spec(meta: dict, path) -> dict:
-    """The validated model description of a checkpoint written by ``bitcl run``."""
+    """The validated model description of a checkpoint written by ``bitcl run`` (as JSON)."""
+    return read_spec(meta, path).to_json()
+
+
+def read_spec(meta: dict, path) -> ModelSpec:
     progress = meta.get("bitcl_progress")
     spec = progress.get("model") if isinstance(progress, dict) else None
     if spec is None:
         raise CheckpointError(f"{path}: checkpoint has no model description (written by bitcl run?)")
-    return validate_model_spec(spec, str(path))
+    return ModelSpec.from_json(spec, str(path), legacy=not meta.get(DIGESTED, False))
 
 
-def model_from_spec(spec: dict, where: str = "checkpoint") -> ContinualModel:
-    """Build the model of a validated spec (``width``, ``bn``, ``dropout`` default as in RunConfig)."""
+def model_from_spec(spec: dict | ModelSpec, where: str = "checkpoint") -> ContinualModel:
+    """Build the model of a spec (a :class:`ModelSpec` or its JSON, read leniently as a legacy file)."""
     try:
-        return build_model(spec["arch"], spec["input_shape"], spec["head_sizes"], spec["setting"], spec["backbone"],
-                           spec["bits"], spec["hidden"], spec.get("width", 0), spec.get("bn", "first-task"),
-                           spec.get("dropout", 0.0))
+        if not isinstance(spec, ModelSpec):
+            spec = ModelSpec.from_json(spec, where, legacy=True)
+        return spec.build()
+    except CheckpointError:
+        raise
     except (ValueError, TypeError, KeyError) as error:
         raise CheckpointError(f"{where}: invalid model description ({str(error).splitlines()[0]})") from None
 
 
+def check_strategy_state(model, spec: ModelSpec, tensors: dict, progress: dict, where: str) -> None:
+    """The ``strategy/*`` tensors against what the run's method, built fresh on ``model``, declares."""
+    from bitcl.strategies import RunInfo, get_strategy, make_options
+    config = progress.get("config") or {}
+    try:
+        cls = get_strategy(config.get("method", "blip"))
+        options = make_options(cls, config.get("method_options") or {})
+        fresh = cls(options, model, RunInfo(spec.tasks or len(spec.head_sizes), spec.setting))
+    except BitclError as error:
+        raise CheckpointError(f"{where}: bitcl_progress.config: {error}") from None
+    fresh.check_saved_state(strategy_tensors(tensors), progress.get("task", 0) + 1, where)
+
+
 def load_checkpoint_model(path: str | Path) -> tuple[ContinualModel, dict]:
-    """The checkpoint's model in eval mode, weights set to ``scale * codes``, and its spec."""
+    """The checkpoint's model in eval mode, weights set to ``scale * codes``, and its spec (JSON)."""
     tensors, meta = read_checkpoint(Path(path))
-    spec = checkpoint_spec(meta, path)
-    check_spec_size(spec, sum(t.numel() for t in tensors.values()), str(path))
+    spec = read_spec(meta, path)
+    spec.check_size(sum(t.numel() for t in tensors.values()), str(path))
     model = model_from_spec(spec, str(path))
     load_model_state(model, tensors, str(path), meta)
+    check_strategy_state(model, spec, tensors, meta["bitcl_progress"], str(path))
+    for p in model.parameters():  # a method (DLCFT) may have turned gradients off while checking
+        p.requires_grad_(True)
     with torch.no_grad():
         for _, state in bit_states(model):
             state.latent.copy_(state.dequantized())
-    return model.eval(), spec
+    return model.eval(), spec.to_json()

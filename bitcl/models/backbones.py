@@ -12,18 +12,16 @@ from torch import nn
 
 from bitcl.constants import LAYER_KINDS as BACKBONES  # re-exported: bitcl.models.BACKBONES
 from bitcl.errors import ConfigError
-from bitcl.quant import DEFAULT_BITS
-
 from .factory import BackboneArgs, LayerFactory, register_backbone
 
 
 class MLP(nn.Module):
     """Flatten, then ``Linear -> ReLU`` per hidden width. ``out_features`` is the last width."""
 
-    def __init__(self, input_shape: Sequence[int], hidden: Sequence[int] = (1200,), kind: str = "quant",
-                 bits: int = DEFAULT_BITS):
+    def __init__(self, input_shape: Sequence[int], hidden: Sequence[int] = (1200,),
+                 layers: LayerFactory = LayerFactory()):
         super().__init__()
-        make = LayerFactory(kind, bits)
+        make = layers
         if not hidden or any(not isinstance(h, int) or h < 1 for h in hidden):
             raise ConfigError(f"hidden widths must be positive integers, got {list(hidden)}")
         n_in = 1
@@ -43,9 +41,9 @@ class MLP(nn.Module):
 class ConvNet(nn.Module):
     """conv3x3(32)-ReLU-pool, conv3x3(64)-ReLU-pool, Linear(256)-ReLU; for 28x28 or 32x32 inputs."""
 
-    def __init__(self, input_shape: Sequence[int], kind: str = "quant", bits: int = DEFAULT_BITS, width: int = 256):
+    def __init__(self, input_shape: Sequence[int], layers: LayerFactory = LayerFactory(), width: int = 256):
         super().__init__()
-        make = LayerFactory(kind, bits)
+        make = layers
         if len(input_shape) != 3:
             raise ConfigError(f"the conv net needs (C, H, W) inputs, got {tuple(input_shape)}")
         c, h, w = input_shape
@@ -61,9 +59,9 @@ class ConvNet(nn.Module):
 
 @register_backbone("mlp", "MLP (BLIP's MNIST net: 784-1200 by default; --hidden)")
 def _mlp(args: BackboneArgs) -> nn.Module:
-    return MLP(args.input_shape, args.hidden, args.layers.kind, args.layers.bits)
+    return MLP(args.input_shape, args.hidden, args.layers)
 
 
 @register_backbone("conv", "small CNN: two conv3x3 blocks (32, 64) and a 256-unit layer, 28x28 or 32x32 inputs")
 def _conv(args: BackboneArgs) -> nn.Module:
-    return ConvNet(args.input_shape, args.layers.kind, args.layers.bits, args.width or 256)
+    return ConvNet(args.input_shape, args.layers, args.width or 256)

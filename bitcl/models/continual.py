@@ -18,7 +18,7 @@ from torch import nn
 from bitcl.errors import ConfigError
 from bitcl.quant import DEFAULT_BITS
 
-from .factory import BackboneArgs, LayerFactory, backbone_spec
+from .factory import LayerFactory
 
 
 class ContinualModel(nn.Module):
@@ -83,10 +83,3 @@ class ContinualModel(nn.Module):
             yield name, param
 
 
-def build_model(arch: str, input_shape: Sequence[int], head_sizes: Sequence[int], setting: str,
-                kind: str = "quant", bits: int = DEFAULT_BITS, hidden: Sequence[int] = (1200,),
-                width: int = 0, bn: str = "first-task", dropout: float = 0.0) -> ContinualModel:
-    """The registered backbone ``arch`` (``bitcl list``) with the scenario's heads."""
-    spec = backbone_spec(arch)
-    args = BackboneArgs(tuple(input_shape), LayerFactory(kind, bits), tuple(hidden), width, bn, dropout)
-    return ContinualModel(spec.build(args), head_sizes, setting, kind, bits)

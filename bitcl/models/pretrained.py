@@ -22,9 +22,17 @@ def _read_state(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such pre-trained file")
     try:
-        return load_file(str(path))
+        from safetensors import safe_open
+        with safe_open(str(path), framework="pt") as f:
+            raw = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError):
         pass
+    else:
+        if "bitcl_digests" in raw:  # written by `bitcl pretrain`: every byte as it wrote it
+            from bitcl.checkpoint import verify_digests
+            verify_digests(raw, tensors, str(path))
+        return tensors
     try:
         with warnings.catch_warnings():  # torch explains its weights_only policy on stderr
             warnings.simplefilter("ignore")
@@ -35,6 +43,26 @@ def _read_state(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: not a state dict of tensors")
     return state
+
+
+def _check_values(cleaned: dict, backbone: dict, model, path: Path) -> None:
+    """Every tensor of the backbone's own dtype (no float16 latents cast up), weights finite, and
+    stored codes / frozen counts (ignored: codes follow the loaded weights) inside the N-bit window."""
+    from bitcl.errors import BitError
+    from bitcl.quant.codes import check_codes
+    for key, value in cleaned.items():
+        if value.dtype != backbone[key].dtype:
+            raise CheckpointError(f"{path}: tensor {key!r} is {value.dtype}, the backbone needs {backbone[key].dtype}")
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise CheckpointError(f"{path}: tensor {key!r} holds NaN or infinite values")
+    for name, s in bit_states(model.backbone):
+        codes, frozen = cleaned.get(f"{name}_codes"), cleaned.get(f"{name}_frozen")
+        if codes is not None or frozen is not None:
+            try:
+                check_codes(codes if codes is not None else s.codes, frozen if frozen is not None else s.frozen,
+                            s.bits, f"{path}: {name!r}")
+            except BitError as error:
+                raise CheckpointError(str(error)) from None
 
 
 def load_pretrained(model, path: str | Path) -> None:
@@ -53,6 +81,7 @@ def load_pretrained(model, path: str | Path) -> None:
     if missing or wrong:
         detail = f"missing {missing[:3]}" if missing else f"shape mismatch for {wrong[:3]}"
         raise CheckpointError(f"{path}: does not fit the model's backbone ({detail})")
+    _check_values(cleaned, backbone, model, path)
     with torch.no_grad():
         for key, value in cleaned.items():
             if not key.endswith(("_codes", "_frozen")):

@@ -21,6 +21,7 @@ Everything here is vectorised torch on int32 (N <= 24, so every window fits).
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
@@ -48,13 +49,32 @@ def half(bits: int) -> int:
     return 1 << (bits - 1)
 
 
+def check_range(value_range: object, name: str = "value_range", where: str = "scale_for") -> float:
+    """A finite real > 0 whose float32 value is a positive normal number, else :class:`BitError`
+    (a ``ValueError``) naming ``name``."""
+    if isinstance(value_range, bool) or not isinstance(value_range, numbers.Real):
+        raise BitTypeError(f"{where}: {name} must be a real number, got {type(value_range).__name__}")
+    value = float(value_range)
+    if not (math.isfinite(value) and value > 0.0) or not math.isfinite(float(torch.tensor(value,
+                                                                                        dtype=torch.float32))):
+        raise BitError(f"{where}: {name} must be finite, > 0 and within float32, got {value_range!r}")
+    return value
+
+
 def scale_for(value_range: float, bits: int) -> float:
     """The float32 scale of a tensor whose codes span ``[-range, range]``.
 
     Computed as brevitas does (float32 range over float32 max code), so the
-    brevitas quantiser and bitcl agree bit for bit.
+    brevitas quantiser and bitcl agree bit for bit. ``bits`` must lie in 2..24 and
+    ``value_range`` be finite and > 0 (a :class:`~bitcl.errors.BitError`, a ``ValueError``,
+    names the argument otherwise): 1 bit has no non-zero narrow-range code.
     """
-    return float(torch.tensor(value_range, dtype=torch.float32) / float(max_code(bits)))
+    check_bits(bits, "scale_for")
+    check_range(value_range)
+    scale = float(torch.tensor(value_range, dtype=torch.float32) / float(max_code(bits)))
+    if not scale > 0:  # a range below float32's smallest normal over 2^23
+        raise BitError(f"scale_for: value_range {value_range!r} gives a zero float32 scale at {bits} bits")
+    return scale
 
 
 def check_scale(scale: object, name: str, where: str) -> float:
@@ -117,15 +137,32 @@ def window_middle(codes: torch.Tensor, frozen: torch.Tensor, bits: int) -> torch
 
 
 def frozen_value(codes: torch.Tensor, frozen: torch.Tensor, scale: float, bits: int) -> torch.Tensor:
-    """Weights rebuilt from their frozen bits alone (each at the middle of its frozen window)."""
+    """Weights rebuilt from their frozen bits alone (each at the middle of its frozen window).
+
+    ``codes``/``frozen`` are checked (:func:`check_codes`: frozen counts <= ``bits``) and ``scale``
+    must be finite and > 0; a :class:`~bitcl.errors.BitError` names the argument otherwise.
+    """
+    check_codes(codes, frozen, bits, "frozen_value")
+    check_scale(scale, "scale", "frozen_value")
     return window_middle(codes, frozen, bits).to(torch.float64).mul(scale).to(torch.float32)
 
 
 # -- top bits (deployment at reduced precision) ------------------------------------------------
 def top_bits(codes: torch.Tensor, bits: int, keep: int) -> torch.Tensor:
-    """The top ``keep`` bits ``u'`` of the offset codes, in ``[0, 2^keep - 1]``."""
+    """The top ``keep`` bits ``u'`` of the offset codes, in ``[0, 2^keep - 1]``.
+
+    ``bits`` must lie in 2..24, ``keep`` in 1..bits and ``codes`` be int32 inside the N-bit
+    window (:class:`~bitcl.errors.BitError`, a ``ValueError``, naming the argument otherwise).
+    """
+    check_bits(bits, "top_bits")
     if isinstance(keep, bool) or not isinstance(keep, int) or not 1 <= keep <= bits:
-        raise BitError(f"can keep 1..{bits} bits, got {keep!r}")
+        raise BitError(f"top_bits: keep must be an integer in 1..{bits} (bits), got {keep!r}")
+    check_tensor(codes, "codes", CODE_DTYPE, "top_bits")
+    if codes.numel():
+        lo, hi = torch.aminmax(codes)
+        if int(lo) < -max_code(bits) or int(hi) > max_code(bits):
+            raise code_error(codes, _first((codes < -max_code(bits)) | (codes > max_code(bits))), bits,
+                             "top_bits: codes")
     return offset_codes(codes, bits) >> (bits - keep)
 
 
@@ -137,7 +174,8 @@ def codes_from_top_bits(top: torch.Tensor, bits: int, keep: int) -> tuple[torch.
 
 
 def reduced_value(codes: torch.Tensor, scale: float, bits: int, keep: int) -> torch.Tensor:
-    """The float weights of ``codes`` kept to their top ``keep`` bits."""
+    """The float weights of ``codes`` kept to their top ``keep`` bits (``scale`` finite and > 0)."""
+    check_scale(scale, "scale", "reduced_value")
     ints, multiplier = codes_from_top_bits(top_bits(codes, bits, keep), bits, keep)
     return ints.to(torch.float64).mul(scale * multiplier).to(torch.float32)
 

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 
 import torch
 from torch import nn
 
-from bitcl.errors import BitTypeError, ConfigError
+from bitcl.errors import BitError, BitTypeError, ConfigError
 
 from .codes import check_bits, scale_for
 from .state import BitState
@@ -73,12 +74,38 @@ class _BitMixin:
         return f", bits={self.bits}"
 
     def _check_input(self, x: object) -> None:
-        """A real floating tensor of the weights' dtype (any float under autocast), else BitTypeError."""
+        """A real floating tensor of the weights' dtype (any float under autocast), else BitTypeError;
+        one whose feature (channel) count is not the layer's, else BitError naming the layer."""
         if not isinstance(x, torch.Tensor):
-            raise BitTypeError(f"{type(self).__name__}: input must be a torch.Tensor, got {type(x).__name__}")
+            raise BitTypeError(f"{self._label()}: input must be a torch.Tensor, got {type(x).__name__}")
         if x.dtype != self.weight.dtype and not (x.is_floating_point() and torch.is_autocast_enabled(x.device.type)):
-            raise BitTypeError(f"{type(self).__name__}: input must be {self.weight.dtype} (real floating point, "
+            raise BitTypeError(f"{self._label()}: input must be {self.weight.dtype} (real floating point, "
                                f"like the weights), got {x.dtype}")
+        self._check_input_shape(x)
+
+    def _label(self) -> str:
+        return type(self).__name__
+
+
+def available_memory() -> int:
+    """Physical memory of this machine in bytes (the ceiling for a layer's state)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 40
+
+
+# Bytes a quantised weight keeps: float32 latent + its gradient, int32 code, uint8 frozen count.
+BYTES_PER_WEIGHT = 4 + 4 + 4 + 1
+
+
+def check_allocation(weights: int, where: str) -> None:
+    """Refuse, before allocating, a layer whose state would not fit this machine's memory."""
+    need = weights * BYTES_PER_WEIGHT
+    limit = available_memory()
+    if need > limit:
+        raise ConfigError(f"{where}: {weights:,} weights need {need:,} bytes of state (latent, gradient, codes, "
+                          f"frozen counts), more than this machine's {limit:,} bytes of memory; refusing to allocate")
 
 
 def _check_size(value: object, name: str, where: str) -> int:
@@ -122,8 +149,18 @@ class BitLinear(_BitMixin, nn.Linear):
         _check_dtype(dtype, "BitLinear")
         in_features = _check_size(in_features, "in_features", "BitLinear")
         out_features = _check_size(out_features, "out_features", "BitLinear")
+        check_allocation(in_features * out_features + (out_features if bias else 0),
+                         f"BitLinear({in_features}, {out_features})")
         nn.Linear.__init__(self, in_features, out_features, bias=bias, device=device, dtype=dtype)
         self._setup_bits(bits, range_factor)
+
+    def _label(self) -> str:
+        return f"BitLinear({self.in_features}, {self.out_features})"
+
+    def _check_input_shape(self, x: torch.Tensor) -> None:
+        if x.dim() == 0 or x.shape[-1] != self.in_features:
+            raise BitError(f"{self._label()}: input has {x.shape[-1] if x.dim() else 0} features in its last "
+                           f"dimension (shape {tuple(x.shape)}), the layer takes {self.in_features}")
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         self._check_input(input)
@@ -148,6 +185,10 @@ class BitConv2d(_BitMixin, nn.Conv2d):
         stride, dilation = _check_sizes(stride, "stride", where), _check_sizes(dilation, "dilation", where)
         if not isinstance(padding, str):
             padding = _check_sizes(padding, "padding", where, minimum=0)
+        kh, kw = kernel_size if isinstance(kernel_size, tuple) else (kernel_size, kernel_size)
+        if in_channels % groups == 0:
+            check_allocation(out_channels * (in_channels // groups) * kh * kw + (out_channels if bias else 0),
+                             f"BitConv2d({in_channels}, {out_channels}, {kernel_size})")
         try:
             nn.Conv2d.__init__(self, in_channels, out_channels, kernel_size, stride=stride, padding=padding,
                                dilation=dilation, groups=groups, bias=bias, padding_mode=padding_mode,
@@ -155,6 +196,14 @@ class BitConv2d(_BitMixin, nn.Conv2d):
         except ValueError as error:  # groups that do not divide the channels, unknown padding modes...
             raise ConfigError(f"{where}: {error}") from error
         self._setup_bits(bits, range_factor)
+
+    def _label(self) -> str:
+        return f"BitConv2d({self.in_channels}, {self.out_channels}, {self.kernel_size})"
+
+    def _check_input_shape(self, x: torch.Tensor) -> None:
+        if x.dim() not in (3, 4) or x.shape[-3] != self.in_channels:
+            raise BitError(f"{self._label()}: input must be (N, C, H, W) or (C, H, W) with C = {self.in_channels} "
+                           f"channels, got shape {tuple(x.shape)}")
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         self._check_input(input)

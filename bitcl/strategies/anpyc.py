@@ -40,6 +40,7 @@ from bitcl.settings import setting
 
 from .base import register
 from .regularizer import SEARCHED, ImportanceRegularizer, batch_field, samples_field
+from .state import StateEntry
 
 
 def pruning_schedule(first: float, decay: float, step: float, tasks: int) -> list[list[float]]:
@@ -79,6 +80,7 @@ class Anpyc(ImportanceRegularizer):
     scenarios = ("task", "domain", "class")
     Options = AnpycOptions
     needs = frozenset({"retrain"})
+    state_entries = ImportanceRegularizer.state_entries + (StateEntry("kept/{param}", "bool", torch.bool),)
 
     def __init__(self, options, model, info):
         super().__init__(options, model, info)

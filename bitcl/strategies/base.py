@@ -33,6 +33,7 @@ from bitcl.constants import SCENARIOS
 from bitcl.errors import ConfigError
 
 from .context import RunInfo, TaskContext
+from .state import StateEntry, check_state
 
 
 @dataclasses.dataclass
@@ -49,6 +50,7 @@ class Strategy:
     needs: ClassVar[frozenset[str]] = frozenset()      # services of the loop (context.SERVICES)
     distributable: ClassVar[bool] = True               # may run under torchrun
     rl: ClassVar[bool] = False                         # offered by `bitcl rl`
+    state_entries: ClassVar[tuple[StateEntry, ...]] = ()  # what ``self.state`` may hold (``state.py``)
 
     def __init__(self, options: Any, model: nn.Module, info: RunInfo):
         self.options = options
@@ -89,6 +91,11 @@ class Strategy:
     # -- persistent state -------------------------------------------------------------
     def state_tensors(self) -> dict[str, torch.Tensor]:
         return self.state
+
+    def check_saved_state(self, saved: dict[str, torch.Tensor], done: Optional[int], where: str) -> None:
+        """Refuse saved state (a checkpoint's ``strategy/*`` tensors) that this method, freshly built,
+        could not have written after ``done`` tasks (``state.check_state``); call before training."""
+        check_state(self.state_entries, self.name, self.state, saved, self.model, done, where)
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         self.state = {k: v.to(self.info.device) for k, v in tensors.items()}

@@ -39,6 +39,7 @@ from bitcl.settings import setting
 from .base import Strategy, register
 from .context import RunInfo, TaskContext
 from .regularizer import batch_field, samples_field
+from .state import TASKS_SEEN, StateEntry
 
 
 @dataclass
@@ -48,7 +49,8 @@ class BlipOptions:
     # --samples / --batch as every other method's (called --fisher-samples / --fisher-batch before 0.3)
     samples: int = samples_field(0, "the Fisher", aliases=("fisher_samples",))
     batch: int = batch_field(500, "the Fisher estimation", aliases=("fisher_batch",))
-    fisher_prior: float = setting(1e-10, "prior Fisher F_0 per weight, in per-sample Fisher units", above=0.0)
+    fisher_prior: float = setting(1e-10, "prior Fisher F_0 per weight, in per-sample Fisher units", above=0.0,
+                                  high=float(torch.finfo(torch.float32).max))  # the running Fisher is float32
     accumulate: str = setting("mean", "running mean of prior and Fishers (the authors'), or their running sum",
                               choices=("mean", "sum"))
     rounding: str = setting("ceil", "bits from the information gain: ceil of each task's gain (the authors'), "
@@ -90,6 +92,7 @@ class Blip(Strategy):
     Options = BlipOptions
     requires_quantized = True
     rl = True
+    state_entries = (StateEntry("fisher/{param}", "nonneg"), TASKS_SEEN)  # running Fisher F̄ >= 0
 
     def __init__(self, options: BlipOptions, model, info: RunInfo):
         super().__init__(options, model, info)

@@ -47,6 +47,7 @@ from bitcl.settings import setting
 
 from .base import Strategy, register
 from .regularizer import batch_field, samples_field
+from .state import TASKS_SEEN, StateEntry
 
 
 @dataclass
@@ -91,6 +92,9 @@ class Dlcft(Strategy):
     summary = "DLCFT: linearised fine-tuning with the optimal quadratic penalty (ECCV 2022)"
     Options = DlcftOptions
     needs = frozenset({"linearized_training"})
+    state_entries = (StateEntry("theta0/{param}"), StateEntry("anchor/{param}"), TASKS_SEEN,
+                     StateEntry("curvature"), StateEntry("diag/{param}", "nonneg"),  # --curvature exact, diag
+                     StateEntry("kfac/{task}/{layer}/G"), StateEntry("kfac/{task}/{layer}/S"))  # kfac
 
     def __init__(self, options: DlcftOptions, model, info):
         super().__init__(options, model, info)

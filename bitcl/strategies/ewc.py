@@ -22,6 +22,7 @@ from bitcl.settings import setting
 
 from .base import register
 from .regularizer import ImportanceRegularizer, batch_field, c_field, samples_field
+from .state import StateEntry
 
 
 class EwcMode:
@@ -121,6 +122,8 @@ class Ewc(ImportanceRegularizer):
     summary = "EWC: Fisher-weighted quadratic penalty (separate per task, or online)"
     Options = EwcOptions
     rl = True
+    state_entries = ImportanceRegularizer.state_entries + (  # --mode separate: one Ω and anchor per task
+        StateEntry("omega/{task}/{param}", "nonneg"), StateEntry("anchor/{task}/{param}"))
 
     def __init__(self, options, model, info):
         super().__init__(options, model, info)

@@ -2,6 +2,7 @@
 import torch
 
 from .base import Strategy, register
+from .state import StateEntry
 
 
 @register
@@ -9,6 +10,7 @@ class Joint(Strategy):
     name = "joint"
     summary = "trains on the union of the tasks seen so far (upper bound; memory grows with data)"
     needs = frozenset({"replay"})
+    state_entries = (StateEntry("kept_bytes", "nonneg-int"),)
 
     def __init__(self, options, model, info):
         super().__init__(options, model, info)

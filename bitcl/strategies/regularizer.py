@@ -22,6 +22,7 @@ from bitcl.settings import setting
 
 from .base import Strategy, protected_parameters
 from .context import RunInfo, TaskContext
+from .state import TASKS_SEEN, StateEntry
 
 
 # Where the searched defaults come from (issue 13: chosen on validation data, never on the test split).
@@ -56,6 +57,8 @@ class SampledImportanceOptions:
 
 class ImportanceRegularizer(Strategy):
     """Quadratic penalty around the previous task's parameters, weighted by accumulated importance."""
+
+    state_entries = (StateEntry("omega/{param}", "nonneg"), StateEntry("anchor/{param}"), TASKS_SEEN)
 
     def __init__(self, options, model, info: RunInfo):
         super().__init__(options, model, info)

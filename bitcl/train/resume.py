@@ -71,7 +71,9 @@ def resume_latest(rundir: RunDirectory, config: dict, model: nn.Module, strategy
     if changed:
         raise ConfigError(f"{flag}: the run in {rundir.path} was made with other settings ({', '.join(changed)})")
     ckpt.load_model_state(model, tensors, str(path), meta)
-    strategy.load_state_tensors(ckpt.strategy_tensors(tensors))
+    saved = ckpt.strategy_tensors(tensors)
+    strategy.check_saved_state(saved, task + 1, str(path))  # the strategy part of the one validator
+    strategy.load_state_tensors(saved)
     return Resumed(task, path, progress)
 
 

@@ -85,6 +85,17 @@ def refuse_run_file(path: str | os.PathLike, what: str) -> None:
     if resolved.name in RUN_ENTRIES and (holds_run(parent) or (parent / LOCK_NAME).exists()):
         raise ConfigError(f"{what} {path}: would replace {resolved.name} of the run in {parent}; "
                           "write it elsewhere")
+    refuse_inside_run(resolved.parent, what, path)
+
+
+def refuse_inside_run(folder: str | os.PathLike, what: str, shown: object = None) -> None:
+    """ConfigError when ``folder`` is a run directory or lies inside one (a folder holding
+    results.json or checkpoints/, or locked by a live run): nothing but the run writes there."""
+    resolved = Path(folder).resolve()
+    for candidate in (resolved, *resolved.parents):
+        if holds_run(candidate) or (candidate / LOCK_NAME).exists():
+            raise ConfigError(f"{what} {shown if shown is not None else folder}: is inside the run in {candidate}; "
+                              "write it elsewhere")
 
 
 # -- the lock ----------------------------------------------------------------------------------

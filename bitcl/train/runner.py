@@ -131,7 +131,6 @@ class ContinualRun:
         # the hooks' time is read before consolidation, which may train again (ANPyC)
         result.record_training(time.perf_counter() - start, loop.hook_seconds, trained)
         start = time.perf_counter()
-        _recalibrate_batch_norms(strategy, model, ctx, t)
         strategy.end_task(ctx)
         if hasattr(model, "end_task"):  # backbones whose batch norm changes after a task
             model.end_task(t)
@@ -149,22 +148,6 @@ class ContinualRun:
         for line in learned.warning_lines([f for f in getattr(result, "not_learned", []) if f["task"] == t]):
             self.rundir.log(line, self.quiet)
         self.next_task = t + 1
-
-
-RECALIBRATION_BATCH = 256
-
-
-def _recalibrate_batch_norms(strategy: Strategy, model: nn.Module, ctx: TaskContext, index: int) -> None:
-    """Running statistics of the batch norms still learning, recomputed at the task's final weights
-    (``bitcl.models.norm.recalibrate_``): what eval mode, the consolidation and a frozen norm use.
-    Through the strategy's training module (DLCFT: the linearised model, whose norms see θ0)."""
-    from bitcl.models.norm import learning_norms, recalibrate_
-    module = getattr(strategy, "training_module", None)  # every Strategy has it; bare test doubles may not
-    net = (module() if module is not None else None) or model
-    if not learning_norms(net):
-        return  # no policy norm learns (MLP, frozen norms, RL agents): no pass, no data drawn
-    batches, _ = ctx.importance_batches(0, RECALIBRATION_BATCH, "batch-norm")
-    recalibrate_(net, batches, index)
 
 
 __all__ = ["ContinualRun", "RunRecord", "TaskLoop"]

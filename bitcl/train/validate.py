@@ -15,6 +15,7 @@ from typing import Any, Optional, Sequence
 
 from bitcl import metrics
 from bitcl.errors import BitclError, CheckpointError, DataError
+from bitcl.fields import Fields, check_int, check_number, int_list, matrix, number_list  # noqa: F401
 
 MAX_RESULTS_BYTES = 256 << 20  # a 1,000-task results.json is ~20 MB; far larger is not a bitcl file
 MAX_BITS, MIN_BITS = 24, 2
@@ -70,133 +71,6 @@ def decode_json(raw: dict[str, str], key: str, where: str) -> Any:
 
 
 # -- tiny typed accessors ---------------------------------------------------------------------
-class Fields:
-    """Typed reads from one JSON object; every failure names ``where`` and the key path."""
-
-    def __init__(self, obj: Any, where: str, error: type[BitclError], path: str = ""):
-        self.where, self.error, self.path = where, error, path
-        if not isinstance(obj, dict):
-            self.fail(f"expected a JSON object, got {_kind(obj)}")
-        self.obj = obj
-
-    def fail(self, message: str):
-        prefix = f"{self.path}: " if self.path else ""
-        raise self.error(f"{self.where}: {prefix}{message}")
-
-    def has(self, key: str) -> bool:
-        return key in self.obj
-
-    def _get(self, key: str, required: bool):
-        """The value at ``key``; ``_ABSENT`` when an optional key is missing (JSON null is a value)."""
-        if key not in self.obj:
-            if required:
-                self.fail(f"missing key {key!r}")
-            return _ABSENT
-        return self.obj[key]
-
-    def _name(self, key: str) -> str:
-        return f"{self.path}.{key}" if self.path else key
-
-    def sub(self, key: str, required: bool = True) -> Optional["Fields"]:
-        value = self._get(key, required)
-        return None if value is _ABSENT else Fields(value, self.where, self.error, self._name(key))
-
-    def integer(self, key: str, lo: Optional[int] = None, hi: Optional[int] = None, required: bool = True):
-        value = self._get(key, required)
-        return None if value is _ABSENT else check_int(value, self._name(key), lo, hi, self.where, self.error)
-
-    def number(self, key: str, lo: float = -math.inf, hi: float = math.inf, required: bool = True):
-        value = self._get(key, required)
-        return None if value is _ABSENT else check_number(value, self._name(key), lo, hi, self.where, self.error)
-
-    def string(self, key: str, choices: Optional[Sequence[str]] = None, required: bool = True):
-        value = self._get(key, required)
-        if value is _ABSENT:
-            return None
-        if not isinstance(value, str):
-            self.fail(f"{key!r} must be a string, got {_kind(value)}")
-        if choices is not None and value not in choices:
-            self.fail(f"{key!r} must be one of {', '.join(choices)}, got {value!r}")
-        return value
-
-    def boolean(self, key: str, required: bool = True):
-        value = self._get(key, required)
-        if value is _ABSENT:
-            return None
-        if not isinstance(value, bool):
-            self.fail(f"{key!r} must be true or false, got {_kind(value)}")
-        return value
-
-    def array(self, key: str, required: bool = True, length: Optional[int] = None) -> Optional[list]:
-        value = self._get(key, required)
-        if value is _ABSENT:
-            return None
-        if not isinstance(value, list):
-            self.fail(f"{key!r} must be a list, got {_kind(value)}")
-        if length is not None and len(value) != length:
-            self.fail(f"{key!r} has {len(value)} entries, expected {length}")
-        return value
-
-
-_ABSENT = object()
-
-
-def _kind(value: Any) -> str:
-    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null",
-            int: "an integer", float: "a number"}.get(type(value), type(value).__name__)
-
-
-def check_int(value: Any, name: str, lo: Optional[int], hi: Optional[int], where: str,
-              error: type[BitclError]) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise error(f"{where}: {name} must be an integer, got {_kind(value)}")
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        span = f"{lo if lo is not None else '-inf'}..{hi if hi is not None else 'inf'}"
-        raise error(f"{where}: {name} must lie in {span}, got {value}")
-    return value
-
-
-def check_number(value: Any, name: str, lo: float, hi: float, where: str, error: type[BitclError]) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise error(f"{where}: {name} must be a number, got {_kind(value)}")
-    if not math.isfinite(value):
-        raise error(f"{where}: {name} must be finite, got {value}")
-    if not lo <= value <= hi:
-        raise error(f"{where}: {name} must lie in [{lo:g}, {hi:g}], got {value}")
-    return float(value)
-
-
-def number_list(values: Any, name: str, where: str, error: type[BitclError], lo: float = -math.inf,
-                hi: float = math.inf, length: Optional[int] = None) -> list[float]:
-    if not isinstance(values, list):
-        raise error(f"{where}: {name} must be a list, got {_kind(values)}")
-    if length is not None and len(values) != length:
-        raise error(f"{where}: {name} has {len(values)} entries, expected {length}")
-    return [check_number(v, f"{name}[{i}]", lo, hi, where, error) for i, v in enumerate(values)]
-
-
-def int_list(values: Any, name: str, where: str, error: type[BitclError], lo: Optional[int] = None,
-             hi: Optional[int] = None, length: Optional[int] = None, nonempty: bool = False) -> list[int]:
-    if not isinstance(values, list):
-        raise error(f"{where}: {name} must be a list, got {_kind(values)}")
-    if length is not None and len(values) != length:
-        raise error(f"{where}: {name} has {len(values)} entries, expected {length}")
-    if nonempty and not values:
-        raise error(f"{where}: {name} must not be empty")
-    return [check_int(v, f"{name}[{i}]", lo, hi, where, error) for i, v in enumerate(values)]
-
-
-def matrix(values: Any, name: str, where: str, error: type[BitclError], rows: Optional[int] = None,
-           columns: Optional[int] = None, lo: float = -math.inf, hi: float = math.inf) -> list[list[float]]:
-    """A list of equally long lists of finite numbers (``rows`` x ``columns`` when given)."""
-    if not isinstance(values, list) or not values:
-        raise error(f"{where}: {name} must be a non-empty list of rows")
-    if rows is not None and len(values) != rows:
-        raise error(f"{where}: {name} has {len(values)} rows, expected {rows}")
-    width = columns if columns is not None else (len(values[0]) if isinstance(values[0], list) else 0)
-    return [number_list(row, f"{name}[{i}]", where, error, lo, hi, width) for i, row in enumerate(values)]
-
-
 def timing_map(fields: Fields, key: str, per_task: Optional[int]) -> None:
     """``timing``: lists of non-negative finite seconds; the per-task ones have one entry per task."""
     timing = fields.sub(key, required=False)
@@ -302,55 +176,50 @@ def read_results(path: str | os.PathLike, require: Sequence[str] = ()) -> dict:
 
 
 # -- checkpoint progress (``bitcl_progress`` metadata) ---------------------------------------------
-def validate_model_spec(spec: Any, where: str, error: type[BitclError] = CheckpointError) -> dict:
-    """The model description stored with checkpoints and packed files (what rebuilds the model)."""
-    f = Fields(spec, where, error, "model")
-    f.string("arch")
-    shape = int_list(f.array("input_shape"), "model.input_shape", where, error, 1, 1 << 16, nonempty=True)
-    if len(shape) > 3:
-        f.fail(f"input_shape must have 1 to 3 dimensions, got {len(shape)}")
-    if math.prod(shape) > 1 << 24:
-        f.fail(f"input_shape {shape} has more than {1 << 24:,} values per sample")
-    int_list(f.array("hidden"), "model.hidden", where, error, 1, 1 << 24)
-    setting = f.string("setting", SETTINGS)
-    heads = int_list(f.array("head_sizes"), "model.head_sizes", where, error, 1, 1 << 24, nonempty=True)
-    f.string("backbone", ("quant", "float"))
-    f.integer("bits", MIN_BITS, MAX_BITS)
-    tasks = f.integer("tasks", 1, 1 << 20, required=False)
-    if tasks is not None and setting == "task" and len(heads) != tasks:
-        f.fail(f"a task-incremental model has one head per task: {len(heads)} heads for {tasks} tasks")
-    f.integer("seed", 0, 2 ** 63 - 1, required=False)
-    f.integer("width", 0, 1 << 16, required=False)
-    f.string("bn", required=False)
-    f.number("dropout", 0.0, 1.0, required=False)
-    f.boolean("permuted", required=False)
-    if f.has("active_outputs"):
-        int_list(f.obj["active_outputs"], "model.active_outputs", where, error, 0, sum(heads))
-    if f.has("class_order"):
-        int_list(f.obj["class_order"], "model.class_order", where, error, 0, 1 << 24)
-    return spec
+def validate_model_spec(spec: Any, where: str, error: type[BitclError] = CheckpointError,
+                        legacy: bool = True) -> dict:
+    """The model description stored with checkpoints and packed files, checked strictly
+    (:meth:`bitcl.models.spec.ModelSpec.from_json`); returned complete, defaults filled in."""
+    from bitcl.models.spec import ModelSpec
+    return ModelSpec.from_json(spec, where, error, legacy).to_json()
 
 
 def check_spec_size(spec: dict, available: int, where: str, error: type[BitclError] = CheckpointError) -> None:
-    """Refuse, before building it, a model far larger than the tensors a file holds.
-
-    Every width of the spec and, for the MLP, every weight matrix must fit in the
-    ``available`` values the file provides, so a forged spec cannot make bitcl allocate
-    more than the file itself occupies.
-    """
-    widths = list(spec["hidden"]) + list(spec["head_sizes"]) + [spec.get("width") or 0]
-    if widths and max(widths) > available:
-        raise error(f"{where}: the model description asks for a layer of {max(widths):,} units but the file "
-                    f"holds only {available:,} values")
-    if spec["arch"] == "mlp":
-        sizes = [math.prod(spec["input_shape"])] + list(spec["hidden"]) + [max(spec["head_sizes"])]
-        needed = sum(a * b for a, b in zip(sizes, sizes[1:]))
-        if needed > available:
-            raise error(f"{where}: the model description needs {needed:,} weights but the file holds only "
-                        f"{available:,} values")
+    """Refuse, before building it, a model far larger than the tensors a file holds
+    (:meth:`bitcl.models.spec.ModelSpec.check_size`)."""
+    from bitcl.models.spec import ModelSpec
+    ModelSpec.from_json(spec, where, error, legacy=True).check_size(available, where, error)
 
 
-def validate_progress(progress: Any, where: str, task: Optional[int] = None) -> dict:
+PROGRESS_KEYS = ("task", "config", "result", "model")
+RESULT_KEYS = ("accuracy_matrix", "capacity", "capacity_per_layer", "timing", "state_bytes", "extra", "data_source",
+               "chance", "test_samples")
+# bitcl.rl.results.RLResult.PROGRESS_KEYS, and random_returns of bitcl 0.2
+RL_RESULT_KEYS = ("random_episodes", "episode_returns", "return_matrix", "capacity", "timing", "state_bytes",
+                  "train_curves", "steps_trained", "extra", "random_returns")
+
+
+def _task_facts(f: Fields, done: int) -> None:
+    """Per task: the chance level its head allows (0..1) and its test-set size (the not-learned check)."""
+    chance = f.array("chance", required=False)
+    if chance is not None:
+        number_list(chance, f"{f.path}.chance", f.where, f.error, 0.0, 1.0)
+    samples = f.array("test_samples", required=False)
+    if samples is not None:
+        int_list(samples, f"{f.path}.test_samples", f.where, f.error, lo=0)
+
+
+def strict_keys(f: Fields, allowed: Sequence[str], required: Sequence[str] = ()) -> None:
+    """Refuse keys outside ``allowed`` and missing ``required`` ones (every reader reads alike)."""
+    unknown = sorted((k for k in f.obj if k not in allowed), key=str)
+    if unknown:
+        f.fail(f"unknown key {unknown[0]!r} (expected keys: {', '.join(allowed)})")
+    for key in required:
+        if key not in f.obj:
+            f.fail(f"missing key {key!r}")
+
+
+def validate_progress(progress: Any, where: str, task: Optional[int] = None, legacy: bool = True) -> dict:
     """The ``bitcl_progress`` entry of a checkpoint: results so far, config, and the model description.
 
     ``task`` (from the file name ``task-<t>.safetensors``) must equal the recorded task; every
@@ -364,17 +233,22 @@ def validate_progress(progress: Any, where: str, task: Optional[int] = None) -> 
     f.sub("config")
     if f.has("return_matrix") and not f.has("result"):
         return _validate_legacy_rl_progress(f, task)
+    strict_keys(f, PROGRESS_KEYS, ("task", "config", "result"))
     t = f.integer("task", 0, 1 << 20)
     if task is not None and t != task:
         f.fail(f"records task {t} but the file is named for task {task}")
     spec = None
     if f.has("model"):
-        spec = validate_model_spec(f.obj["model"], where, error)
+        spec = validate_model_spec(f.obj["model"], where, error, legacy)
+        _check_run_config(f.obj["config"], where)
     result = f.sub("result")
     done = t + 1
     if result.has("return_matrix"):
+        strict_keys(result, RL_RESULT_KEYS, ("return_matrix",))
         _validate_rl_result(result, done, f.sub("config").array("games", required=False))
         return progress
+    strict_keys(result, RESULT_KEYS, ("accuracy_matrix",))
+    _task_facts(result, done)
     columns = spec.get("tasks") if spec else None
     rows = matrix(result.array("accuracy_matrix"), "bitcl_progress.result.accuracy_matrix", where, error,
                   rows=done, columns=columns, lo=0.0, hi=1.0)
@@ -391,6 +265,16 @@ def validate_progress(progress: Any, where: str, task: Optional[int] = None) -> 
                 fields.number(name, 0.0, 1.0)
     result.sub("extra", required=False)
     return progress
+
+
+def _check_run_config(config: dict, where: str) -> None:
+    """A ``bitcl run`` checkpoint's config must be a valid RunConfig (what ``--resume`` and
+    ``analyze bits`` rebuild the run from), so every reader accepts or refuses the same file."""
+    from bitcl.config import RunConfig
+    try:
+        RunConfig.from_dict(config, "bitcl_progress.config")
+    except BitclError as error:
+        raise CheckpointError(f"{where}: {error}") from None
 
 
 def _per_task_lists(f: Fields, done: int) -> None:

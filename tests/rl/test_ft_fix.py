@@ -5,7 +5,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bitcl.models.continual import build_model
+from bitcl.models import build_model
 from bitcl.strategies.base import get_strategy, make_options
 from bitcl.strategies.context import RunInfo, TaskContext
 from tests.conftest import cli

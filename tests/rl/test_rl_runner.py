@@ -87,6 +87,7 @@ def test_a_checkpoint_in_the_older_rl_format_resumes(tmp_path):
     with safe_open(str(path), "pt") as f:
         meta = f.metadata()
     meta["bitcl_progress"] = json.dumps(_legacy(json.loads(meta["bitcl_progress"])))
+    del meta["bitcl_digests"]  # files of that age carry no digests (read with the value checks only)
     save_file(load_file(str(path)), str(path), metadata=meta)
     (out / "checkpoints" / "task-1.safetensors").unlink()
     (out / "results.json").unlink()

@@ -58,8 +58,15 @@ def write_checkpoint(path: Path, task: int = 0, tasks: int = 2, freeze: bool = T
         generator = torch.Generator().manual_seed(1)
         for _, s in bit_states(model):
             s.freeze(torch.randint(0, BITS + 1, s.codes.shape, generator=generator))
-    save_checkpoint(Path(path), model, {"fisher/w": torch.ones(3)}, progress(task, tasks, spec))
+    save_checkpoint(Path(path), model, blip_state(model, task), progress(task, tasks, spec))
     return model
+
+
+def blip_state(model, task: int = 0) -> dict:
+    """BLIP's state after ``task`` (0-based): a running Fisher per quantised weight and ``tasks_seen``."""
+    from bitcl.quant import bit_states
+    state = {f"fisher/{n}": torch.full(s.codes.shape, 0.5) for n, s in bit_states(model)}
+    return state | {"tasks_seen": torch.tensor(task + 1)}
 
 
 def results(tasks: int = 2) -> dict:
@@ -129,7 +136,7 @@ def checkpoint_parts(task: int = 0, tasks: int = 2) -> tuple[dict, dict]:
     spec = model_spec(tasks)
     model = build(spec)
     tensors, meta = model_tensors(model)
-    tensors["strategy/fisher/w"] = torch.ones(3)
+    tensors |= {f"strategy/{k}": v for k, v in blip_state(model, task).items()}
     return tensors, {"bitcl": meta, "bitcl_progress": progress(task, tasks, spec)}
 
 

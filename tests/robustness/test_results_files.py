@@ -68,9 +68,9 @@ def test_rl_results_with_an_unlearned_game_are_valid(tmp_path):
     a return matrix with a string in it is not."""
     from bitcl.rl.results import forgetting, normalised_matrix, score
     returns, random = [[1.0, 0.0], [1.0, 0.0]], [0.0, 0.0]
-    norm = normalised_matrix(returns, random)
+    norm = normalised_matrix(returns, random, [1.0, 0.0], [True, False])
     r = {"method": "blip", "games": ["a", "b"], "tasks": 2, "return_matrix": returns, "random_returns": random,
-         "normalised_matrix": norm, "score": score(norm), "forgetting": forgetting(norm),
+         "normalised_matrix": norm, "score": score(norm)[0], "forgetting": forgetting(norm)[0],
          "timing": {"steps_per_second": [5.0, 6.0]}, "memory": {"params": 1, "state_bytes": [0, 0]}}
     assert norm[0][1] is None
     (tmp_path / "results.json").write_text(json.dumps(r))

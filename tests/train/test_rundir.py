@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bitcl import checkpoint as ckpt
-from bitcl.errors import CheckpointError, ConfigError
+from bitcl.errors import CheckpointError, ConfigError, EnvironmentFault
 from bitcl.train.rundir import LOCK_NAME, STAGING_MARK, RunDirectory, refuse_run_file
 from tests.robustness import fixtures as fx
 
@@ -171,7 +171,7 @@ def _save_two(out: Path):
 
 
 def test_disk_full_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
-    """ENOSPC half-way through a checkpoint: one-line CheckpointError, task-0 intact and loadable, no temp."""
+    """ENOSPC half-way through a checkpoint: one-line EnvironmentFault (exit 1), task-0 intact and loadable, no temp."""
     r, model = _save_two(tmp_path / "run")
     before = (r.checkpoints / "task-0.safetensors").read_bytes()
 
@@ -180,10 +180,10 @@ def test_disk_full_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
             f.write(b"\0" * 100)
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     monkeypatch.setattr(ckpt, "save_file", full)
-    with pytest.raises(CheckpointError, match=r"task-1.safetensors: checkpoint not written \(No space left"):
+    with pytest.raises(EnvironmentFault, match=r"task-1.safetensors: checkpoint not written \(No space left"):
         r.save_checkpoint(1, model, {}, fx.progress(1))
     monkeypatch.undo()
-    with pytest.raises(CheckpointError, match="the previous file there is unchanged"):
+    with pytest.raises(EnvironmentFault, match="the previous file there is unchanged"):
         monkeypatch.setattr(ckpt, "save_file", full)
         r.save_checkpoint(0, model, {}, fx.progress(0))
     assert os.listdir(r.checkpoints) == ["task-0.safetensors"]
@@ -210,7 +210,7 @@ def test_disk_full_on_a_real_small_filesystem(tmp_path):
             assert error.errno == errno.ENOSPC
         finally:
             os.close(fd)
-        with pytest.raises(CheckpointError, match="checkpoint not written"):
+        with pytest.raises(EnvironmentFault, match=r"checkpoint not written \(No space left on device\)"):
             r.save_checkpoint(1, model, {}, fx.progress(1))
         assert sorted(os.listdir(r.checkpoints)) == ["task-0.safetensors"]
         assert r.latest()[0] == 0
@@ -234,7 +234,9 @@ def test_writers_are_refused_inside_a_run(tmp_path, target, message):
     (tmp_path / "run.new-1" / STAGING_MARK).write_text("")
     with pytest.raises(ConfigError, match=message):
         refuse_run_file(tmp_path / target, "--out")
-    refuse_run_file(tmp_path / "run" / "report.md", "--out")  # beside the run's files is fine
+    with pytest.raises(ConfigError, match="is inside the run"):  # any new file inside a run is refused too
+        refuse_run_file(tmp_path / "run" / "report.md", "--out")
+    refuse_run_file(tmp_path / "run-report.md", "--out")  # beside the run is fine
     refuse_run_file(tmp_path / "elsewhere" / "results.json", "--out")
 
 

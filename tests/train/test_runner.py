@@ -53,6 +53,12 @@ class Calls:
     def state_bytes(self):
         return 0
 
+    def training_module(self):
+        return None  # the model itself trains (no linearised copy)
+
+    def check_saved_state(self, saved, tasks_done, where):
+        """Nothing saved to check: this stand-in keeps no state."""
+
     def task_results(self):
         return {}
 
