@@ -33,7 +33,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from bitcl.api_context import DataContext, TaskData, check_task_data, generator, is_map_style, split_batch
-from bitcl.errors import ConfigError
+from bitcl.errors import ConfigError, DataError
 from bitcl.models import ContinualModel
 from bitcl.quant import bit_states
 from bitcl.strategies import RunInfo, Strategy, check_supported, get_strategy, make_options, resolved_options
@@ -117,6 +117,29 @@ def _check_method(cls: type[Strategy], model: nn.Module, scenario: str) -> None:
                           f"(supported: {', '.join(cls.scenarios)})")
     if cls.requires_quantized and not any(True for _ in bit_states(model)):
         raise ConfigError(f"method {cls.name!r} needs Bit layers: call bitcl.quantize_(model, BitConfig(...)) first")
+
+
+def known_labels(data: TaskData) -> Optional[torch.Tensor]:
+    """All labels of a TensorDataset (or a DataLoader over one) without iterating it; else None."""
+    dataset = data.dataset if isinstance(data, DataLoader) else data
+    if isinstance(dataset, TensorDataset) and len(dataset.tensors) >= 2:
+        return dataset.tensors[1]
+    return None
+
+
+def check_labels_fit(task: int, labels: Optional[torch.Tensor], logits: torch.Tensor) -> None:
+    """DataError naming the task, its labels and the head size when a label has no output to go to
+    (e.g. labels 2, 3 given to a 2-way head), instead of torch's ``IndexError: Target 2 is out of bounds``."""
+    if labels is None or labels.numel() == 0 or logits.ndim != 2:
+        return
+    outputs = logits.shape[1]
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= outputs:
+        present = torch.unique(labels.detach().cpu()).tolist()
+        shown = ", ".join(map(str, present[:8])) + (", ..." if len(present) > 8 else "")
+        raise DataError(f"tasks[{task}] train: labels {shown} do not fit the model's {outputs} outputs for task "
+                        f"{task} (labels must lie in 0..{outputs - 1}; number each task's classes from 0, "
+                        "or give the head more outputs)")
 
 
 def _check_tasks(tasks) -> list[tuple[TaskData, TaskData]]:
@@ -227,7 +250,11 @@ class _FitLoop:
             for step, batch in enumerate(self._batches(self.tasks[t][0], t, epoch, tag)):
                 x, y = split_batch(batch, f"tasks[{t}] train")
                 x, y = x.to(self.device), y.to(self.device)
-                loss = strategy.loss(forward(x), y) * (1 / len(y))  # the CLI's arithmetic, to the last bit
+                logits = forward(x)
+                if epoch == 0 and step == 0:  # before the task's first update: every label the data declares
+                    check_labels_fit(t, known_labels(self.tasks[t][0]), logits)
+                check_labels_fit(t, y, logits)  # one min/max per batch: data whose labels are not known upfront
+                loss = strategy.loss(logits, y) * (1 / len(y))  # the CLI's arithmetic, to the last bit
                 step_once(loss, strategy.penalty(), t, epoch, step)
             seconds.append(time.perf_counter() - start)
         self.hook_seconds += step_once.hook_seconds
@@ -257,7 +284,10 @@ class _FitLoop:
 
     def resume(self) -> int:
         """Load the newest checkpoint of ``out`` (same settings required); returns the next task."""
-        resumed = resume_latest(self.rundir, self.config.to_dict(), self.net, self.strategy, flag="resume")
+        # a user's model is rebuilt by the user, maybe unseeded: weights and scales come from the checkpoint,
+        # and only the architecture (tensor names, shapes, bit widths) must match
+        resumed = resume_latest(self.rundir, self.config.to_dict(), self.net, self.strategy, flag="resume",
+                                restore_scales=True)
         if resumed is None:
             return 0
         self.result.restore(resumed.progress["result"])

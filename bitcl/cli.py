@@ -50,8 +50,9 @@ def _option_flags(options_cls) -> list[tuple[str, dict]]:
     for f in dataclasses.fields(options_cls):
         kind = hints[f.name]
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        text = f.metadata.get("help", "")
         kwargs = {"dest": f"opt_{f.name}", "default": argparse.SUPPRESS,
-                  "help": f"{f.metadata.get('help', '')} (default: {default})"}
+                  "help": text if "(default:" in text else f"{text} (default: {default})"}
         if kind is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
@@ -79,8 +80,10 @@ def add_config_flags(parser: argparse.ArgumentParser, names: Optional[Sequence[s
         default = defaults.get(f.name, f.default if f.default is not dataclasses.MISSING else f.default_factory())
         shown = default if default is not None else (
             f"preset, else {ENGINE_DEFAULTS[f.name]}" if f.name in ENGINE_DEFAULTS else "none")
+        text = f.metadata.get("help", "")
+        # a help text that explains its own default ("default: the benchmark's") is not given a second one
         kwargs = {"dest": f.name, "default": argparse.SUPPRESS,
-                  "help": f"{f.metadata.get('help', '')} (default: {shown})"}
+                  "help": text if "(default:" in text else f"{text} (default: {shown})"}
         kind = hints[f.name]
         inner = typing.get_args(kind)[0] if typing.get_origin(kind) is typing.Union else kind
         if inner is bool:
@@ -112,7 +115,10 @@ def _run_parser(method_cls, prog: str = "bitcl run") -> argparse.ArgumentParser:
 def _recorded_config(path: str) -> dict:
     """The ``config`` of a results.json file (validated by ``bitcl.train.validate``)."""
     from bitcl.train.validate import read_results
-    return dict(read_results(path, require=("config",))["config"])
+    from bitcl.versions import check_results_version
+    results = read_results(path, require=("config",))
+    check_results_version(results, path)
+    return dict(results["config"])
 
 
 def config_from_args(argv: Sequence[str]):
