@@ -145,9 +145,17 @@ def config_from_args(argv: Sequence[str]):
     return RunConfig.from_dict(values, known.config_file or "command line")
 
 
+def warn_nothing_saved(command: str, out, quiet: bool) -> None:
+    """One stderr line at the start of a run without ``--out``: its results are printed, not saved."""
+    if out is None and not quiet and os.environ.get("RANK", "0") == "0":
+        print(f"bitcl {command}: no --out given: nothing will be saved (results.json, checkpoints); "
+              "the results are only printed", file=sys.stderr, flush=True)
+
+
 def cmd_run(argv: Sequence[str]) -> int:
     from bitcl.engine import run
     config = config_from_args(argv)
+    warn_nothing_saved("run", config.out, config.quiet)
     result = run(config)
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
         return 0
