@@ -32,6 +32,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+import bitcl.interop  # noqa: F401  (makes torchvision importable for users' models and datasets)
 from bitcl.api_context import DataContext, TaskData, check_task_data, generator, is_map_style, split_batch
 from bitcl.errors import ConfigError, DataError
 from bitcl.models import ContinualModel
