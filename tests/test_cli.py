@@ -160,3 +160,15 @@ def test_help_states_each_default_once():
         flags = re.split(r"\s(?=--[a-z])", text)
         assert all(f.count("(default:") <= 1 for f in flags), [f for f in flags if f.count("(default:") > 1]
         assert "(default: preset, else 10)" in text and "(default: the benchmark's)" in text
+
+
+def test_a_run_without_out_says_nothing_is_saved(small_npz):
+    """Without --out the run starts with one stderr line saying nothing will be saved; --quiet silences it."""
+    args = ["run", "--method", "finetune", "--data", small_npz, "--benchmark", "permuted-mnist", "--tasks", "1",
+            "--epochs", "1", "--hidden", "16"]
+    done = run_cli(*args)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines()[0] == ("bitcl run: no --out given: nothing will be saved (results.json, "
+                                           "checkpoints); the results are only printed")
+    quiet = run_cli(*args, "--quiet")
+    assert quiet.returncode == 0 and "nothing will be saved" not in quiet.stderr
