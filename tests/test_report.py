@@ -68,6 +68,7 @@ def _edit(run, **changes):
     return run
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("version", ["0.1.0", "9.0.0", "0.3.0"])
 def test_results_of_another_contract_series_are_refused_by_report_and_rerun(tmp_path, version):
     """bitcl 0.2 reads results of 0.2.x only (a 0.x minor release may change the contract, as a major one

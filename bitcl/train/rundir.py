@@ -200,7 +200,8 @@ class RunDirectory:
             raise ConfigError("--overwrite and --resume exclude each other: replace the run or continue it")
         if self.target.exists() and not self.target.is_dir():
             raise ConfigError(f"--out {self.target}: exists and is not a directory")
-        if self.resume and not self.target.exists():  # a typo must not start a whole fresh run
+        # a typo must not start a whole fresh run (an interrupted --overwrite swap, DIR.old-<pid>, is restored by open)
+        if self.resume and not self.target.exists() and not _siblings(self.target, "old"):
             raise ConfigError(f"--resume: {self.target} does not exist; there is no run to continue "
                               "(check the folder name, or drop --resume to start a new run)")
         for folder in self.target.resolve().parents:
