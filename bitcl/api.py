@@ -33,10 +33,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+import bitcl.interop  # noqa: F401  (makes torchvision importable for users' models and datasets)
 from bitcl.api_context import (DataContext, TaskData, check_task_data, generator, is_map_style, plain_tensors,
                                 split_batch)
 from bitcl.constants import LR_SCHEDULES, MAX_SEED, OPTIMIZERS, SCENARIOS
-from bitcl.errors import ConfigError
+from bitcl.errors import ConfigError, DataError
 from bitcl.models import ContinualModel
 from bitcl.quant import bit_states
 from bitcl.settings import check_values, setting
@@ -131,6 +132,29 @@ def _check_method(cls: type[Strategy], model: nn.Module, scenario: str) -> None:
                           f"(supported: {', '.join(cls.scenarios)})")
     if cls.requires_quantized and not any(True for _ in bit_states(model)):
         raise ConfigError(f"method {cls.name!r} needs Bit layers: call bitcl.quantize_(model, BitConfig(...)) first")
+
+
+def known_labels(data: TaskData) -> Optional[torch.Tensor]:
+    """All labels of a TensorDataset (or a DataLoader over one) without iterating it; else None."""
+    dataset = data.dataset if isinstance(data, DataLoader) else data
+    if isinstance(dataset, TensorDataset) and len(dataset.tensors) >= 2:
+        return dataset.tensors[1]
+    return None
+
+
+def check_labels_fit(task: int, labels: Optional[torch.Tensor], logits: torch.Tensor) -> None:
+    """DataError naming the task, its labels and the head size when a label has no output to go to
+    (e.g. labels 2, 3 given to a 2-way head), instead of torch's ``IndexError: Target 2 is out of bounds``."""
+    if labels is None or labels.numel() == 0 or logits.ndim != 2:
+        return
+    outputs = logits.shape[1]
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= outputs:
+        present = torch.unique(labels.detach().cpu()).tolist()
+        shown = ", ".join(map(str, present[:8])) + (", ..." if len(present) > 8 else "")
+        raise DataError(f"tasks[{task}] train: labels {shown} do not fit the model's {outputs} outputs for task "
+                        f"{task} (labels must lie in 0..{outputs - 1}; number each task's classes from 0, "
+                        "or give the head more outputs)")
 
 
 def _check_tasks(tasks) -> list[tuple[TaskData, TaskData]]:
@@ -279,7 +303,11 @@ class _FitLoop:
             for step, batch in enumerate(self._batches(self.tasks[t][0], t, epoch, tag)):
                 x, y = split_batch(batch, where)
                 x, y = x.to(self.device), y.to(self.device)
-                loss = strategy.loss(forward(x), y) * (1 / len(y))  # the CLI's arithmetic, to the last bit
+                logits = forward(x)
+                if epoch == 0 and step == 0:  # before the task's first update: every label the data declares
+                    check_labels_fit(t, known_labels(self.tasks[t][0]), logits)
+                check_labels_fit(t, y, logits)  # one min/max per batch: data whose labels are not known upfront
+                loss = strategy.loss(logits, y) * (1 / len(y))  # the CLI's arithmetic, to the last bit
                 step_once(loss, strategy.penalty(), t, epoch, step)
             seconds.append(time.perf_counter() - start)
         self.hook_seconds += step_once.hook_seconds
@@ -362,8 +390,10 @@ def fit(model: nn.Module, tasks: Sequence[tuple[TaskData, TaskData]], method: st
     strategy = cls(opts, net, RunInfo(len(pairs), scenario, torch.device(device)))
     task_aware = heads is not None or isinstance(model, ContinualModel)
     loop = _FitLoop(net, strategy, pairs, config, optimizer, task_aware)
+    # a user's model is rebuilt by the user, maybe unseeded: on resume its weights and scales come from the
+    # checkpoint, and only the architecture (tensor names, shapes, bit widths) must match
     ContinualRun(loop, strategy, net, len(pairs), loop.result, rundir, config.to_dict(), quiet=quiet, resume=resume,
-                 flag="resume").run()
+                 flag="resume", restore_scales=True).run()
     for line in loop.result.warnings():  # a task that was not learned is never silent
         warnings.warn(line, NotLearnedWarning, stacklevel=2)
     return loop.result

@@ -16,7 +16,7 @@ import traceback
 from typing import Optional, Sequence
 
 from bitcl.errors import BitclError, EnvironmentFault
-from bitcl.parsing import Parser, UsageError
+from bitcl.parsing import Parser, UsageError, warn_nothing_saved
 from bitcl.run_args import add_config_flags, config_from_args  # noqa: F401  (public: bitcl.cli.config_from_args)
 from bitcl.settings import default_of
 
@@ -30,6 +30,8 @@ def cmd_run(argv: Sequence[str]) -> int:
         return run_seeds(argv)
     from bitcl.engine import run
     config = config_from_args(argv)
+    config.resolved()  # every setting (method options too) checked before anything is said or run
+    warn_nothing_saved("run", config.out, config.quiet)
     result = run(config)
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
         return 0

@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 from bitcl.errors import BitclError
 from bitcl.settings import add_flags
@@ -35,4 +37,11 @@ def add_method_flags(parser: argparse.ArgumentParser, method_cls) -> None:
     add_flags(group, method_cls.Options, dest_prefix="opt_")
 
 
-__all__ = ["Parser", "UsageError", "add_method_flags"]
+__all__ = ["Parser", "UsageError", "add_method_flags", "warn_nothing_saved"]
+
+
+def warn_nothing_saved(command: str, out, quiet: bool) -> None:
+    """One stderr line at the start of a run without ``--out``: its results are printed, not saved."""
+    if out is None and not quiet and os.environ.get("RANK", "0") == "0":
+        print(f"bitcl {command}: no --out given: nothing will be saved (results.json, checkpoints); "
+              "the results are only printed", file=sys.stderr, flush=True)

@@ -15,23 +15,39 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from bitcl.checkpoint import atomic_write_text
-from bitcl.errors import BitclError
+from bitcl.errors import BitclError, DataError
 from bitcl.train.rundir import refuse_run_file
 from bitcl.train.validate import read_results
+from bitcl.versions import check_results_version
 
 COLUMNS = ("run", "method", "scenario", "tasks", "ACC", "BWT", "forgetting", "final capacity", "state bytes",
            "train s", "not learned")
 
 
 def load_results(run_dir: str | Path) -> dict:
-    """A run's results.json, validated (``bitcl.train.validate.read_results``); supervised runs only."""
-    path = Path(run_dir)
-    if path.is_dir() and not (path / "results.json").exists():
-        raise BitclError(f"{run_dir}: no results.json (not a finished bitcl run)")
+    """A run's results.json, validated (``bitcl.train.validate.read_results``), written by a bitcl
+    of this one's contract series (``bitcl.versions``), holding every field the report shows."""
+    path = _results_path(run_dir)
     results = read_results(path)
-    if "accuracy_matrix" not in results:
-        raise BitclError(f"{run_dir}: an RL run (return_matrix); bitcl report compares supervised runs")
+    where = str(path / "results.json" if path.is_dir() else path)
+    check_results_version(results, where)
+    is_rl = "return_matrix" in results
+    for section, key in (("timing", "steps_per_second" if is_rl else "train_seconds"), ("memory", "state_bytes")):
+        value = results.get(section, {}).get(key) if isinstance(results.get(section), dict) else None
+        if not isinstance(value, list) or not value:  # a missing figure is an error, never shown as 0
+            raise DataError(f"{where}: no {section}.{key} (the report's "
+                            f"{'steps/s' if key == 'steps_per_second' else 'train s' if key == 'train_seconds' else 'state bytes'} "
+                            "column); not a complete results.json")
     return results
+
+
+def _check_one_kind(run_dirs: Sequence[str], raw: Sequence[dict]) -> None:
+    """A report is one table: RL runs (returns over games) and supervised runs (accuracies over tasks) are refused together."""
+    rl = [str(d) for d, r in zip(run_dirs, raw) if "return_matrix" in r]
+    supervised = [str(d) for d, r in zip(run_dirs, raw) if "return_matrix" not in r]
+    if rl and supervised:
+        raise BitclError(f"cannot mix RL runs (bitcl rl: {', '.join(rl)}) and supervised runs (bitcl run or "
+                         f"bitcl.fit: {', '.join(supervised)}) in one table; report them separately")
 
 
 def _results_path(run_dir: str | Path) -> Path:
@@ -79,8 +95,8 @@ def table(runs: Sequence[tuple[str, dict]]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for name, r in runs:
         cap = f"{r['capacity'][-1]:.3f}" if r.get("capacity") else "–"
-        state = r.get("memory", {}).get("state_bytes") or [0]
-        train = sum(r.get("timing", {}).get("train_seconds", []))
+        state = r["memory"]["state_bytes"]  # present: load_results requires what the table shows
+        train = sum(r["timing"]["train_seconds"])
         lines.append(f"| {name} | {r['method']} | {r.get('scenario', '')} | {r.get('tasks', '')} | {r['acc']:.4f} | "
                      f"{r['bwt']:+.4f} | {r['forgetting']:.4f} | {cap} | {state[-1]:,} | {train:.1f} | "
                      f"{_not_learned(r)} |")
@@ -161,6 +177,11 @@ def _seed_plot(groups, folder: Path) -> Path:
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
+def integer_ticks(ax, axes: str) -> None:
+    """Ticks at whole numbers only on the named axes ("x", "y", "xy"): task and game counts have no 1.5."""
+    from matplotlib.ticker import MaxNLocator
+    for name in axes:
+        getattr(ax, f"{name}axis").set_major_locator(MaxNLocator(integer=True))
 
 
 def _plots(runs: Sequence[tuple[str, dict]], folder: Path) -> list[Path]:
@@ -181,6 +202,7 @@ def _plots(runs: Sequence[tuple[str, dict]], folder: Path) -> list[Path]:
                             color="white" if matrix[i][j] < 0.6 else "black")
         ax.set_xlabel("evaluated on task")
         ax.set_ylabel("after training task")
+        integer_ticks(ax, "xy")
         ax.set_title(f"{r['method']} ({name})", fontsize=9)
         fig.colorbar(im, ax=ax, fraction=0.046)
         fig.tight_layout()
@@ -193,6 +215,7 @@ def _plots(runs: Sequence[tuple[str, dict]], folder: Path) -> list[Path]:
             ax.plot(range(j, t), [matrix[i][j] for i in range(j, t)], marker=".", label=f"task {j}")
         ax.set_xlabel("after training task")
         ax.set_ylabel("test accuracy")
+        integer_ticks(ax, "x")
         ax.set_title(f"per-task accuracy over time: {r['method']} ({name})", fontsize=9)
         if t <= 10:
             ax.legend(fontsize=7)
@@ -206,6 +229,7 @@ def _plots(runs: Sequence[tuple[str, dict]], folder: Path) -> list[Path]:
         for name, r in with_capacity:
             ax.plot(range(1, len(r["capacity"]) + 1), r["capacity"], marker=".", label=f"{r['method']} ({name})")
         ax.set_xlabel("tasks learned")
+        integer_ticks(ax, "x")
         ax.set_ylabel("fraction of bits frozen")
         ax.set_ylim(0, 1)
         ax.legend(fontsize=7)
@@ -220,7 +244,8 @@ def write_report(run_dirs: Sequence[str], out: Optional[str] = None) -> str:
     """Build the report; returns the markdown (also written to ``out`` when given)."""
     if out is not None:
         refuse_run_file(out, "--out")
-    raw = [read_results(_results_path(d)) for d in run_dirs]
+    raw = [load_results(d) for d in run_dirs]
+    _check_one_kind(run_dirs, raw)
     if raw and all("return_matrix" in r for r in raw):  # every run is a `bitcl rl` run
         from bitcl.rl.report import rl_report
         folder = Path(out).parent if out else Path(run_dirs[0]) / "report"
@@ -228,7 +253,7 @@ def write_report(run_dirs: Sequence[str], out: Optional[str] = None) -> str:
         if out:
             atomic_write_text(Path(out), text)
         return text
-    runs = list(zip(run_names(run_dirs), (load_results(d) for d in run_dirs)))
+    runs = list(zip(run_names(run_dirs), raw))
     text = "# bitcl report\n\n" + table(runs) + "\n" + data_sources(runs)
     groups = seed_groups(runs)
     grouped = any(len(members) > 1 for _, members in groups)

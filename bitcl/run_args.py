@@ -35,7 +35,10 @@ def recorded_config(path: str) -> dict:
     options renamed since it was written under their current names."""
     from bitcl.strategies import upgrade_recorded_options
     from bitcl.train.validate import read_results
-    return upgrade_recorded_options(dict(read_results(path, require=("config",))["config"]))
+    from bitcl.versions import check_results_version
+    results = read_results(path, require=("config",))
+    check_results_version(results, path)
+    return upgrade_recorded_options(dict(results["config"]))
 
 
 def config_from_args(argv: Sequence[str]):

@@ -142,3 +142,38 @@ def test_resume_after_kill_9_is_bit_exact(tmp_path, small_npz):
             safe_open(str(broken / "checkpoints/task-3.safetensors"), "pt") as fb:
         for key in fa.keys():
             assert fa.get_tensor(key).equal(fb.get_tensor(key)), key
+
+
+def test_resume_of_a_missing_folder_exits_2_naming_it(tmp_path, small_npz):
+    """`--resume` with a mistyped folder: exit 2 and one line naming the folder; nothing is created or trained."""
+    missing = tmp_path / "runs" / "bilp"
+    done = run_cli("run", "--data", small_npz, "--epochs", "1", "--tasks", "2", "--out", missing, "--resume")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"bitcl run: error: --resume: {missing} does not exist; there is no run to continue "
+        "(check the folder name, or drop --resume to start a new run)"]
+    assert not missing.exists() and done.stdout == ""
+
+
+def test_help_states_each_default_once():
+    """`bitcl run --help`: no flag repeats its default ('(default: preset, else 10) (default: preset, else 10)')."""
+    import re
+    for method in ("blip", "ewc"):
+        done = run_cli("run", "--method", method, "--help")
+        assert done.returncode == 0
+        text = " ".join(done.stdout.split())  # argparse wraps lines
+        flags = re.split(r"\s(?=--[a-z])", text)
+        assert all(f.count("(default:") <= 1 for f in flags), [f for f in flags if f.count("(default:") > 1]
+        assert "(default: preset, else 10)" in text and "(default: the benchmark's)" in text
+
+
+def test_a_run_without_out_says_nothing_is_saved(small_npz):
+    """Without --out the run starts with one stderr line saying nothing will be saved; --quiet silences it."""
+    args = ["run", "--method", "finetune", "--data", small_npz, "--benchmark", "permuted-mnist", "--tasks", "1",
+            "--epochs", "1", "--hidden", "16"]
+    done = run_cli(*args)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines()[0] == ("bitcl run: no --out given: nothing will be saved (results.json, "
+                                           "checkpoints); the results are only printed")
+    quiet = run_cli(*args, "--quiet")
+    assert quiet.returncode == 0 and "nothing will be saved" not in quiet.stderr

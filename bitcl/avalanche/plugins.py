@@ -31,6 +31,7 @@ from bitcl.interop.torchvision_ops import ensure_torchvision_importable
 
 ensure_torchvision_importable()  # before avalanche imports torchvision (see that module)
 
+from avalanche.models import MultiTaskModule  # noqa: E402
 from avalanche.models.utils import avalanche_forward  # noqa: E402
 from avalanche.training.plugins import SupervisedPlugin  # noqa: E402
 
@@ -67,6 +68,7 @@ class BitclPlugin(SupervisedPlugin):
         self.seed, self.num_tasks, self.scenario = seed, num_tasks, scenario
         self.strategy: Optional[Strategy] = None
         self.ctx: Optional[DataContext] = None
+        self._task_labels_seen: set[int] = set()
 
     def _bitcl_strategy(self, strategy) -> Strategy:
         """The bitcl strategy for Avalanche's model, built at the first experience."""
@@ -87,6 +89,7 @@ class BitclPlugin(SupervisedPlugin):
             raise ConfigError(f"experience {experience.current_experience} mixes task labels {labels}; "
                               "bitcl's importance needs one task (head) per experience")
         task_label = labels[0]
+        self._check_one_head_per_task(model, experience, task_label)
 
         def forward(x):
             return avalanche_forward(model, x, torch.full((len(x),), task_label, dtype=torch.long))
@@ -97,6 +100,24 @@ class BitclPlugin(SupervisedPlugin):
         self.ctx = DataContext(model, data, strategy.clock.train_exp_counter, bitcl_strategy.info, seed=self.seed,
                                forward=forward, strategy=bitcl_strategy, batch_size=strategy.train_mb_size)
         bitcl_strategy.before_task(self.ctx)
+
+    def _check_one_head_per_task(self, model, experience, task_label: int) -> None:
+        """ConfigError for a single-head model in a task-incremental stream (``scenario="task"``, the
+        default): Avalanche routes task labels only through a ``MultiTaskModule``, so every task would
+        share one output layer and each new task would overwrite the old tasks' outputs (measured: 0.0
+        accuracy on every old experience, silently). Checked before the first experience when the
+        benchmark declares its task labels, else at the first experience with a new label."""
+        if self.scenario != "task" or isinstance(model, MultiTaskModule):
+            return
+        self._task_labels_seen.add(int(task_label))
+        labels = self._task_labels_seen | _declared_task_labels(experience)
+        if len(labels) > 1:
+            raise ConfigError(
+                f"{type(self).__name__}: the stream has task labels {sorted(labels)} but the model "
+                f"({type(model).__name__}) has one shared head (not an avalanche MultiTaskModule), so old "
+                "experiences would be scored by the newest task's outputs; use a multi-head model (e.g. "
+                "avalanche.models.MTSimpleMLP, or a MultiTaskModule whose classifier is a MultiHeadClassifier), "
+                "or pass scenario='domain' to train one shared head on purpose")
 
     def before_backward(self, strategy, **kwargs):
         penalty = self.strategy.penalty()
@@ -118,6 +139,16 @@ class BitclPlugin(SupervisedPlugin):
         """Fraction of all bits of the model's quantised weights that are frozen (results.json's)."""
         measured = bit_capacity(self.strategy.model) if self.strategy else None
         return measured[0] if measured else 0.0
+
+
+def _declared_task_labels(experience) -> set[int]:
+    """The task labels of the whole stream when the benchmark declares them (classic Avalanche
+    benchmarks: ``benchmark.task_labels``, a list per experience); else none known yet."""
+    try:
+        declared = experience.benchmark.task_labels
+        return {int(label) for labels in declared for label in labels}
+    except Exception:  # noqa: BLE001 - benchmarks without the attribute, or masked in this mode
+        return set()
 
 
 def _named(method: str, doc: str) -> type[BitclPlugin]:

@@ -69,8 +69,10 @@ def check_data_fits(spec: Benchmark, data: ArrayData) -> None:
     if spec.classes and classes != spec.classes:
         raise DataError(f"{data.name}: {spec.name} needs data with {spec.classes} classes, got {classes}")
     if spec.channels and (len(data.input_shape) != 3 or data.input_shape[0] != spec.channels):
-        raise DataError(f"{data.name}: {spec.name} needs {spec.channels}-channel images, got inputs of shape "
-                        f"{tuple(data.input_shape)}")
+        got = (f"{data.input_shape[0]}-channel images of {data.input_shape[1]}x{data.input_shape[2]}"
+               if len(data.input_shape) == 3 else f"inputs of shape {tuple(data.input_shape)}")
+        raise DataError(f"{data.name}: {spec.name} needs {spec.channels}-channel images (n, {spec.channels}, H, W), "
+                        f"got {got}")
 
 
 def seeded_order(n: int, seed: int) -> list[int]:

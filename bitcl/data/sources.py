@@ -59,8 +59,29 @@ def stratified_split(y: np.ndarray, train_fraction: float = 0.8, seed: int = 0) 
     return train
 
 
+IMAGE_CHANNELS = (1, 3)  # grey and RGB: what tells a channel axis from an image side
+
+
+def _channels_first(x: np.ndarray, where: str) -> np.ndarray:
+    """``(n, C, H, W)`` from 4-D images stored channels-first or channels-last (``(n, H, W, C)``,
+    as numpy, PIL and TensorFlow store them), so that a ``(n, 32, 32, 3)`` CIFAR array is never
+    read as 32 channels of 32x3 images.
+
+    Channels-last is recognised when the last axis is 1 or 3 and axis 1 is not; the array is then
+    transposed. When both are 1 or 3 (e.g. ``(n, 3, 32, 3)``) the layout cannot be told and is refused.
+    """
+    first, last = x.shape[1] in IMAGE_CHANNELS, x.shape[3] in IMAGE_CHANNELS
+    if last and not first:
+        return x.transpose(0, 3, 1, 2)
+    if first and last and x.shape[1:] != (1, 1, 1):
+        raise DataError(f"{where}: images of shape {tuple(x.shape[1:])} could be channels-first (C, H, W) or "
+                        f"channels-last (H, W, C); store them as (n, C, H, W)")
+    return x
+
+
 def _images(x: np.ndarray, where: str) -> torch.Tensor:
-    """Images as float32 (n, C, H, W) in [0, 1]; accepts (n, D), (n, H, W), (n, C, H, W).
+    """Images as float32 (n, C, H, W) in [0, 1]; accepts (n, D), (n, H, W), (n, C, H, W) and
+    channels-last (n, H, W, C) (see :func:`_channels_first`).
 
     Integer or real pixels only (no bool, complex or object arrays), finite, in 0..1 or 0..255
     (the latter divided by 255), and no empty image dimension.
@@ -72,8 +93,10 @@ def _images(x: np.ndarray, where: str) -> torch.Tensor:
         x = x.reshape(len(x), 1, side, side)
     elif x.ndim == 3:
         x = x[:, None]
-    elif x.ndim != 4:
-        raise DataError(f"{where}: x must have shape (n, D), (n, H, W) or (n, C, H, W), got {x.shape}")
+    elif x.ndim == 4:
+        x = _channels_first(x, where)
+    else:
+        raise DataError(f"{where}: x must have shape (n, D), (n, H, W), (n, C, H, W) or (n, H, W, C), got {x.shape}")
     if 0 in x.shape[1:]:
         raise DataError(f"{where}: images of shape {x.shape[1:]} have an empty dimension")
     if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):

@@ -30,7 +30,13 @@ def read_spec(meta: dict, path) -> ModelSpec:
     progress = meta.get("bitcl_progress")
     spec = progress.get("model") if isinstance(progress, dict) else None
     if spec is None:
-        raise CheckpointError(f"{path}: checkpoint has no model description (written by bitcl run?)")
+        if isinstance(progress, dict) and "return_matrix" in progress:  # bitcl rl's progress (bitcl.rl.results)
+            raise CheckpointError(f"{path}: a checkpoint of an RL run (bitcl rl): it holds a PPO agent, not a "
+                                  "classifier with a model description; bitcl export and bitcl analyze bits "
+                                  "rebuild and score the models of bitcl run only")
+        raise CheckpointError(f"{path}: checkpoint has no model description: only bitcl run records one "
+                              "(a bitcl.fit run's model is the user's own code; load it with "
+                              "bitcl.checkpoint.load_model_state into that model)")
     return ModelSpec.from_json(spec, str(path), legacy=not meta.get(DIGESTED, False))
 
 

@@ -85,19 +85,32 @@ def _convert(module: nn.Module, keep: int) -> nn.Module:
     return module
 
 
+def onnx_requirements(spec: dict, task: Optional[int], keep: int) -> list[str]:
+    """What the export still needs, each with its reason (empty: it can be exported as asked)."""
+    missing = []
+    tasks = spec.get("tasks") or len(spec["head_sizes"])
+    if task is None and spec["setting"] == "task":
+        missing.append(f"--task T (a task-incremental model has one head per task: 0..{tasks - 1})")
+    elif task is None and spec.get("permuted"):
+        missing.append(f"--task T (each task of a permuted benchmark has its own input permutation: 0..{tasks - 1})")
+    if spec["backbone"] == "quant":
+        needed = spec["bits"] if keep == spec["bits"] else keep + 1
+        if needed > ONNX_MAX_BITS:
+            asked = "" if keep == spec["bits"] else f"; --bits {keep} needs {needed}-bit codes"
+            missing.append(f"--bits {ONNX_MAX_BITS - 1} or fewer (brevitas QCDQ holds at most {ONNX_MAX_BITS}-bit "
+                           f"integer weights and this model has {spec['bits']}-bit codes; keeping the top B < "
+                           f"{spec['bits']} bits needs B + 1{asked})")
+    return missing
+
+
 def brevitas_model(checkpoint: str | Path, task: Optional[int], bits: Optional[int]) -> tuple[nn.Module, dict]:
     """The torch module that gets exported: preprocessing, brevitas layers, the task's head."""
     model, spec = load_checkpoint_model(checkpoint)
     task = check_task(spec, task)
-    if spec["setting"] == "task" and task is None:
-        raise BitclError("a task-incremental model has one head per task: pass --task T")
     keep = check_keep(spec, bits)
-    if spec["backbone"] == "quant":
-        needed = spec["bits"] if keep == spec["bits"] else keep + 1
-        if needed > ONNX_MAX_BITS:
-            raise BitclError(f"ONNX export (brevitas QCDQ) holds at most {ONNX_MAX_BITS}-bit integer weights; this "
-                             f"{spec['bits']}-bit model exports its top bits with --bits 7 or fewer "
-                             f"(--bits {keep} needs {needed}-bit codes)")
+    missing = onnx_requirements(spec, task, keep)
+    if missing:  # every requirement at once, not one per attempt
+        raise BitclError(f"ONNX export of this checkpoint needs {'; and '.join(missing)}")
     head = model.head_for(task or 0)
     parts = [_Preprocess(input_permutation(spec, task), spec["input_shape"]), _convert(model.backbone.layers, keep),
              _convert(head, keep) if isinstance(head, (BitLinear, BitConv2d)) else head]

@@ -33,7 +33,7 @@ from torch import nn
 from bitcl.checkpoint import atomic_write
 from bitcl.data.scenarios import task_permutations
 from bitcl.data.sources import PIXEL_SCALE
-from bitcl.errors import BitclError, CheckpointError
+from bitcl.errors import BitclError, CheckpointError, DataError
 from bitcl.kernels import pack_bitplanes, unpack_bitplanes
 from bitcl.quant import bit_states
 from bitcl.quant.codes import codes_from_top_bits, top_bits
@@ -41,6 +41,7 @@ from bitcl.train.rundir import refuse_run_file
 from bitcl.train.validate import decode_json, read_safetensors
 
 from .checkpoint_model import load_checkpoint_model, model_from_spec
+from .heads import head_to_run, stored_heads
 from .validate import FORMAT_VERSION, validate_packed
 
 
@@ -168,24 +169,42 @@ def read_packed(path: str | Path) -> tuple[dict, dict]:
 
 
 class PackedModel(nn.Module):
-    """A model loaded from a packed file; ``forward`` takes raw pixels (0..255) as float."""
+    """A model loaded from a packed file.
 
-    def __init__(self, model, meta: dict, permutation: Optional[torch.Tensor]):
+    ``model(pixels, task)`` takes pixels as 0..1 floats, the convention of training and of
+    ``load_checkpoint_model`` (images as stored, not permuted: the file applies a permuted task's
+    permutation itself); ``model.forward_raw(raw, task)`` takes raw 0..255 pixels, as ONNX and
+    :class:`~bitcl.export.NumpyRuntime` do. Values above 1 given to ``model(...)`` are refused
+    (DataError), so 0..255 pixels are never silently read as 0..1.
+    """
+
+    def __init__(self, model, meta: dict, permutation: Optional[torch.Tensor], heads: Optional[list[int]] = None):
         super().__init__()
         self.model, self.meta = model, meta
         self.register_buffer("permutation", permutation if permutation is not None else torch.empty(0, dtype=torch.int64))
         self.pixel_scale = meta["preprocessing"]["pixel_scale"]
+        self.heads = heads if heads is not None else list(range(len(meta["model"]["head_sizes"])))
 
     def preprocess(self, raw: torch.Tensor) -> torch.Tensor:
-        shape = [raw.shape[0], *self.meta["model"]["input_shape"]]
-        flat = raw.reshape(raw.shape[0], -1).to(torch.float32)
+        """Raw 0..255 pixels -> the network's input (permuted when the task is, divided by pixel_scale)."""
+        return self._input(raw.reshape(raw.shape[0], -1).to(torch.float32) / self.pixel_scale)
+
+    def _input(self, flat: torch.Tensor) -> torch.Tensor:
         if self.permutation.numel():
             flat = flat[:, self.permutation]
-        return (flat / self.pixel_scale).view(shape)
+        return flat.view([flat.shape[0], *self.meta["model"]["input_shape"]])
 
-    def forward(self, raw: torch.Tensor, task: Optional[int] = None) -> torch.Tensor:
-        task = self.meta["task"] if task is None else task
-        return self.model(self.preprocess(raw), task or 0)
+    def forward(self, pixels: torch.Tensor, task: Optional[int] = None) -> torch.Tensor:
+        """Logits for pixels as 0..1 floats (``forward_raw`` for 0..255)."""
+        flat = pixels.reshape(pixels.shape[0], -1).to(torch.float32)
+        if flat.numel() and float(flat.max()) > 1.0:
+            raise DataError(f"PackedModel takes pixels as 0..1 floats, as training does (got values up to "
+                            f"{float(flat.max()):g}); for raw 0..255 pixels call .forward_raw(pixels)")
+        return self.model(self._input(flat), head_to_run(self.meta, self.heads, task))
+
+    def forward_raw(self, raw: torch.Tensor, task: Optional[int] = None) -> torch.Tensor:
+        """Logits for raw 0..255 pixels (as ONNX and the numpy runtime take them)."""
+        return self.model(self.preprocess(raw), head_to_run(self.meta, self.heads, task))
 
 
 def load_packed(path: str | Path) -> PackedModel:
@@ -236,4 +255,4 @@ def load_packed(path: str | Path) -> PackedModel:
             params[key].copy_(tensors[key])
     model.set_active_outputs(meta["active_outputs"])
     permutation = tensors.get("input.permutation")
-    return PackedModel(model.eval(), meta, permutation).eval()
+    return PackedModel(model.eval(), meta, permutation, stored_heads(meta, stored)).eval()

@@ -18,6 +18,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from bitcl.errors import CheckpointError, DataError
 from bitcl.train.validate import decode_json, read_safetensors
 
+from .heads import head_to_run, stored_heads
 from .validate import check_layer_list, validate_packed
 
 
@@ -29,7 +30,29 @@ def unpack_planes(planes: np.ndarray, bits: int, n: int) -> np.ndarray:
 
 
 class NumpyRuntime:
-    """Run a packed bitcl model on raw pixels with numpy."""
+    """Run a packed bitcl model on raw pixels with numpy: ``NumpyRuntime(path)(raw_pixels, task=None)``.
+
+    ``raw_pixels``: ``n`` images of integer pixels 0..255 (any numeric dtype, any shape with ``n``
+    first, e.g. ``(n, 28, 28)`` or ``(n, 784)``), as a camera or the dataset file gives them, not
+    permuted: the runtime applies the file's permutation and pixel scale itself (the first layer
+    accumulates the raw integers exactly). ``task``: which head to run, by default the exported
+    task (``bitcl export --task T``); a head the file does not hold is refused. Returns float64
+    logits of shape ``(n, classes)``. Example (a run made with ``bitcl run ... --out runs/blip``)::
+
+        import numpy as np
+        from bitcl.export import NumpyRuntime, export_packed
+
+        export_packed("runs/blip/checkpoints/task-4.safetensors", "blip.safetensors", task=4)
+        rt = NumpyRuntime("blip.safetensors")
+        with np.load("data/mnist15k.npz") as f:
+            images = f["x"][~f["train"]][:100]          # uint8 (100, 28, 28), raw 0..255
+            labels = f["y"][~f["train"]][:100]
+        logits = rt(images)                             # task 4's head, the one exported
+        predicted = logits.argmax(1)                    # 0..1 within the task (its 2 classes: 8, 9)
+
+    ``bitcl.export.load_packed`` is the torch reader of the same file (``model(x)`` on 0..1 floats,
+    ``model.forward_raw(raw)`` on 0..255).
+    """
 
     def __init__(self, path: str | Path):
         self.meta, self.tensors = _read(Path(path))
@@ -96,6 +119,7 @@ class NumpyRuntime:
 
     def __call__(self, raw_pixels: np.ndarray, task: int | None = None) -> np.ndarray:
         """Logits for raw pixels (0..255, any numeric dtype, shape (n, ...))."""
+        head_to_run(self.meta, stored_heads(self.meta, self.tensors), task)  # a missing head: before any work
         x = np.asarray(raw_pixels)
         pixels = int(np.prod(self.spec["input_shape"]))
         if x.ndim < 1 or not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)) \
@@ -120,8 +144,7 @@ class NumpyRuntime:
                     n, c, hh, ww = h.shape
                     h = h[:, :, :hh // 2 * 2, :ww // 2 * 2].reshape(n, c, hh // 2, 2, ww // 2, 2).max(axis=(3, 5))
         h = h.reshape(len(h), -1)
-        task = self.meta["task"] if task is None else task
-        head = f"heads.{task}" if spec["setting"] == "task" else "heads.0"
+        head = f"heads.{head_to_run(self.meta, stored_heads(self.meta, self.tensors), task)}"
         logits = self._linear(h, head)
         if spec["setting"] == "class":
             logits[:, self.meta["active_outputs"]:] = -np.inf

@@ -43,6 +43,8 @@ def cmd_rl(argv: Sequence[str]) -> int:
     """``bitcl rl [flags]``: run, print the return matrix, score and forgetting; 0 on success."""
     from .loop import run_rl
     config = config_from_args(argv)
+    from bitcl.parsing import warn_nothing_saved
+    warn_nothing_saved("rl", config.out, config.quiet)
     result = run_rl(config)
     print(result.format_matrix())
     if config.out:

@@ -66,6 +66,7 @@ def plots(runs: Sequence[tuple[str, dict]], folder: Path) -> list[Path]:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for name, r in runs:
@@ -77,6 +78,7 @@ def plots(runs: Sequence[tuple[str, dict]], folder: Path) -> list[Path]:
             left.plot(xs, ys, label=game)
             offset += curve["steps"][-1] if curve["steps"] else 0
         left.set_xlabel("environment steps (games in sequence)")
+        left.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are counts: no 2.5 ticks on short runs
         left.set_ylabel("training episode return")
         left.legend(fontsize=7)
         plot_normalised(right, r, f"{name}: normalised return")

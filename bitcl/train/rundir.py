@@ -204,11 +204,17 @@ class RunDirectory:
     def check(self) -> None:
         """Refuse a folder that is a file, or that holds a run we were not told to replace or resume."""
         if self.target is None:
+            if self.resume:
+                raise ConfigError("--resume needs --out: the folder of the run to continue")
             return
         if self.overwrite and self.resume:
             raise ConfigError("--overwrite and --resume exclude each other: replace the run or continue it")
         if self.target.exists() and not self.target.is_dir():
             raise ConfigError(f"--out {self.target}: exists and is not a directory")
+        # a typo must not start a whole fresh run (an interrupted --overwrite swap, DIR.old-<pid>, is restored by open)
+        if self.resume and not self.target.exists() and not _siblings(self.target, "old"):
+            raise ConfigError(f"--resume: {self.target} does not exist; there is no run to continue "
+                              "(check the folder name, or drop --resume to start a new run)")
         for folder in self.target.resolve().parents:
             if folder.name == "checkpoints" and holds_run(folder.parent):
                 raise ConfigError(f"--out {self.target}: is inside the checkpoints of the run in {folder.parent}")

@@ -83,10 +83,11 @@ class ContinualRun:
     def __init__(self, loop: TaskLoop, strategy: Strategy, model: nn.Module, tasks: int, result: RunRecord,
                  rundir: RunDirectory, config: dict, *, quiet: bool = True, resume: bool = False,
                  free: Iterable[str] = (), flag: str = "--resume", model_spec: Optional[dict] = None,
-                 barrier: Optional[Callable[[], None]] = None):
+                 barrier: Optional[Callable[[], None]] = None, restore_scales: bool = False):
         self.loop, self.strategy, self.model, self.tasks, self.result = loop, strategy, model, tasks, result
         self.rundir, self.config, self.quiet, self.resume = rundir, config, quiet, resume
         self.free, self.flag, self.model_spec, self.barrier = tuple(free), flag, model_spec, barrier
+        self.restore_scales = restore_scales  # fit: a user's rebuilt model takes the checkpoint's scales
         self.next_task = 0
 
     def run(self, before: Optional[Callable[[], None]] = None) -> RunRecord:
@@ -113,7 +114,8 @@ class ContinualRun:
         return self.result
 
     def _resume(self) -> None:
-        resumed = resume_latest(self.rundir, self.config, self.model, self.strategy, free=self.free, flag=self.flag)
+        resumed = resume_latest(self.rundir, self.config, self.model, self.strategy, free=self.free, flag=self.flag,
+                                restore_scales=self.restore_scales)
         if resumed is None:
             return
         self.result.restore(resumed.progress["result"])

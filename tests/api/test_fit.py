@@ -228,3 +228,17 @@ def test_iterable_datasets_serve_importance_and_independent_batches(split_tasks)
     fit(model, stream, "siu", lr_schedule="none", **FAST)
     result = fit(model, stream, "ewc", lr_schedule="none", options={"samples": 100, "fisher": "sampled"}, **FAST)
     assert result.state_bytes[-1] > 0 and len(result.accuracy_matrix) == 2
+
+
+@pytest.mark.parametrize("wrap", [lambda d: d, lambda d: DataLoader(d, batch_size=64), lambda d: Subset(d, range(len(d)))])
+def test_labels_that_do_not_fit_the_head_name_task_labels_and_head_size(split_tasks, wrap):
+    """Task 1 of split-MNIST relabelled 2/3 for a 2-way head: DataError naming the task, its labels and the head
+    size (not torch's 'IndexError: Target 2 is out of bounds'), for a TensorDataset (checked before the first
+    update), a DataLoader and a Subset (checked per batch); task 0 trained and evaluated as usual first."""
+    x, y = split_tasks[1][0].tensors
+    keep = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))[:64]  # both classes
+    shifted = wrap(TensorDataset(x[keep], y[keep] + 2))
+    heads = [nn.Linear(32, 2) for _ in range(2)]
+    with pytest.raises(DataError, match=r"^tasks\[1\] train: labels 2, 3 do not fit the model's 2 outputs for task 1 "
+                                        r"\(labels must lie in 0\.\.1;"):
+        fit(_user_backbone(), [split_tasks[0], (shifted, split_tasks[1][1])], "blip", heads=heads, **FAST)

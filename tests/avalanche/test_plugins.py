@@ -129,3 +129,50 @@ def test_plugins_refuse_what_avalanche_cannot_serve():
                               task_labels=[0])
     with pytest.raises(ConfigError, match="Bit layers"):
         naive.train(bench.train_stream[0])
+
+
+def _two_task_benchmark(tasks):
+    return tensors_benchmark(train_tensors=[tr.tensors for tr, _ in tasks], test_tensors=[te.tensors for _, te in tasks],
+                             task_labels=[0, 1], complete_test_set_only=False)
+
+
+def test_multi_head_usage_keeps_old_experiences_well_above_chance(tasks):
+    """The documented usage: a task-incremental stream needs one head per task label, e.g. avalanche's
+    MTSimpleMLP (a MultiTaskModule whose `classifier` is a MultiHeadClassifier, growing a head per task);
+    quantise all but the heads, train with Naive + BLIPPlugin. Old experiences stay far above chance (0.5)."""
+    from avalanche.models import MTSimpleMLP
+    torch.manual_seed(0)
+    model = MTSimpleMLP(input_size=28 * 28, hidden_size=64)
+    bitcl.quantize_(model, bitcl.BitConfig(bits=20, skip=("classifier",)))  # the heads stay float, per task
+    strategy = Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=LR),
+                     criterion=nn.CrossEntropyLoss(), train_mb_size=BATCH, train_epochs=1, eval_mb_size=500,
+                     plugins=[avalanche.BLIPPlugin(fisher_prior=PRIOR)],
+                     evaluator=EvaluationPlugin(accuracy_metrics(experience=True), loggers=[]), device="cpu")
+    bench = _two_task_benchmark(tasks)
+    for experience in bench.train_stream:
+        strategy.train(experience)
+    metrics = strategy.eval(bench.test_stream)
+    accs = [metrics[f"Top1_Acc_Exp/eval_phase/test_stream/Task{t:03d}/Exp{t:03d}"] for t in range(2)]
+    assert accs[0] > 0.9 and accs[1] > 0.6, accs  # the old experience kept; the new one learned (chance: 0.5)
+
+
+def test_single_head_model_in_a_task_incremental_stream_is_refused(tasks):
+    """The README's old snippet (one shared head, Naive + BLIPPlugin) scored 0.0 on every old experience,
+    silently: now ConfigError before training, naming the task labels and the fix; scenario='domain' (one
+    shared head on purpose) is still accepted."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.ReLU(), nn.Linear(32, 2))
+    bitcl.quantize_(model, bitcl.BitConfig(bits=20, skip=("3",)))
+    bench = _two_task_benchmark(tasks)
+
+    def naive(plugin):
+        return Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=LR),
+                     criterion=nn.CrossEntropyLoss(), train_mb_size=BATCH, train_epochs=1, plugins=[plugin],
+                     evaluator=EvaluationPlugin(loggers=[]), device="cpu")
+
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ConfigError, match=r"^BLIPPlugin: the stream has task labels \[0, 1\] but the model "
+                                          r"\(Sequential\) has one shared head .*use a multi-head model"):
+        naive(avalanche.BLIPPlugin(fisher_prior=PRIOR)).train(bench.train_stream[0])
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # refused before any step
+    naive(avalanche.BLIPPlugin(fisher_prior=PRIOR, scenario="domain")).train(bench.train_stream[0])

@@ -2,6 +2,7 @@
 import gzip
 import os
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -285,3 +286,69 @@ def test_mutated_valid_files_are_loaded_or_refused_cleanly(data):
         blob[i] = data.draw(st.integers(0, 255))
     blob = bytes(blob[: data.draw(st.integers(0, len(blob)))]) if data.draw(st.booleans()) else bytes(blob)
     _load_as(kind, blob)
+
+
+def _cifar_like(n=200, seed=0):
+    """Channels-first RGB images (n, 3, 32, 32) and 10 balanced labels."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8), np.arange(n) % 10
+
+
+@pytest.mark.parametrize("shape", [(6, 32, 32, 3), (6, 28, 28, 1), (6, 5, 7, 3)])
+def test_channels_last_images_are_transposed_never_misread(tmp_path, shape):
+    """(n, H, W, C) with C in {1, 3} (and axis 1 not) loads as (n, C, H, W), pixel for pixel."""
+    x = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    np.savez(tmp_path / "last.npz", x=x, y=np.arange(6) % 2, train=np.arange(6) < 4)
+    data = load_source(tmp_path / "last.npz")
+    n, h, w, c = shape
+    assert data.input_shape == (c, h, w)
+    assert torch.equal(data.x_train, torch.from_numpy(x[:4].transpose(0, 3, 1, 2).astype(np.float32)) / 255)
+
+
+@pytest.mark.parametrize("shape", [(6, 3, 32, 3), (6, 1, 8, 3), (6, 3, 3, 3)])
+def test_images_whose_layout_cannot_be_told_are_refused(tmp_path, shape):
+    """Axis 1 and the last axis both 1 or 3: channels-first or -last is a guess, so refused, naming both readings."""
+    np.savez(tmp_path / "odd.npz", x=np.zeros(shape, np.uint8), y=np.arange(6) % 2)
+    with pytest.raises(DataError, match=re.escape(f"images of shape {shape[1:]} could be channels-first (C, H, W) "
+                                                  "or channels-last (H, W, C); store them as (n, C, H, W)")):
+        load_source(tmp_path / "odd.npz")
+
+
+def test_channels_first_images_are_unchanged(tmp_path):
+    """(n, C, H, W) with C in {1, 3} keeps its layout (and a 32-channel array stays 32 channels)."""
+    x, y = _cifar_like(20)
+    np.savez(tmp_path / "first.npz", x=x, y=y)
+    assert load_source(tmp_path / "first.npz").input_shape == (3, 32, 32)
+    np.savez(tmp_path / "wide.npz", x=np.zeros((20, 32, 8, 8), np.uint8), y=y)
+    assert load_source(tmp_path / "wide.npz").input_shape == (32, 8, 8)
+
+
+def test_cifar_benchmark_names_the_channels_it_got(tmp_path):
+    """A grey 10-class array given to split-cifar10: the error says 3 channels needed, 1 channel of 28x28 got."""
+    from bitcl.data import BENCHMARKS
+    from bitcl.data.benchmarks import check_data_fits
+    np.savez(tmp_path / "grey.npz", x=np.zeros((20, 28, 28), np.uint8), y=np.arange(20) % 10)
+    with pytest.raises(DataError, match=r"split-cifar10 needs 3-channel images \(n, 3, H, W\), got 1-channel "
+                                        r"images of 28x28$"):
+        check_data_fits(BENCHMARKS["split-cifar10"], load_source(tmp_path / "grey.npz"))
+
+
+@pytest.mark.slow
+def test_cli_trains_channels_last_cifar_exactly_as_channels_first(tmp_path):
+    """End to end: `bitcl run --benchmark split-cifar10` on a (n, 32, 32, 3) array runs and gives the accuracy
+    matrix of the same images stored (n, 3, 32, 32); results.json records the (3, 32, 32) input."""
+    import json
+
+    from tests.conftest import run_cli
+    x, y = _cifar_like()
+    np.savez(tmp_path / "first.npz", x=x, y=y)
+    np.savez(tmp_path / "last.npz", x=x.transpose(0, 2, 3, 1), y=y)
+    flags = ["--benchmark", "split-cifar10", "--arch", "mlp", "--hidden", "16", "--epochs", "1", "--tasks", "5",
+             "--quiet"]
+    results = []
+    for name in ("first", "last"):
+        done = run_cli("run", *flags, "--data", tmp_path / f"{name}.npz", "--out", tmp_path / name)
+        assert done.returncode == 0, done.stderr
+        results.append(json.loads((tmp_path / name / "results.json").read_text()))
+    assert results[0]["accuracy_matrix"] == results[1]["accuracy_matrix"]
+    assert results[1]["config"]["data_source"]["train_shape"][1:] == [3, 32, 32]

@@ -45,7 +45,8 @@ def test_packed_round_trip_is_exact(mlp_run, small_npz, tmp_path):
     packed = load_packed(tmp_path / "p.safetensors")
     raw = torch.from_numpy(raw_test_pixels(small_npz))
     with torch.no_grad():
-        assert torch.equal(packed(raw), model(packed.preprocess(raw), 1))
+        assert torch.equal(packed.forward_raw(raw), model(packed.preprocess(raw), 1))
+        assert torch.equal(packed(raw / 255), model(packed.preprocess(raw), 1))  # 0..1, as training
     for name, state in bit_states(model):
         assert torch.equal(dict(bit_states(packed.model))[name].codes, state.codes)
     n = sum(s.codes.numel() for _, s in bit_states(model))
@@ -60,10 +61,9 @@ def test_permutation_travels_with_the_file(mlp_run, small_npz, tmp_path):
     packed = load_packed(tmp_path / "p.safetensors")
     scenario = build_scenario("permuted-mnist", load_source(small_npz), "task", 2, 0)
     task = scenario.tasks[1]
-    raw = task.x_test[:50] * 255
     model, _ = load_checkpoint_model(ckpt)
-    with torch.no_grad():
-        assert torch.equal(packed(raw).argmax(1), model(task.inputs(task.x_test[:50]), 1).argmax(1))
+    with torch.no_grad():  # 0..1 pixels as stored: the file permutes them itself
+        assert torch.equal(packed(task.x_test[:50]).argmax(1), model(task.inputs(task.x_test[:50]), 1).argmax(1))
 
 
 @pytest.mark.parametrize("keep", [20, 6, 1])
@@ -75,7 +75,7 @@ def test_numpy_runtime_matches_torch(mlp_run, small_npz, tmp_path, keep):
     raw = raw_test_pixels(small_npz)
     got = NumpyRuntime(path)(raw)
     with torch.no_grad():
-        want = load_packed(path)(torch.from_numpy(raw)).double().numpy()
+        want = load_packed(path).forward_raw(torch.from_numpy(raw)).double().numpy()
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
     assert np.array_equal(got.argmax(1), want.argmax(1))
 
@@ -88,7 +88,7 @@ def test_conv_class_incremental_numpy_runtime(conv_run, small_npz, tmp_path):
     raw = raw_test_pixels(small_npz, 32)
     got = NumpyRuntime(path)(raw)
     with torch.no_grad():
-        want = load_packed(path)(torch.from_numpy(raw)).double().numpy()
+        want = load_packed(path).forward_raw(torch.from_numpy(raw)).double().numpy()
     assert np.array_equal(got.argmax(1), want.argmax(1))
     finite = np.isfinite(want)
     np.testing.assert_allclose(got[finite], want[finite], rtol=1e-4, atol=1e-4)
@@ -141,7 +141,7 @@ def test_onnx_export_matches_torch_with_dynamic_batch(conv_run, mlp_run, small_n
             np.testing.assert_allclose(got, want, atol=1e-5)
         packed = tmp_path / f"p{bits}.safetensors"
         export_packed(ckpt, packed, task=task, bits=bits)
-        assert np.array_equal(got.argmax(1), load_packed(packed)(raw).argmax(1).numpy())
+        assert np.array_equal(got.argmax(1), load_packed(packed).forward_raw(raw).argmax(1).numpy())
 
 
 @pytest.mark.slow
@@ -195,3 +195,66 @@ def test_bad_export_inputs_are_one_line_exit_2(mlp_run, tmp_path, capsys):
     assert ckpt.read_bytes() == before and not (mlp_run / "checkpoints" / "task-9.safetensors").exists()
     done = cli("export", truncated, "--format", "packed", "--out", tmp_path / "x.bin")
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "not a readable" in done.stderr
+
+
+def test_onnx_states_every_requirement_at_once(mlp_run, tmp_path):
+    """A 20-bit task-incremental checkpoint exported to ONNX with neither --task nor --bits: one line (exit 2)
+    naming both requirements, not one per attempt; with both given it exports."""
+    ckpt = mlp_run / "checkpoints" / "task-1.safetensors"
+    done = cli("export", ckpt, "--format", "onnx", "--out", tmp_path / "m.onnx")
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert done.stderr.startswith("bitcl export: error: ONNX export of this checkpoint needs --task T "
+                                  "(a task-incremental model has one head per task: 0..1); and --bits 7 or fewer")
+    ok = cli("export", ckpt, "--format", "onnx", "--task", "1", "--bits", "7", "--out", tmp_path / "m.onnx")
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_packed_model_takes_0_to_1_pixels_like_the_checkpoint_model(mlp_run, small_npz, tmp_path):
+    """load_packed's model and load_checkpoint_model's take the same 0..1 floats (training's convention) and
+    agree exactly; 0..255 pixels given to the packed model are refused with a pointer to forward_raw."""
+    from bitcl.errors import DataError
+    ckpt = mlp_run / "checkpoints" / "task-1.safetensors"
+    export_packed(ckpt, tmp_path / "p.safetensors", task=0)  # task 0 of permuted-mnist is unpermuted
+    packed, (model, _) = load_packed(tmp_path / "p.safetensors"), load_checkpoint_model(ckpt)
+    pixels = torch.from_numpy(raw_test_pixels(small_npz)) / 255
+    with torch.no_grad():
+        assert torch.equal(packed(pixels), model(pixels.view(-1, 1, 28, 28), 0))
+        assert torch.equal(packed.forward_raw(pixels * 255).argmax(1), packed(pixels).argmax(1))
+        with pytest.raises(DataError, match=r"takes pixels as 0\.\.1 floats.*got values up to 255.*forward_raw"):
+            packed(pixels * 255)
+
+
+def test_running_a_head_the_file_does_not_hold_names_the_heads_present(mlp_run, small_npz, tmp_path):
+    """A file exported for task 1 holds head 1 only: task=0 is refused by both readers in one line naming the
+    heads present (was a bare KeyError: 'heads.0.weight'), before any work; task=1 and the default run."""
+    from bitcl.errors import DataError
+    path = tmp_path / "p.safetensors"
+    export_packed(mlp_run / "checkpoints" / "task-1.safetensors", path, task=1)
+    raw = raw_test_pixels(small_npz, 8)
+    runtime, packed = NumpyRuntime(path), load_packed(path)
+    expected = ("task 0: this file holds no head for it (heads present: tasks 1); call with task=1, or export that "
+                "task's head with bitcl export --task 0")
+    with pytest.raises(DataError) as numpy_error:
+        runtime(raw, task=0)
+    with pytest.raises(DataError) as torch_error:
+        packed.forward_raw(torch.from_numpy(raw), task=0)
+    assert str(numpy_error.value) == str(torch_error.value) == expected
+    assert np.array_equal(runtime(raw).argmax(1), runtime(raw, task=1).argmax(1))
+    with torch.no_grad():
+        assert np.array_equal(runtime(raw).argmax(1), packed.forward_raw(torch.from_numpy(raw)).argmax(1).numpy())
+
+
+def test_numpy_runtime_docstring_example_flow(mlp_run, small_npz, tmp_path):
+    """NumpyRuntime's docstring example, on this module's run: export a task, feed raw uint8 test images
+    (n, 28, 28) as stored, get (n, classes) logits whose argmax is the checkpoint model's prediction."""
+    ckpt = mlp_run / "checkpoints" / "task-1.safetensors"
+    export_packed(ckpt, tmp_path / "blip.safetensors", task=0)
+    rt = NumpyRuntime(tmp_path / "blip.safetensors")
+    with np.load(small_npz) as f:
+        images = f["x"][~f["train"]][:100]
+    assert images.dtype == np.uint8 and images.shape == (100, 28, 28)
+    logits = rt(images)
+    model, _ = load_checkpoint_model(ckpt)
+    with torch.no_grad():
+        want = model(torch.from_numpy(images).float().div(255).view(-1, 1, 28, 28), 0).argmax(1).numpy()
+    assert logits.shape == (100, 10) and np.array_equal(logits.argmax(1), want)

@@ -41,3 +41,15 @@ def test_without_the_fix_this_torchvision_build_fails_to_import_or_has_its_ops()
         assert plain.returncode != 0 and "torchvision::nms does not exist" in plain.stderr
     else:
         assert plain.returncode == 0, plain.stderr
+
+
+def test_bitcl_python_api_makes_torchvision_importable_without_a_call():
+    """A user of bitcl.quantize_ or bitcl.fit never calls ensure_torchvision_importable: importing either
+    (in a fresh process, torchvision not yet imported) is enough for `import torchvision` and its models."""
+    import subprocess
+    import sys
+    for first in ("import bitcl; bitcl.quantize_", "from bitcl import fit", "import bitcl.avalanche"):
+        code = (f"{first}\nimport torchvision\nm = torchvision.models.resnet18(num_classes=3)\n"
+                "import bitcl; bitcl.quantize_(m, bitcl.BitConfig(bits=8)); print('ok')")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0 and done.stdout.strip().endswith("ok"), (first, done.stderr[-500:])

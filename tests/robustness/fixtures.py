@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import bitcl
 from bitcl import metrics
 
 INPUT_SHAPE = (1, 8, 8)
@@ -72,7 +73,7 @@ def blip_state(model, task: int = 0) -> dict:
 def results(tasks: int = 2) -> dict:
     """A consistent supervised results.json object."""
     a = accuracy_matrix(tasks, tasks)
-    return {"bitcl_version": "0.1.0", "method": "blip", "benchmark": "split-mnist", "scenario": "task", "seed": 0,
+    return {"bitcl_version": bitcl.__version__, "method": "blip", "benchmark": "split-mnist", "scenario": "task", "seed": 0,
             "config": {"method": "blip"}, "tasks": tasks, "accuracy_matrix": a, "acc": metrics.acc(a),
             "bwt": metrics.bwt(a), "forgetting": metrics.forgetting(a), "capacity": [0.1] * tasks,
             "timing": {"train_seconds": [1.0] * tasks}, "memory": {"params": 100, "state_bytes": [10] * tasks}}

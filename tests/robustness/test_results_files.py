@@ -115,15 +115,16 @@ JSON = fx.json_values()
 @given(data=st.data())
 def test_any_change_is_accepted_or_refused_cleanly(tmp_path_factory, data):
     """Property: replacing any node of a valid results.json with arbitrary JSON gives a file that
-    validates or a DataError, and a file that validates can be tabulated by `bitcl report`."""
-    from bitcl.report import table
+    validates or a DataError, and a file that `bitcl report` loads (validated, this bitcl's version, every figure
+    of the table present) can be tabulated."""
+    from bitcl.report import load_results, table
     r = fx.results()
     spots = [p for p in fx.json_paths(r) if p]
     fx.set_path(r, data.draw(st.sampled_from(spots)), data.draw(JSON))
     folder = tmp_path_factory.mktemp("r")
     (folder / "results.json").write_text(json.dumps(copy.deepcopy(r)))
     try:
-        valid = read_results(folder)
+        valid = load_results(folder)
     except DataError as error:
         assert "\n" not in str(error)
         return
