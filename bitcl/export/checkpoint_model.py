@@ -30,7 +30,9 @@ def read_spec(meta: dict, path) -> ModelSpec:
     progress = meta.get("bitcl_progress")
     spec = progress.get("model") if isinstance(progress, dict) else None
     if spec is None:
-        if isinstance(progress, dict) and "return_matrix" in progress:  # bitcl rl's progress (bitcl.rl.results)
+        result = progress.get("result") if isinstance(progress, dict) else None
+        if isinstance(progress, dict) and ("return_matrix" in progress  # bitcl rl's progress, older and current
+                                           or isinstance(result, dict) and "return_matrix" in result):
             raise CheckpointError(f"{path}: a checkpoint of an RL run (bitcl rl): it holds a PPO agent, not a "
                                   "classifier with a model description; bitcl export and bitcl analyze bits "
                                   "rebuild and score the models of bitcl run only")

@@ -211,8 +211,11 @@ class RunDirectory:
             raise ConfigError("--overwrite and --resume exclude each other: replace the run or continue it")
         if self.target.exists() and not self.target.is_dir():
             raise ConfigError(f"--out {self.target}: exists and is not a directory")
-        # a typo must not start a whole fresh run (an interrupted --overwrite swap, DIR.old-<pid>, is restored by open)
-        if self.resume and not self.target.exists() and not _siblings(self.target, "old"):
+        # a typo must not start a whole fresh run (an interrupted --overwrite swap, DIR.old-<pid>, is restored by
+        # open). Under torchrun's elastic agent (--max-restarts), `--resume` on the first launch is the documented
+        # way for a restarted job to continue, so there a missing folder starts the run.
+        elastic = os.environ.get("TORCHELASTIC_RESTART_COUNT") is not None
+        if self.resume and not self.target.exists() and not _siblings(self.target, "old") and not elastic:
             raise ConfigError(f"--resume: {self.target} does not exist; there is no run to continue "
                               "(check the folder name, or drop --resume to start a new run)")
         for folder in self.target.resolve().parents:
