@@ -110,7 +110,8 @@ _GPU_HOW = ("estimate from FLOPs, not measured (no GPU was available): benchmark
             "the FLOPs and kernel-launching operations of a training step of the protocol's network and method; each "
             "step is priced at the longer of its FLOPs at an assumed sustained 30 TFLOP/s (FP32) and its operations "
             "at an assumed 10 us each, times the protocol's steps. Python overhead of the training loop is not "
-            "counted, so a real run is likely slower; measure with protocol_time.py --device cuda")
+            "counted, so this is nearer a lower bound than a forecast: a real run is likely slower; measure with "
+            "protocol_time.py --device cuda")
 
 
 def _time(cpu_hours: Optional[float], gpu_hours: Optional[float] = None) -> dict:

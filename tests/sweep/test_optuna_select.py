@@ -50,6 +50,8 @@ def test_optuna_records_every_trial_and_chooses_the_best(tmp_path, fake):
     ewc_runs = [r for r in summary["runs"] if r["settings"]["method"] == "ewc"]
     assert len(ewc_runs) == 2 and all(r["settings"]["method_options"]["c"] == choice["chosen"] for r in ewc_runs)
     assert "split-mnist/finetune" not in selection["groups"]  # finetune has no c: not chosen, run once per seed
+    text = (tmp_path / "out" / "summary.md").read_text()
+    assert "6 trials proposed by Optuna's TPE sampler" in text and f"split-mnist/ewc: c = {choice['chosen']!r}" in text
 
 
 def test_optuna_is_seeded_so_a_restart_reruns_nothing(tmp_path, fake):
