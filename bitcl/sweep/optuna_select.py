@@ -71,7 +71,8 @@ def suggest(trial, sel, method: str, option: str):
     low, high = sel.range_for(method)
     if is_integer_option(option, method):
         return trial.suggest_int(option, int(low), int(high), log=sel.log)
-    return float(f"{trial.suggest_float(option, float(low), float(high), log=sel.log):.{SIGNIFICANT_DIGITS}g}")
+    rounded = float(f"{trial.suggest_float(option, float(low), float(high), log=sel.log):.{SIGNIFICANT_DIGITS}g}")
+    return min(max(rounded, float(low)), float(high))  # rounding must not step outside the stated range
 
 
 def is_integer_option(name: str, method: str) -> bool:

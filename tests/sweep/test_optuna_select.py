@@ -3,10 +3,14 @@ are recorded like the grid's; a restarted sweep reruns nothing; bad specs stop w
 import json
 import math
 
+import optuna
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from bitcl.errors import ConfigError
 from bitcl.sweep import load_spec, run_sweep
+from bitcl.sweep.optuna_select import suggest
+from bitcl.sweep.spec import Select
 from tests.conftest import run_cli
 from tests.sweep.fake import FakeRuns
 
@@ -76,6 +80,18 @@ def test_optuna_among_listed_values_and_integer_settings(tmp_path, fake):
     choice = summary["selection"]["groups"]["split-mnist/ewc"]
     assert {t["value"] for t in choice["trials"]} <= {10.0, 100.0, 1000.0}
     assert choice["chosen"] == max(choice["candidates"], key=lambda c: c["acc"]["mean"])["value"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(low=st.floats(1e-8, 1e6), span=st.floats(1.0001, 1e4), log=st.booleans(), seed=st.integers(0, 1000))
+def test_proposals_stay_inside_the_stated_range(low, span, log, seed):
+    """Rounding to 4 significant digits never steps outside [low, high]."""
+    high = low * span
+    select = Select("c", None, sampler="optuna", n_trials=1, low=low, high=high, log=log, sampler_seed=seed)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    for _ in range(3):
+        value = suggest(study.ask(), select, "ewc", "c")
+        assert low <= value <= high
 
 
 @pytest.mark.parametrize("select, message", [
