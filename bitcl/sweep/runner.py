@@ -117,20 +117,23 @@ class Sweep:
         for point in points:
             if sel.option_for(point["method"]) is not None:
                 groups.setdefault(make_run(point, varying).group, point)
-        values = {g: sel.values_for(p["method"]) for g, p in groups.items()}
         option = {g: sel.option_for(p["method"]) for g, p in groups.items()}
         names = varying + sel.options
         record: dict = {**sel.as_dict(), "seeds": seeds, "groups": {}}
+        if sel.sampler == "optuna":
+            from bitcl.sweep.optuna_select import select_with_optuna
+            record["groups"] = select_with_optuna(self, groups, option, seeds, names)
+            return record
+        values = {g: sel.values_for(p["method"]) for g, p in groups.items()}
         for round_ in range(sel.extend + 1):
             runs = {}
             for g, point in groups.items():
                 for v in values[g]:
                     for s in seeds:
-                        run = make_run({**assign(point, option[g], v), "validation": sel.fraction, "seed": s},
-                                       names, prefix="select")
+                        run = self.candidate_run(point, option[g], v, s, names)
                         runs[run.name] = (g, v, run)
             self.run_all([r for _, _, r in runs.values()])
-            record["groups"] = {g: {"option": option[g], **self._choose(g, values[g], runs)} for g in groups}
+            record["groups"] = {g: {"option": option[g], **self.choose(g, values[g], runs)} for g in groups}
             grown = False
             if round_ < sel.extend:
                 for g, choice in record["groups"].items():
@@ -151,7 +154,13 @@ class Sweep:
                                  and choice["chosen"] in (ordered[0], ordered[-1]))
         return record
 
-    def _choose(self, group: str, values: list, runs: dict) -> dict:
+    def candidate_run(self, point: dict, option, value, seed: int, names: list[str]) -> RunSpec:
+        """The validation run of one candidate ``value`` of ``option`` at ``seed`` (under ``select/``)."""
+        return make_run({**assign(point, option, value), "validation": self.spec.select.fraction, "seed": seed},
+                        names, prefix="select")
+
+    def choose(self, group: str, values: list, runs: dict) -> dict:
+        """The best candidate of ``group`` by the mean metric of its runs (``runs``: name -> (group, value, run))."""
         from bitcl.stats import summarize
         sel = self.spec.select
         sign = METRICS[sel.metric]

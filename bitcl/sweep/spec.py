@@ -36,6 +36,8 @@ SWEEP_KEYS = {"retries": int, "backend": str, "workers": int, "threads": int}
 TABLES = ("select", "ray", "slurm")
 BACKENDS = ("local", "ray", "slurm")
 METRICS = {"acc": +1, "bwt": +1, "forgetting": -1}  # +1: higher is better
+SAMPLERS = ("grid", "optuna")
+OPTUNA_KEYS = ("sampler", "n_trials", "low", "high", "log", "sampler_seed")
 
 
 def _run_fields() -> dict[str, dataclasses.Field]:
@@ -62,12 +64,18 @@ class Select:
     ``option = ["lr", "batch_size"]``, ``values = [[3e-3, 64], [6e-3, 32]]``."""
 
     option: Any  # str, tuple of str (chosen together), or method -> either
-    values: Any  # tuple of candidates, or method -> tuple
+    values: Any  # tuple of candidates, or method -> tuple; None: a range (low, high) for the optuna sampler
     metric: str = "acc"
     fraction: float = 0.1
     seeds: Optional[tuple[int, ...]] = None  # None: the sweep's seeds
     extend: int = 0  # while the best value is on an edge of the grid, add one beyond it (at most this many per side)
     extend_factor: float = 10.0
+    sampler: str = "grid"  # "grid": every candidate; "optuna": n_trials candidates proposed by Optuna's TPE sampler
+    n_trials: int = 0
+    low: Any = None  # optuna range: a number, or method -> number
+    high: Any = None
+    log: bool = True  # optuna range on a log scale (strengths span decades)
+    sampler_seed: int = 0
 
     def option_for(self, method: str):
         """The option chosen for ``method``, or None when nothing is chosen for it."""
@@ -81,6 +89,11 @@ class Select:
     def values_for(self, method: str) -> list:
         return list(self.values[method] if isinstance(self.values, dict) else self.values)
 
+    def range_for(self, method: str) -> tuple:
+        """The optuna sampler's (low, high) for ``method``."""
+        pick = (lambda v: v[method] if isinstance(v, dict) else v)
+        return pick(self.low), pick(self.high)
+
     @property
     def options(self) -> list[str]:
         """Every setting or option name chosen, for any method."""
@@ -88,11 +101,15 @@ class Select:
         return sorted({n for o in chosen for n in names_of(o)})
 
     def as_dict(self) -> dict:
-        values = ({m: list(v) for m, v in self.values.items()} if isinstance(self.values, dict)
-                  else list(self.values))
-        return {"option": self.option, "values": values, "metric": self.metric, "split": "validation",
-                "fraction": self.fraction, "seeds": None if self.seeds is None else list(self.seeds),
-                "extend": self.extend, "extend_factor": self.extend_factor}
+        values = (None if self.values is None else {m: list(v) for m, v in self.values.items()}
+                  if isinstance(self.values, dict) else list(self.values))
+        record = {"option": self.option, "values": values, "metric": self.metric, "split": "validation",
+                  "fraction": self.fraction, "seeds": None if self.seeds is None else list(self.seeds),
+                  "extend": self.extend, "extend_factor": self.extend_factor, "sampler": self.sampler}
+        if self.sampler == "optuna":
+            record.update(n_trials=self.n_trials, low=self.low, high=self.high, log=self.log,
+                          sampler_seed=self.sampler_seed)
+        return record
 
 
 def names_of(option) -> tuple[str, ...]:
@@ -270,10 +287,16 @@ def _check_options(spec: Spec, fields: dict, where: str) -> None:
 
 
 def _parse_select(raw: dict, spec: Spec, where: str) -> Select:
-    allowed = {"option", "values", "metric", "split", "fraction", "seeds", "extend", "extend_factor"}
+    allowed = {"option", "values", "metric", "split", "fraction", "seeds", "extend", "extend_factor", *OPTUNA_KEYS}
     extra = sorted(set(raw) - allowed)
     if extra:
         raise ConfigError(f"{where}: [select] has unknown keys {extra}; allowed: {', '.join(sorted(allowed))}")
+    sampler = raw.get("sampler", "grid")
+    if sampler not in SAMPLERS:
+        raise ConfigError(f"{where}: [select] sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+    if sampler == "grid" and set(raw) & set(OPTUNA_KEYS) - {"sampler"}:
+        raise ConfigError(f"{where}: [select] {', '.join(sorted(set(raw) & set(OPTUNA_KEYS) - {'sampler'}))} "
+                          "apply only with sampler = \"optuna\"")
     option, values = raw.get("option"), raw.get("values")
     methods = spec.grid["method"]
     if isinstance(option, list):
@@ -303,6 +326,8 @@ def _parse_select(raw: dict, spec: Spec, where: str) -> Select:
             for name in names_of(o):
                 if not applies(name, method):
                     raise ConfigError(f"{where}: [select] option {name!r} is not an option of method {method!r}")
+    if sampler == "optuna":
+        values, per_method = _parse_optuna(raw, options, values, methods, where)
     checked = {}
     for method, vals in per_method.items():
         if not isinstance(vals, list) or len(vals) < 2:
@@ -321,7 +346,8 @@ def _parse_select(raw: dict, spec: Spec, where: str) -> Select:
             checked[method] = tuple(tuple(v) for v in vals)
         else:
             checked[method] = tuple(_values(o or "values", vals, fields.get(o), where))
-    values = checked if isinstance(values, dict) else next(iter(checked.values()))
+    if sampler != "optuna" or values is not None:
+        values = checked if isinstance(values, dict) else next(iter(checked.values()))
     metric = raw.get("metric", "acc")
     if metric not in METRICS:
         raise ConfigError(f"{where}: [select] metric must be one of {', '.join(METRICS)}, got {metric!r}")
@@ -345,8 +371,65 @@ def _parse_select(raw: dict, spec: Spec, where: str) -> Select:
     if extend and not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in flat):
         # (a joint candidate is a tuple, so this also refuses extend with options chosen together)
         raise ConfigError(f"{where}: [select] extend needs positive numeric values")
+    if sampler == "optuna" and extend:
+        raise ConfigError(f"{where}: [select] extend applies to the grid; with sampler = \"optuna\" widen low/high")
     return Select(option, values, metric, float(fraction), None if seeds is None else tuple(seeds), extend,
-                  float(factor))
+                  float(factor), sampler, raw.get("n_trials", 0), raw.get("low"), raw.get("high"),
+                  raw.get("log", True), raw.get("sampler_seed", 0))
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _parse_optuna(raw: dict, options: dict, values, methods: list, where: str) -> tuple:
+    """Check the optuna sampler's keys; returns (values, the candidates to check per method: {} for a range)."""
+    try:
+        import optuna  # noqa: F401
+    except ImportError:
+        raise ConfigError(f"{where}: [select] sampler = \"optuna\" needs Optuna: pip install 'bitcl[sweep]'") from None
+    if any(isinstance(o, tuple) for o in options.values()):
+        raise ConfigError(f"{where}: [select] sampler = \"optuna\" chooses one option per method, not several "
+                          "together")
+    n_trials = raw.get("n_trials")
+    if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
+        raise ConfigError(f"{where}: [select] n_trials must be a positive integer with sampler = \"optuna\", got "
+                          f"{n_trials!r}")
+    seed = raw.get("sampler_seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"{where}: [select] sampler_seed must be a non-negative integer, got {seed!r}")
+    log = raw.get("log", True)
+    if not isinstance(log, bool):
+        raise ConfigError(f"{where}: [select] log must be true or false, got {log!r}")
+    has_range = "low" in raw or "high" in raw
+    if values is not None:
+        if has_range:
+            raise ConfigError(f"{where}: [select] give either values (candidates to choose among) or low and high "
+                              "(a range), not both")
+        listed = [v for vs in (values.values() if isinstance(values, dict) else [values]) for v in
+                  (vs if isinstance(vs, list) else [vs])]
+        if not all(isinstance(v, (bool, int, float, str)) for v in listed):
+            raise ConfigError(f"{where}: [select] sampler = \"optuna\" chooses among single values (numbers, "
+                              "strings, booleans), not lists")
+        return values, (values if isinstance(values, dict) else {m: values for m in methods})
+    low, high = raw.get("low"), raw.get("high")
+    per_low = low if isinstance(low, dict) else {m: low for m in methods}
+    per_high = high if isinstance(high, dict) else {m: high for m in methods}
+    for table in (per_low, per_high):
+        strangers = sorted(set(table) - set(methods))
+        if strangers:
+            raise ConfigError(f"{where}: [select] names methods not in the sweep: {strangers}")
+    for method in options:
+        lo, hi = per_low.get(method), per_high.get(method)
+        if not (_is_number(lo) and _is_number(hi)):
+            raise ConfigError(f"{where}: [select] sampler = \"optuna\" needs values, or numbers low and high"
+                              + (f" (method {method})" if isinstance(low, dict) or isinstance(high, dict) else "")
+                              + f", got low={lo!r}, high={hi!r}")
+        if not lo < hi:
+            raise ConfigError(f"{where}: [select] low must be below high, got low={lo!r}, high={hi!r}")
+        if log and lo <= 0:
+            raise ConfigError(f"{where}: [select] log = true needs low > 0, got low={lo!r}")
+    return None, {}
 
 
 # -- expansion ---------------------------------------------------------------------------------

@@ -91,11 +91,14 @@ def write_summary(spec, out: Path, records: list[dict], selection: Optional[dict
     }
     text = ["# bitcl sweep", "", f"Spec: `{spec.path}`. ACC, BWT, forgetting: {INTERVAL_TEXT}.", ""]
     if selection is not None:
+        optuna = selection.get("sampler") == "optuna"
+        how = f", {selection['n_trials']} trials proposed by Optuna's TPE sampler" if optuna else ""
+        edge = " (the smallest or largest value tried)" if optuna else " (on the edge of the grid)"
         text += [f"Chosen on a validation hold-out ({selection['fraction']:g} of the training split, seeds "
-                 f"{selection['seeds']}, by mean {selection['metric']}):", ""]
+                 f"{selection['seeds']}, by mean {selection['metric']}{how}):", ""]
         text += [f"- {g}: " + (", ".join(f"{n} = {v!r}" for n, v in zip(c["option"], c["chosen"] or ()))
-                               if isinstance(c["option"], (list, tuple)) else f"{c['option']} = {c['chosen']!r}") + (" (on the edge of the grid)"
-                                                                      if c.get("on_edge") else "")
+                               if isinstance(c["option"], (list, tuple)) else f"{c['option']} = {c['chosen']!r}")
+                 + (edge if c.get("on_edge") else "")
                  + (f" — {c['note']}" if c.get("note") else "") for g, c in selection["groups"].items()]
         text.append("")
     for bench, entry in summary["benchmarks"].items():

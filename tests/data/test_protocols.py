@@ -171,10 +171,15 @@ def test_each_protocol_builds_its_tasks_and_model(name):
 
 def test_every_protocol_states_its_sources_differences_and_time():
     for p in PROTOCOLS.values():
-        assert p.paper and p.sources and p.time_estimate["cpu_how"] and p.time_estimate["gpu"]
-        assert (p.time_estimate["cpu_hours"] is None) == bool(p.refusal)  # an estimate for every runnable one
-        assert "estimate" in p.time_estimate["cpu_how"] and "not measured" in p.time_estimate["gpu"]
+        assert p.paper and p.sources and p.time_estimate["cpu_how"] and p.time_estimate["gpu_how"]
+        for key in ("cpu_hours", "gpu_hours"):  # an estimate of each kind for every runnable one
+            assert (p.time_estimate[key] is None) == bool(p.refusal)
+        assert "estimate" in p.time_estimate["cpu_how"]
+        assert p.time_estimate["gpu_how"].startswith("estimate from FLOPs, not measured") and p.time_estimate["gpu_name"]
+        # the papers' numbers are quoted only where read in a citable source; otherwise the note says why not
         assert p.paper_figures is None or all(k for k in p.paper_figures)
+        assert p.paper_figures or p.paper_figures_note.startswith("not quoted: could not be checked offline")
+        assert "from memory" not in p.sources and "checked against" in p.sources or p.refusal
         assert p.settings["benchmark"] in BENCHMARKS
 
 
