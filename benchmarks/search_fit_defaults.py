@@ -30,7 +30,7 @@ from _env import write_result  # noqa: E402
 from _user_models import MODELS, digit_pair_tasks, figures, run  # noqa: E402
 
 ABSOLUTE = (1e-10, 1e-8, 1e-6)
-RELATIVE = (1e-3, 1e-2, 1e-1, 1.0)
+RELATIVE = (1e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
 TIE = 1e-3
 
 
