@@ -34,7 +34,7 @@ fan-in), and one ``relative_prior`` fits different models. (The authors' code sc
 layer's fan-in, i.e. by 1/R^2 at their range 6/sqrt(fan_in): that equalises the window's
 loss bound ``0.5 F h^2 <= F_0 R^2`` across ranges, not the Fisher's scale, and would freeze the
 shared convolution weights even more.) ``bitcl.fit`` uses it for a user's own model
-(``bitcl.api.USER_MODEL_BLIP``); bitcl's CLI keeps the absolute prior it was tuned with.
+(``bitcl.api.USER_MODEL_OPTIONS``); bitcl's CLI keeps the absolute prior it was tuned with.
 
 State between tasks: int32 codes and uint8 frozen counts (in the model) plus a
 float32 running Fisher per weight: 9 bytes per weight, whatever the number of
