@@ -48,6 +48,14 @@ from bitcl.train.runner import ContinualRun
 from bitcl.train.step import StepRunner, make_optimizer, make_scheduler
 
 FIT_SERVICES = frozenset({"independent_gradient", "retrain"})
+# Method options that differ on a user's own model (not a ContinualModel): BLIP's prior relative
+# to each tensor's first-task Fisher (bitcl/strategies/blip.py), chosen on validation data by
+# benchmarks/search_fit_defaults.py; an absolute F_0 tuned on bitcl's MLP froze 12 of 20 bits of
+# a user's convolution after one task (issue 22). bitcl's own models keep the CLI's defaults, so
+# that fit reproduces `bitcl run`.
+USER_MODEL_OPTIONS = {"blip": {"prior": "relative"}}
+# naming one of these chooses the prior yourself: fisher_prior alone means an absolute prior
+USER_CHOSEN_PRIOR = ("prior", "fisher_prior")
 OptimizerSpec = Union[str, Callable[[list[nn.Parameter]], torch.optim.Optimizer]]
 
 
@@ -120,10 +128,21 @@ def make_strategy(method: str, model: nn.Module, num_tasks: int, scenario: str =
     """A bitcl strategy object for a user's own loop (explicit hooks; module docstring of
     ``bitcl.strategies.base``). ``options`` are the method's options (``fisher_prior=1e-8``);
     unknown or invalid ones raise ConfigError, as does a method that needs Bit layers on a
-    model without them (``bitcl.quantize_`` first)."""
+    model without them (``bitcl.quantize_`` first). BLIP's prior defaults as in :func:`fit`."""
     cls = get_strategy(method)
     _check_method(cls, model, scenario)
-    return cls(make_options(cls, options, warn=True), model, RunInfo(num_tasks, scenario, torch.device(device)))
+    return cls(make_options(cls, user_model_options(cls, model, options), warn=True), model,
+               RunInfo(num_tasks, scenario, torch.device(device)))
+
+
+def user_model_options(cls: type[Strategy], model: nn.Module, options: Optional[dict]) -> dict:
+    """``options`` with :data:`USER_MODEL_OPTIONS`'s defaults for ``cls`` added when ``model`` is a
+    user's own model (not a ContinualModel) and ``options`` choose no prior themselves."""
+    options = dict(options or {})
+    defaults = USER_MODEL_OPTIONS.get(cls.name)
+    if not defaults or isinstance(model, ContinualModel) or any(k in options for k in USER_CHOSEN_PRIOR):
+        return options
+    return {**defaults, **options}
 
 
 def _check_method(cls: type[Strategy], model: nn.Module, scenario: str) -> None:
@@ -356,7 +375,10 @@ def fit(model: nn.Module, tasks: Sequence[tuple[TaskData, TaskData]], method: st
     ``out``, writes results.json, accuracy_matrix.csv, log.txt and ``checkpoints/task-<t>.safetensors``
     exactly as ``bitcl run --out`` does (``overwrite``/``resume`` as ``--overwrite``/``--resume``).
 
-    ``options``: the method's options (``{"fisher_prior": 1e-8}``). ``heads``: one module per
+    ``options``: the method's options (``{"fisher_prior": 1e-8}``). On a user's own model BLIP's
+    prior is relative by default (``{"prior": "relative"}``: ``F_0`` = ``relative_prior`` times each
+    tensor's mean first-task Fisher, ``bitcl/strategies/blip.py``) unless ``options`` name
+    ``prior`` or ``fisher_prior``; on bitcl's own models every default is the CLI's. ``heads``: one module per
     task for task-incremental learning (module docstring). ``optimizer``: ``"adam"``, ``"sgd"``
     or a callable ``params -> torch.optim.Optimizer`` (a fresh one per task, as the CLI).
     Bad input raises ConfigError / DataError before any training; a NaN loss raises
@@ -376,7 +398,7 @@ def fit(model: nn.Module, tasks: Sequence[tuple[TaskData, TaskData]], method: st
     check_supported(cls, FIT_SERVICES, "bitcl.fit")
     net = HeadedModel(model, heads) if heads is not None else model
     _check_method(cls, net, scenario)
-    opts = make_options(cls, options or {}, warn=True)
+    opts = make_options(cls, user_model_options(cls, model, options), warn=True)
     config = FitConfig(method=method, scenario=scenario, seed=seed, epochs=epochs, batch_size=batch_size,
                        lr=float(lr), optimizer=optimizer if isinstance(optimizer, str) else "custom",
                        momentum=float(momentum), lr_schedule=lr_schedule, eval_batch_size=eval_batch_size,

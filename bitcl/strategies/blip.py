@@ -22,6 +22,20 @@ depend on the quantisation range ``[-R, R]``, so the window a weight keeps for l
 tasks, ``2R / 2^k``, scales with R: a model quantised to a tight range keeps little
 room (``bitcl.interop.quantize``'s range rule ``auto``; ``range_left`` below).
 
+An absolute prior suits one kind of model only: the per-sample Fisher of a weight depends on
+the architecture. A convolution weight is shared by every output position, so its gradient sums
+over them (26 x 26 = 676 positions for a 3x3 kernel on a 28x28 image): its Fisher was ~2000x
+that of a dense weight in the same network, and at F_0 = 1e-10 it froze 12 of 20 bits after one
+task (issue 22). ``--prior relative`` sets each tensor's prior from the first task instead:
+``F_0 = relative_prior * mean(F_1)`` over that tensor, so a weight freezes
+``ceil(0.5 log2((F_0 + F_1) / (2 F_0)))`` bits by how its Fisher compares with its own tensor's
+mean: the count does not change when a tensor's Fisher is scaled (weight sharing, loss scale,
+fan-in), and one ``relative_prior`` fits different models. (The authors' code scales F_0 by each
+layer's fan-in, i.e. by 1/R^2 at their range 6/sqrt(fan_in): that equalises the window's
+loss bound ``0.5 F h^2 <= F_0 R^2`` across ranges, not the Fisher's scale, and would freeze the
+shared convolution weights even more.) ``bitcl.fit`` uses it for a user's own model
+(``bitcl.api.USER_MODEL_OPTIONS``); bitcl's CLI keeps the absolute prior it was tuned with.
+
 State between tasks: int32 codes and uint8 frozen counts (in the model) plus a
 float32 running Fisher per weight: 9 bytes per weight, whatever the number of
 tasks.
@@ -32,6 +46,7 @@ from dataclasses import dataclass
 
 import torch
 
+from bitcl.errors import ConfigError
 from bitcl.importance import FISHER_KINDS, batch_fisher_sums, layers_of, task_mean
 from bitcl.quant import bit_states
 from bitcl.settings import setting
@@ -40,6 +55,12 @@ from .base import Strategy, register
 from .context import RunInfo, TaskContext
 from .regularizer import batch_field, samples_field
 from .state import TASKS_SEEN, StateEntry
+
+
+PRIORS = ("absolute", "relative")
+# --prior relative's default: chosen on validation digits over a conv net and an MLP by
+# benchmarks/search_fit_defaults.py (benchmarks/results/search_fit_defaults.json)
+RELATIVE_PRIOR = 0.1
 
 
 @dataclass
@@ -51,6 +72,11 @@ class BlipOptions:
     batch: int = batch_field(500, "the Fisher estimation", aliases=("fisher_batch",))
     fisher_prior: float = setting(1e-10, "prior Fisher F_0 per weight, in per-sample Fisher units", above=0.0,
                                   high=float(torch.finfo(torch.float32).max))  # the running Fisher is float32
+    prior: str = setting("absolute", "F_0: absolute (--fisher-prior for every weight), or relative (--relative-prior "
+                         "times the mean first-task Fisher of the weight's tensor: one value fits any model)",
+                         choices=PRIORS)
+    relative_prior: float = setting(RELATIVE_PRIOR, "--prior relative: F_0 as a fraction of each tensor's mean "
+                                    "first-task Fisher", above=0.0, high=1e30)
     accumulate: str = setting("mean", "running mean of prior and Fishers (the authors'), or their running sum",
                               choices=("mean", "sum"))
     rounding: str = setting("ceil", "bits from the information gain: ceil of each task's gain (the authors'), "
@@ -98,7 +124,10 @@ class Blip(Strategy):
         super().__init__(options, model, info)
         self.quantized = dict(bit_states(self.model))
         self.layers = layers_of(self.model, self.quantized)
-        prior = options.fisher_prior
+        if options.prior == "relative" and options.rounding == "once":
+            raise ConfigError("BLIP's rounding 'once' needs an absolute prior (prior 'relative' sets F_0 per tensor "
+                              "from the first task, which the running Fisher does not keep)")
+        prior = options.fisher_prior  # prior "relative": replaced at the end of the first task
         for name, state in self.quantized.items():
             self.state[f"fisher/{name}"] = torch.full(state.codes.shape, prior, dtype=torch.float32,
                                                       device=state.codes.device)
@@ -117,6 +146,8 @@ class Blip(Strategy):
         seen = int(self.state["tasks_seen"])
         for name, state in self.quantized.items():
             old = self.state[f"fisher/{name}"]
+            if seen == 0 and self.options.prior == "relative":
+                old = self.relative_prior(fisher[name], old)
             if self.options.accumulate == "mean":  # prior counts as one term of the mean
                 new = (old * (seen + 1) + fisher[name]) / (seen + 2)
             else:
@@ -125,6 +156,15 @@ class Blip(Strategy):
             state.freeze(extra, reset_free_bits=self.options.reset_free_bits)
             self.state[f"fisher/{name}"] = new
         self.state["tasks_seen"] = torch.tensor(seen + 1)
+
+    def relative_prior(self, fisher: torch.Tensor, absolute: torch.Tensor) -> torch.Tensor:
+        """F_0 of one tensor under ``prior="relative"``: ``relative_prior`` times the mean of its
+        first-task Fisher (a tensor no sample reached, or whose prior would underflow float32, keeps
+        the absolute prior)."""
+        prior = self.options.relative_prior * float(fisher.double().mean())
+        if not prior >= torch.finfo(torch.float32).tiny:
+            return absolute
+        return torch.full_like(absolute, min(prior, float(torch.finfo(torch.float32).max)))
 
     def task_results(self) -> dict:
         """``range_left`` per quantised tensor after this task's freezing: the mean of ``2^-k`` over its
