@@ -72,3 +72,18 @@ def test_choice_is_best_validation_candidate(search):
         chosen = [c for c in entry["candidates"] if c["value"] == entry["chosen"]]
         assert len(chosen) == 1 and chosen[0]["validation"]["acc"] == best, method
         assert search["chosen"][method]["value"] == entry["chosen"]
+
+
+FIT_SEARCH = os.path.join(os.path.dirname(SEARCH), "search_fit_defaults.json")
+
+
+def test_user_model_prior_is_validation_choice():
+    """fit's BLIP prior on a user's own model (relative, 0.1) is what benchmarks/search_fit_defaults.py chose on
+    validation digits; a changed default or a rerun search that chose otherwise fails here."""
+    from bitcl.api import USER_MODEL_OPTIONS
+    from bitcl.strategies.blip import RELATIVE_PRIOR
+
+    with open(FIT_SEARCH) as f:
+        choice = json.load(f)["choice"]
+    assert USER_MODEL_OPTIONS["blip"]["prior"] == choice["prior"] == "relative"
+    assert RELATIVE_PRIOR == pytest.approx(choice["relative_prior"], rel=1e-9)
