@@ -170,8 +170,12 @@ def _tensor_rows(dataset) -> Optional[TensorDataset]:
         return None
     if leaf.tensors[1].dtype.is_floating_point or leaf.tensors[1].dtype == torch.bool:
         return None  # item-wise reading gives the DataError that names such labels
-    idx = torch.as_tensor(indices, dtype=torch.int64)
-    rows = TensorDataset(leaf.tensors[0][idx], leaf.tensors[1][idx])
+    first = indices[0]
+    if indices == list(range(first, first + len(indices))):  # one block of rows (tensors_benchmark): a view
+        rows = TensorDataset(leaf.tensors[0][first:first + len(indices)], leaf.tensors[1][first:first + len(indices)])
+    else:
+        idx = torch.as_tensor(indices, dtype=torch.int64)
+        rows = TensorDataset(leaf.tensors[0][idx], leaf.tensors[1][idx])
     for i in {0, len(rows) // 2, len(rows) - 1}:
         item, row = dataset[i], rows[i]
         if not (torch.is_tensor(item[0]) and item[0].shape == row[0].shape and torch.equal(item[0], row[0])
