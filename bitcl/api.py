@@ -317,6 +317,9 @@ class _FitLoop:
         self.net.train()
         seconds = []
         where = f"tasks[{t}] train"
+        # batches cut from a TensorDataset's rows carry only labels the first step checks (all of them);
+        # any other data's labels are checked batch by batch
+        rows = plain_tensors(self.tasks[t][0]) is not None
         for epoch in range(epochs):
             start = time.perf_counter()
             for step, batch in enumerate(self._batches(self.tasks[t][0], t, epoch, tag)):
@@ -325,7 +328,8 @@ class _FitLoop:
                 logits = forward(x)
                 if epoch == 0 and step == 0:  # before the task's first update: every label the data declares
                     check_labels_fit(t, known_labels(self.tasks[t][0]), logits)
-                check_labels_fit(t, y, logits)  # one min/max per batch: data whose labels are not known upfront
+                if not rows:
+                    check_labels_fit(t, y, logits)  # one min/max per batch: labels not known upfront
                 loss = strategy.loss(logits, y) * (1 / len(y))  # the CLI's arithmetic, to the last bit
                 step_once(loss, strategy.penalty(), t, epoch, step)
             seconds.append(time.perf_counter() - start)

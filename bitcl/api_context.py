@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 from torch.utils.data._utils.collate import default_collate
 
 from bitcl.errors import DataError
+from bitcl.quant import bit_states
 from bitcl.strategies import RunInfo, TaskContext
 from bitcl.train.seeds import generator
 
@@ -138,6 +139,16 @@ class DataContext(TaskContext):
         self.provides = frozenset(services)  # per instance: what this loop can honestly serve
         self._independent = generator(seed, "independent", task_index)
         self._pool: Optional[list[tuple[torch.Tensor, torch.Tensor]]] = None
+        self._bit_states: Optional[list] = None
+
+    def project(self) -> None:
+        """Move every quantised latent weight into the window its frozen bits allow. The Bit layers
+        are found once per task (a loop that projects after every step, as the Avalanche plugins
+        do, would otherwise walk every module of the model at every step)."""
+        if self._bit_states is None:
+            self._bit_states = [state for _, state in bit_states(self.model)]
+        for state in self._bit_states:
+            state.project_()
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward(x)

@@ -25,12 +25,15 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data._utils.collate import default_collate
 
 from bitcl.interop.torchvision_ops import ensure_torchvision_importable
 
 ensure_torchvision_importable()  # before avalanche imports torchvision (see that module)
 
+from avalanche.benchmarks.utils.dataset_traversal_utils import single_flat_dataset  # noqa: E402
+from avalanche.benchmarks.utils.transforms import TupleTransform  # noqa: E402
 from avalanche.models import MultiTaskModule  # noqa: E402
 from avalanche.models.utils import avalanche_forward  # noqa: E402
 from avalanche.training.plugins import SupervisedPlugin  # noqa: E402
@@ -95,8 +98,11 @@ class BitclPlugin(SupervisedPlugin):
             return avalanche_forward(model, x, torch.full((len(x),), task_label, dtype=torch.long))
 
         dataset = experience.dataset
-        data = DataLoader(dataset, batch_size=strategy.train_mb_size,
-                          collate_fn=getattr(dataset, "collate_fn", None))
+        # the experience's items as plain tensors when they are a TensorDataset's rows unchanged: the
+        # importance reads whole batches by index instead of one Avalanche __getitem__ per item (the
+        # same values, so the same importance to the last bit)
+        data = _tensor_rows(dataset) or DataLoader(dataset, batch_size=strategy.train_mb_size,
+                                                   collate_fn=getattr(dataset, "collate_fn", None))
         self.ctx = DataContext(model, data, strategy.clock.train_exp_counter, bitcl_strategy.info, seed=self.seed,
                                forward=forward, strategy=bitcl_strategy, batch_size=strategy.train_mb_size)
         bitcl_strategy.before_task(self.ctx)
@@ -139,6 +145,43 @@ class BitclPlugin(SupervisedPlugin):
         """Fraction of all bits of the model's quantised weights that are frozen (results.json's)."""
         measured = bit_capacity(self.strategy.model) if self.strategy else None
         return measured[0] if measured else 0.0
+
+
+def _tensor_rows(dataset) -> Optional[TensorDataset]:
+    """The ``(input, label)`` items of an Avalanche dataset as one TensorDataset, when every item is a
+    row of a single TensorDataset under no transform (``tensors_benchmark``, or a dataset made from
+    tensors) and the default collation; else None (the items are read one by one).
+
+    Found through Avalanche's own traversal (``single_flat_dataset``: the leaf dataset, the item
+    indices and the transforms on the way); three items are then read the ordinary way and must
+    equal their rows, so a dataset this reading would misread falls back to item-wise reading."""
+    if getattr(dataset, "collate_fn", default_collate) not in (None, default_collate):
+        return None
+    try:
+        flat = single_flat_dataset(dataset)
+    except Exception:  # noqa: BLE001 - a structure Avalanche's traversal does not know: read item-wise
+        return None
+    if flat is None:
+        return None
+    leaf, indices, transforms = flat
+    if not isinstance(leaf, TensorDataset) or len(leaf.tensors) < 2 or len(indices) != len(dataset) or not indices:
+        return None
+    if not all(isinstance(t, TupleTransform) and all(f is None for f in t.transforms) for t in transforms):
+        return None
+    if leaf.tensors[1].dtype.is_floating_point or leaf.tensors[1].dtype == torch.bool:
+        return None  # item-wise reading gives the DataError that names such labels
+    first = indices[0]
+    if indices == list(range(first, first + len(indices))):  # one block of rows (tensors_benchmark): a view
+        rows = TensorDataset(leaf.tensors[0][first:first + len(indices)], leaf.tensors[1][first:first + len(indices)])
+    else:
+        idx = torch.as_tensor(indices, dtype=torch.int64)
+        rows = TensorDataset(leaf.tensors[0][idx], leaf.tensors[1][idx])
+    for i in {0, len(rows) // 2, len(rows) - 1}:
+        item, row = dataset[i], rows[i]
+        if not (torch.is_tensor(item[0]) and item[0].shape == row[0].shape and torch.equal(item[0], row[0])
+                and int(item[1]) == int(row[1])):
+            return None
+    return rows
 
 
 def _declared_task_labels(experience) -> set[int]:

@@ -242,3 +242,16 @@ def test_labels_that_do_not_fit_the_head_name_task_labels_and_head_size(split_ta
     with pytest.raises(DataError, match=r"^tasks\[1\] train: labels 2, 3 do not fit the model's 2 outputs for task 1 "
                                         r"\(labels must lie in 0\.\.1;"):
         fit(_user_backbone(), [split_tasks[0], (shifted, split_tasks[1][1])], "blip", heads=heads, **FAST)
+
+
+def test_labels_a_collate_function_changes_are_checked_batch_by_batch(split_tasks):
+    """A loader over a TensorDataset whose collation shifts the labels to 2/3: the dataset's own labels (0/1)
+    fit the head, the batches' do not; the per-batch check (kept for any batches that are not the dataset's
+    rows) gives the DataError before any update of task 1."""
+    def shifted(items):
+        return torch.stack([x for x, _ in items]), torch.stack([y for _, y in items]) + 2
+
+    train = DataLoader(split_tasks[1][0], batch_size=64, collate_fn=shifted)
+    heads = [nn.Linear(32, 2) for _ in range(2)]
+    with pytest.raises(DataError, match=r"^tasks\[1\] train: labels 2(, 3)? do not fit the model's 2 outputs"):
+        fit(_user_backbone(), [split_tasks[0], (train, split_tasks[1][1])], "blip", heads=heads, **FAST)

@@ -176,3 +176,44 @@ def test_single_head_model_in_a_task_incremental_stream_is_refused(tasks):
         naive(avalanche.BLIPPlugin(fisher_prior=PRIOR)).train(bench.train_stream[0])
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # refused before any step
     naive(avalanche.BLIPPlugin(fisher_prior=PRIOR, scenario="domain")).train(bench.train_stream[0])
+
+
+def _itemwise(dataset):
+    """An Avalanche dataset's items read one by one and collated, as a DataLoader over it would."""
+    items = [dataset[i] for i in range(len(dataset))]
+    return torch.stack([item[0] for item in items]), torch.tensor([int(item[1]) for item in items])
+
+
+def test_tensor_rows_of_an_experience_are_its_items(tasks):
+    """A tensors_benchmark experience, and a shuffled subset of one, read as tensor rows: exactly the
+    items Avalanche's __getitem__ gives, in the same order."""
+    from bitcl.avalanche.plugins import _tensor_rows
+    dataset = _two_task_benchmark(tasks).train_stream[1].dataset
+    for data in (dataset, dataset.subset(torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))
+                                         [:100].tolist())):
+        rows = _tensor_rows(data)
+        assert rows is not None
+        x, y = _itemwise(data)
+        assert torch.equal(rows.tensors[0], x) and torch.equal(rows.tensors[1], y)
+
+
+def test_tensor_rows_refuse_transformed_items(tasks):
+    """Items under a transform are not their rows: no tensor view (the plugin reads them item by item)."""
+    from bitcl.avalanche.plugins import _tensor_rows
+    dataset = _two_task_benchmark(tasks).train_stream[0].dataset
+    assert _tensor_rows(dataset.replace_current_transform_group((lambda v: v * 2, None))) is None
+    assert _tensor_rows(dataset.replace_current_transform_group((None, lambda v: v + 1))) is None
+
+
+def test_blip_plugin_is_the_same_with_and_without_tensor_rows(tasks, monkeypatch):
+    """The fast reading changes no bit: the codes and frozen counts after each of two experiences equal
+    those of the item-wise reading."""
+    import bitcl.avalanche.plugins as plugins
+    _, _, fast, _ = _avalanche_blip(tasks, seed=1)
+    calls = []
+    monkeypatch.setattr(plugins, "_tensor_rows", lambda dataset: calls.append(dataset) and None)
+    _, _, slow, _ = _avalanche_blip(tasks, seed=1)
+    assert len(calls) == 2  # one per experience: the item-wise path ran
+    for after_fast, after_slow in zip(fast, slow):
+        for name, (frozen, codes) in after_fast.items():
+            assert torch.equal(frozen, after_slow[name][0]) and torch.equal(codes, after_slow[name][1]), name
