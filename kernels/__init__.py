@@ -221,6 +221,29 @@ def project_latent_(latent: torch.Tensor, codes: torch.Tensor, frozen: torch.Ten
     return True
 
 
+def project_latent_prechecked_(latent: torch.Tensor, codes: torch.Tensor, frozen: torch.Tensor, bits: int,
+                               scale: float, where: str) -> bool:
+    """:func:`project_latent_` for arguments that passed its checks and whose codes and frozen counts
+    have not changed since (``BitState.project_latent_`` keys them by identity, version counter, bit
+    width and scale): only what memory safety needs is checked again (dtypes, sizes, contiguity,
+    CPU), then the latents for NaN/inf in C. Returns False, having done nothing, when that does not
+    hold or the C path is not in use; True when it projected (codes left unchanged)."""
+    native = _native if _loaded else _extension()
+    if native is None or not (latent.is_cpu and codes.is_cpu and frozen.is_cpu):
+        return False
+    n = latent.numel()
+    if (latent.dtype != _F32 or codes.dtype != _I32 or frozen.dtype != _U8 or codes.numel() != n
+            or frozen.numel() != n or not (latent.is_contiguous() and codes.is_contiguous() and frozen.is_contiguous())):
+        return False
+    status, index = native.project_latent(latent.data_ptr(), codes.data_ptr(), frozen.data_ptr(), n, bits, scale,
+                                          False, torch.get_num_threads())
+    _raise_status(status, index, where, latent, codes, frozen, bits)
+    return True
+
+
+_F32, _I32, _U8 = torch.float32, torch.int32, torch.uint8
+
+
 def pack_bitplanes(codes: torch.Tensor, bits: int, *, where: str = "pack_bitplanes") -> torch.Tensor:
     """int32 codes (any shape) in ``[-2^(N-1), 2^(N-1) - 1]`` to uint8 planes ``(bits, ceil(numel / 8))``.
 

@@ -352,26 +352,27 @@ int bitcl_project(float *latent, int32_t *codes, const uint8_t *frozen, int64_t 
  * for the check and project passes of bitcl_project (which also write every
  * code).
  *
- * The arithmetic is unsigned and masked so that codes or frozen counts that
- * were not validated (the caller's choice when they are unchanged since the
- * last validation) cannot cause undefined behaviour: a bad value gives a bad
- * window, never a bad memory access.  For valid codes (c + 2^(N-1) in
- * [1, 2^N - 1]) and counts (<= N) the mask and the unsigned types change no
- * value.
+ * The shift count is masked and the wrapping arithmetic unsigned, so codes or
+ * frozen counts that were not validated (the caller's choice when they are
+ * unchanged since the last validation) cannot cause undefined behaviour: a
+ * bad value gives a bad window, never a bad memory access.  For valid codes
+ * (c + 2^(N-1) in [1, 2^N - 1]) and counts (<= N) neither changes a value.
  */
 INLINE void clamp_body(float *restrict latent, const int32_t *restrict codes,
                        const uint8_t *restrict frozen, int64_t begin, int64_t end,
                        int32_t bits, float scale)
 {
+    /* project_body's window in signed codes, in fewer operations:
+     * c_hi = ((c + 2^(N-1)) | (w - 1)) - 2^(N-1) and c_lo = max(c_hi - (w - 1), -m) */
     const uint32_t half = (uint32_t)1 << (bits - 1);
-    const uint32_t full = ((uint32_t)1 << bits) - 1;
+    const int32_t full = (int32_t)(((uint32_t)1 << bits) - 1);
+    const int32_t neg_m = -(int32_t)(half - 1);
     for (int64_t i = begin; i < end; ++i) {
-        uint32_t low = full >> (frozen[i] & 31u);               /* w - 1 */
-        uint32_t u_hi = (((uint32_t)codes[i] + half) | low) & full;
-        uint32_t u_lo = u_hi - low;                             /* >= 0: u_hi has the low bits set */
-        u_lo = u_lo > 1 ? u_lo : 1;
-        float lo = (float)((int32_t)u_lo - (int32_t)half) * scale;
-        float hi = (float)((int32_t)u_hi - (int32_t)half) * scale;
+        int32_t low = full >> (frozen[i] & 31u);                 /* w - 1 */
+        int32_t c_hi = (int32_t)((((uint32_t)codes[i] + half) | (uint32_t)low) - half);
+        int32_t c_lo = (int32_t)((uint32_t)c_hi - (uint32_t)low);
+        c_lo = c_lo > neg_m ? c_lo : neg_m;                      /* narrow range: u >= 1 */
+        float lo = (float)c_lo * scale, hi = (float)c_hi * scale;
         float x = latent[i];
         x = x < lo ? lo : x;
         x = x > hi ? hi : x;

@@ -119,24 +119,32 @@ class BitState:
         moves it, the codes refreshed only when next read (module docstring).
 
         Each step reads the latent (checked for NaN/inf, :class:`~bitcl.errors.NonFiniteError`),
-        the codes and the frozen counts once; the codes and frozen counts are checked for their
-        ranges whenever they changed since the last check (torch's version counter of each
-        buffer), not every step.
+        the codes and the frozen counts once. The arguments are checked in full (shapes, dtypes,
+        scales, code and frozen-count ranges) on the first step and whenever a tensor, the codes' or
+        frozen counts' version counter (bumped by every in-place write through torch), the bit width
+        or the scale changed since; otherwise only what memory safety needs (dtypes, sizes,
+        contiguity, device). Writes that bypass torch (``.data`` assignment, numpy views) are not
+        seen until the codes are next read, which checks them in full.
         """
         layer, name = self.layer, self.param_name
         buffers = layer._buffers
-        codes, frozen = buffers[name + "_codes"], buffers[name + "_frozen"]
+        latent, codes, frozen = layer._parameters[name], buffers[name + "_codes"], buffers[name + "_frozen"]
+        bits, scale = layer.bits, layer.scales[name]
         checked = layer.__dict__.setdefault("_bit_checked", {})
         seen = checked.get(name)
-        validated = (seen is not None and seen[0] is codes and seen[1] is frozen
-                     and seen[2] == _versions(codes, frozen, layer.bits))
-        stale = kernels.project_latent_(layer._parameters[name], codes, frozen, layer.bits, layer.scales[name],
-                                        layer.inv_scales[name], validated=validated, where=self.display_name)
-        checked[name] = (codes, frozen, _versions(codes, frozen, layer.bits))
+        if (seen is not None and seen[0] is latent and seen[1] is codes and seen[2] is frozen
+                and seen[3] == _versions(codes, frozen, bits, scale)
+                and kernels.project_latent_prechecked_(latent, codes, frozen, bits, scale, self.display_name)):
+            layer.__dict__["_stale_codes"].add(name)
+            return
+        stale = kernels.project_latent_(latent, codes, frozen, bits, scale, layer.inv_scales[name],
+                                        where=self.display_name)
         stale_names = layer.__dict__.setdefault("_stale_codes", set())
-        if stale:
+        if stale:  # the C path: remember what was checked, so that the next steps skip it
+            checked[name] = (latent, codes, frozen, _versions(codes, frozen, bits, scale))
             stale_names.add(name)
         else:
+            checked.pop(name, None)
             stale_names.discard(name)
 
     def check(self) -> None:
@@ -171,10 +179,11 @@ class BitState:
         self.latent.data.copy_(self.dequantized())
 
 
-def _versions(codes: torch.Tensor, frozen: torch.Tensor, bits: int) -> tuple:
-    """What identifies the contents of validated codes and frozen counts: their storage and
-    torch's version counters (bumped by every in-place write through torch)."""
-    return codes.data_ptr(), codes._version, frozen.data_ptr(), frozen._version, bits
+def _versions(codes: torch.Tensor, frozen: torch.Tensor, bits: int, scale: float) -> tuple:
+    """With the tensors' identity, what identifies checked arguments of the per-step projection: torch's
+    version counters of the codes and frozen counts (bumped by every in-place write through torch),
+    the bit width and the scale."""
+    return codes._version, frozen._version, bits, scale
 
 
 def refresh_codes(layer: nn.Module, name: str) -> None:
