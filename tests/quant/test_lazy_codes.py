@@ -199,3 +199,19 @@ def test_moving_the_model_keeps_the_codes_right():
         state.project_()
     lazy.to(torch.float32)  # _apply: runs on every tensor
     assert_same(lazy, eager)
+
+
+def test_dequantized_layer_keeps_no_lazy_bookkeeping():
+    """dequantize_ of a bare layer after lazy steps: the deployed values are the refreshed codes', and the
+    layer keeps no reference to its dropped codes and frozen counts."""
+    from bitcl.interop import dequantize_
+    lazy, eager = twin_models(19, 10)
+    for model in (lazy, eager):
+        perturb(model, torch.Generator().manual_seed(4), 80.0)
+    project_latents_([s for _, s in bit_states(lazy)])
+    for _, state in bit_states(eager):
+        state.project_()
+    layer, expected = lazy[0], eager[0].bit_states()[0].dequantized()
+    dequantize_(layer)
+    assert type(layer) is nn.Linear and torch.equal(layer.weight.detach(), expected)
+    assert "_stale_codes" not in layer.__dict__ and "_bit_checked" not in layer.__dict__
