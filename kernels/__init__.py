@@ -208,6 +208,8 @@ def project_latent_(latent: torch.Tensor, codes: torch.Tensor, frozen: torch.Ten
     the three tensors.
     """
     native = _fast(latent) if isinstance(latent, torch.Tensor) else None
+    if native is not None and not hasattr(native, "project_latent"):  # an extension built before this entry
+        native = None
     contiguous = native is not None and isinstance(codes, torch.Tensor) and isinstance(frozen, torch.Tensor) \
         and latent.is_contiguous() and codes.is_contiguous() and frozen.is_contiguous()
     if not contiguous:
@@ -229,7 +231,7 @@ def project_latent_prechecked_(latent: torch.Tensor, codes: torch.Tensor, frozen
     CPU), then the latents for NaN/inf in C. Returns False, having done nothing, when that does not
     hold or the C path is not in use; True when it projected (codes left unchanged)."""
     native = _native if _loaded else _extension()
-    if native is None or not (latent.is_cpu and codes.is_cpu and frozen.is_cpu):
+    if native is None or not hasattr(native, "project_latent") or not (latent.is_cpu and codes.is_cpu and frozen.is_cpu):
         return False
     n = latent.numel()
     if (latent.dtype != _F32 or codes.dtype != _I32 or frozen.dtype != _U8 or codes.numel() != n

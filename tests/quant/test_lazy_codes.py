@@ -215,3 +215,22 @@ def test_dequantized_layer_keeps_no_lazy_bookkeeping():
     dequantize_(layer)
     assert type(layer) is nn.Linear and torch.equal(layer.weight.detach(), expected)
     assert "_stale_codes" not in layer.__dict__ and "_bit_checked" not in layer.__dict__
+
+
+@needs_c
+def test_an_extension_built_before_the_latent_kernel_projects_fully(monkeypatch):
+    """A stale build without project_latent (e.g. a checkout updated but not reinstalled) falls back to the
+    full projection instead of failing: codes fresh every step, same values."""
+    import types
+    real = kernels._native
+    old = types.SimpleNamespace(**{k: getattr(real, k) for k in ("project", "pack", "unpack", "first_nonfinite",
+                                                                   "build_info", "set_isa")})
+    lazy, eager = twin_models(23, 9)
+    for model in (lazy, eager):
+        perturb(model, torch.Generator().manual_seed(5), 40.0)
+    monkeypatch.setattr(kernels, "_native", old)
+    project_latents_([s for _, s in bit_states(lazy)])
+    assert all(not s.layer._stale_codes for _, s in bit_states(lazy))
+    for _, state in bit_states(eager):
+        state.project_()
+    assert_same(lazy, eager)
