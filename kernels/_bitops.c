@@ -51,6 +51,23 @@ static PyObject *py_project(PyObject *self, PyObject *args)
     return Py_BuildValue("(iL)", status, (long long)bad);
 }
 
+static PyObject *py_project_latent(PyObject *self, PyObject *args)
+{
+    unsigned long long latent, codes, frozen;
+    long long n;
+    int bits, check_codes, threads, status;
+    float scale;
+    int64_t bad = -1;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "KKKLifpi", &latent, &codes, &frozen, &n, &bits, &scale, &check_codes, &threads))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    status = bitcl_project_latent((float *)PTR(latent), (const int32_t *)PTR(codes), (const uint8_t *)PTR(frozen),
+                                  (int64_t)n, bits, scale, check_codes, threads, &bad);
+    Py_END_ALLOW_THREADS
+    return Py_BuildValue("(iL)", status, (long long)bad);
+}
+
 static PyObject *py_pack(PyObject *self, PyObject *args)
 {
     unsigned long long codes, out;
@@ -103,6 +120,8 @@ static PyMethodDef methods[] = {
     {"first_nonfinite", py_first_nonfinite, METH_VARARGS, "(ptr, n) -> (status, index)"},
     {"project", py_project, METH_VARARGS,
      "(latent, codes, frozen, n, bits, scale, inv_scale, threads) -> (status, index)"},
+    {"project_latent", py_project_latent, METH_VARARGS,
+     "(latent, codes, frozen, n, bits, scale, check_codes, threads) -> (status, index): codes left unchanged"},
     {"pack", py_pack, METH_VARARGS, "(codes, n, bits, out, out_len, threads) -> (status, index)"},
     {"unpack", py_unpack, METH_VARARGS, "(packed, packed_len, n, bits, codes, threads) -> (status, -1)"},
     {"build_info", py_build_info, METH_NOARGS, "{'openmp': bool, 'isa': str, 'flags': str}"},

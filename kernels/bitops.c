@@ -337,6 +337,151 @@ int bitcl_project(float *latent, int32_t *codes, const uint8_t *frozen, int64_t 
     return BITCL_OK;
 }
 
+/* -- latent-only projection -------------------------------------------------- */
+/*
+ * The per-step half of the projection: clamp each latent into the window its
+ * frozen bits allow, exactly as project_body does, and leave the codes alone.
+ * The window comes from the top k bits of the stored code, which no
+ * projection changes, so codes refreshed only when something reads them (the
+ * lazy codes of bitcl/quant/state.py) give the same windows, latents and,
+ * once refreshed, codes as codes refreshed after every step.
+ *
+ * Bytes per weight and step: the latent read twice (finiteness check, then
+ * clamp) and written once, the code and frozen count read once: 5 bytes
+ * besides the latent the optimiser has just written, against 9 + 9 + 4 + 4
+ * for the check and project passes of bitcl_project (which also write every
+ * code).
+ *
+ * The shift count is masked and the wrapping arithmetic unsigned, so codes or
+ * frozen counts that were not validated (the caller's choice when they are
+ * unchanged since the last validation) cannot cause undefined behaviour: a
+ * bad value gives a bad window, never a bad memory access.  For valid codes
+ * (c + 2^(N-1) in [1, 2^N - 1]) and counts (<= N) neither changes a value.
+ */
+INLINE void clamp_body(float *restrict latent, const int32_t *restrict codes,
+                       const uint8_t *restrict frozen, int64_t begin, int64_t end,
+                       int32_t bits, float scale)
+{
+    /* project_body's window in signed codes, in fewer operations:
+     * c_hi = ((c + 2^(N-1)) | (w - 1)) - 2^(N-1) and c_lo = max(c_hi - (w - 1), -m) */
+    const uint32_t half = (uint32_t)1 << (bits - 1);
+    const int32_t full = (int32_t)(((uint32_t)1 << bits) - 1);
+    const int32_t neg_m = -(int32_t)(half - 1);
+    for (int64_t i = begin; i < end; ++i) {
+        int32_t low = full >> (frozen[i] & 31u);                 /* w - 1 */
+        int32_t c_hi = (int32_t)((((uint32_t)codes[i] + half) | (uint32_t)low) - half);
+        int32_t c_lo = (int32_t)((uint32_t)c_hi - (uint32_t)low);
+        c_lo = c_lo > neg_m ? c_lo : neg_m;                      /* narrow range: u >= 1 */
+        float lo = (float)c_lo * scale, hi = (float)c_hi * scale;
+        float x = latent[i];
+        x = x < lo ? lo : x;
+        x = x > hi ? hi : x;
+        latent[i] = x;
+    }
+}
+
+/* Read-only: 1 when [begin, end) holds a NaN or infinite latent. */
+INLINE uint32_t finite_body(const float *restrict latent, int64_t begin, int64_t end)
+{
+    const uint32_t *lb = (const uint32_t *)latent;
+    uint32_t nonfinite = 0;
+    for (int64_t i = begin; i < end; ++i)
+        nonfinite |= nonfinite_bits(lb[i]);
+    return nonfinite ? 1u : 0u;
+}
+
+static void clamp_base(float *l, const int32_t *c, const uint8_t *f, int64_t b, int64_t e, int32_t bits, float s)
+{
+    clamp_body(l, c, f, b, e, bits, s);
+}
+
+static uint32_t finite_base(const float *l, int64_t b, int64_t e) { return finite_body(l, b, e); }
+
+#if BITCL_DISPATCH
+AVX2_FN static void clamp_avx2(float *l, const int32_t *c, const uint8_t *f, int64_t b, int64_t e, int32_t bits,
+                               float s)
+{
+    clamp_body(l, c, f, b, e, bits, s);
+}
+
+AVX2_FN static uint32_t finite_avx2(const float *l, int64_t b, int64_t e) { return finite_body(l, b, e); }
+#endif
+
+static void clamp_range(float *l, const int32_t *c, const uint8_t *f, int64_t b, int64_t e, int32_t bits, float s)
+{
+#if BITCL_DISPATCH
+    if (avx2_enabled()) {
+        clamp_avx2(l, c, f, b, e, bits, s);
+        return;
+    }
+#endif
+    clamp_base(l, c, f, b, e, bits, s);
+}
+
+/* Pass-1 flags over [b, e) (as check_range): the latents' finiteness, and the
+ * codes and frozen counts too when check_codes is set. */
+static uint32_t latent_check_range(const float *l, const int32_t *c, const uint8_t *f, int64_t b, int64_t e,
+                                   int32_t bits, int check_codes)
+{
+    if (check_codes)
+        return check_range(l, c, f, b, e, bits);
+#if BITCL_DISPATCH
+    if (avx2_enabled())
+        return finite_avx2(l, b, e);
+#endif
+    return finite_base(l, b, e);
+}
+
+int bitcl_project_latent(float *latent, const int32_t *codes, const uint8_t *frozen, int64_t n,
+                         int bits, float scale, int check_codes, int nthreads, int64_t *bad_index)
+{
+    if (!bad_index)
+        return BITCL_ERR_NULL;
+    *bad_index = -1;
+    if (n < 0)
+        return BITCL_ERR_COUNT;
+    if (n > 0 && (!latent || !codes || !frozen))
+        return BITCL_ERR_NULL;
+    if (bits < MIN_PROJECT_BITS || bits > MAX_BITS)
+        return BITCL_ERR_BITS;
+    if (!(isfinite(scale) && scale > 0.0f))
+        return BITCL_ERR_SCALE;
+    if (n > 0 && (overlap(latent, 4 * n, codes, 4 * n) || overlap(latent, 4 * n, frozen, n)))
+        return BITCL_ERR_OVERLAP;
+
+    /* Pass 1, read-only: nothing is written unless every element is valid. */
+    uint32_t flags = 0;
+#ifdef _OPENMP
+    int threads = n >= PARALLEL_MIN && nthreads > 1 ? nthreads : 1;
+    if (threads > 1) {
+#pragma omp parallel num_threads(threads) reduction(| : flags)
+        {
+            int t = omp_get_thread_num(), nt = omp_get_num_threads();
+            int64_t chunk = (n + nt - 1) / nt;
+            int64_t b = (int64_t)t * chunk, e = b + chunk < n ? b + chunk : n;
+            if (b < e)
+                flags |= latent_check_range(latent, codes, frozen, b, e, bits, check_codes);
+        }
+    } else {
+        flags = latent_check_range(latent, codes, frozen, 0, n, bits, check_codes);
+    }
+#else
+    (void)nthreads;
+    flags = latent_check_range(latent, codes, frozen, 0, n, bits, check_codes);
+#endif
+    if (flags) {
+        uint32_t flag = flags & 1u ? 1u : flags & 2u ? 2u : 4u;
+        *bad_index = first_flagged(latent, codes, frozen, n, bits, flag);
+        return flag == 1u ? BITCL_ERR_NONFINITE : flag == 2u ? BITCL_ERR_CODE : BITCL_ERR_FROZEN;
+    }
+
+    /* Pass 2: clamp the latents. */
+#define CLAMP_BODY(b_, e_) clamp_range(latent, codes, frozen, b_, e_, bits, scale)
+    PARALLEL_RANGES(n, nthreads, PARALLEL_MIN, CLAMP_BODY);
+#undef CLAMP_BODY
+    return BITCL_OK;
+}
+
 /* -- bit planes ---------------------------------------------------------------------- */
 /*
  * Pack N-bit codes into N bit planes, most significant plane first.  Plane b

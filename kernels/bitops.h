@@ -32,6 +32,12 @@ int bitcl_project(float *latent, int32_t *codes, const uint8_t *frozen, int64_t 
                   int bits, float scale, float inv_scale, int nthreads,
                   int64_t *bad_index);
 
+/* The latent half of bitcl_project: clamp latents into their windows, codes
+ * left unchanged (read only); check_codes = 0 skips validating codes and
+ * frozen counts (the caller validated them since they last changed). */
+int bitcl_project_latent(float *latent, const int32_t *codes, const uint8_t *frozen, int64_t n,
+                         int bits, float scale, int check_codes, int nthreads, int64_t *bad_index);
+
 /* codes in [-2^(N-1), 2^(N-1) - 1], bits (planes) in 1..24, out_len = bits * ceil(n / 8). */
 int bitcl_pack(const int32_t *codes, int64_t n, int bits, uint8_t *out, int64_t out_len,
                int nthreads, int64_t *bad_index);

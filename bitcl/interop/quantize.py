@@ -345,7 +345,9 @@ def dequantize_(model: nn.Module, weights: str = "codes") -> nn.Module:
             state.latent.copy_(source)
             for suffix in ("_codes", "_frozen"):
                 del model._buffers[state.param_name + suffix]
-        for attribute in ("bits", "range_factor", "scales", "inv_scales", "quantized_param_names"):
+        # _stale_codes / _bit_checked: the lazy-codes bookkeeping (bitcl.quant.state), which holds the buffers
+        for attribute in ("bits", "range_factor", "scales", "inv_scales", "quantized_param_names", "_stale_codes",
+                          "_bit_checked"):
             model.__dict__.pop(attribute, None)
         model.__class__ = nn.Conv2d if isinstance(model, nn.Conv2d) else nn.Linear
         return model

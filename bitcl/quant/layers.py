@@ -4,8 +4,11 @@ Each quantised tensor (weight, and bias when present) keeps a float32 latent
 (the ``nn.Parameter`` the optimiser updates, as in BLIP's reference code), the
 int32 codes of its N-bit quantisation and a uint8 count of frozen most
 significant bits per weight. The forward pass is exactly the parent's: the
-latent always lies in the window its frozen bits allow (``project_`` after
-every step), so no quantiser runs per step. Bad constructor arguments raise
+latent always lies in the window its frozen bits allow (``project_latent_`` after
+every step), so no quantiser runs per step. The codes are refreshed when read
+(``bitcl.quant.state``, "lazy codes"): the layer refreshes stale codes before
+``state_dict``, ``load_state_dict``, pickling, ``.to()`` and any read of its
+``<name>_codes`` attribute. Bad constructor arguments raise
 :class:`~bitcl.errors.ConfigError` (sizes, bit widths, range factor) and inputs that
 are not real floating tensors :class:`~bitcl.errors.BitTypeError`, never a torch
 crash deep inside.
@@ -26,7 +29,7 @@ from torch import nn
 from bitcl.errors import BitError, BitTypeError, ConfigError
 
 from .codes import check_bits, scale_for
-from .state import BitState
+from .state import BitState, refresh_all_codes, refresh_codes
 
 DEFAULT_BITS = 20
 DEFAULT_RANGE_FACTOR = 6.0
@@ -65,6 +68,37 @@ class _BitMixin:
         """Project every quantised parameter onto its frozen-bit windows."""
         for state in self.bit_states():
             state.project_()
+
+    # -- lazy codes: every way out of the layer sees refreshed codes ------------------------
+    def __getattr__(self, name: str):
+        if name.endswith("_codes"):
+            stale = self.__dict__.get("_stale_codes")
+            if stale and name[:-len("_codes")] in stale:
+                refresh_codes(self, name[:-len("_codes")])
+        return super().__getattr__(name)
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars) -> None:
+        refresh_all_codes(self)
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs) -> None:
+        # codes about to be overwritten need no refresh (a diverged latent could not give one)
+        stale = self.__dict__.get("_stale_codes", set())
+        for name in tuple(stale):
+            if f"{prefix}{name}_codes" in state_dict:
+                stale.discard(name)
+        refresh_all_codes(self)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
+    def _apply(self, fn, recurse=True):
+        refresh_all_codes(self)
+        return super()._apply(fn, recurse)
+
+    def __getstate__(self):
+        refresh_all_codes(self)
+        return super().__getstate__()
 
     def value_range(self) -> float:
         """Largest magnitude a weight can take, ``range_factor / sqrt(fan_in)``."""

@@ -4,6 +4,14 @@ Implements the freezing rules of BLIP (Shi et al., CVPR 2021, arXiv 2105.04444,
 Sec. 3.3, "bit freezing"): a weight with k frozen bits may take only values
 whose top k bits of the offset-binary code u = c + 2^(N-1) equal the frozen
 ones, u in [p 2^(N-k), (p+1) 2^(N-k) - 1].
+
+Lazy codes: the training step calls :meth:`BitState.project_latent_`, which clamps
+the latent but leaves the codes buffer as it was (the C path); the layer records the
+tensor as *stale* and every reader of the codes (:attr:`BitState.codes`, the layer's
+``<name>_codes`` attribute, ``state_dict``, ``load_state_dict``, pickling, ``.to()``)
+first refreshes them with :func:`refresh_codes`. A stale buffer still holds the right
+top ``k`` bits (no projection changes them), which is all the next projection reads,
+and the refresh computes what refreshing after every step would have left, bit for bit.
 """
 from __future__ import annotations
 
@@ -49,8 +57,10 @@ class BitState:
 
     @property
     def codes(self) -> torch.Tensor:
-        """int32 signed codes c, same shape as the parameter (real value = scale * c)."""
-        return getattr(self.layer, f"{self.param_name}_codes")
+        """int32 signed codes c, same shape as the parameter (real value = scale * c); refreshed
+        first when the last projection left them stale (module docstring)."""
+        refresh_codes(self.layer, self.param_name)
+        return self.layer._buffers[f"{self.param_name}_codes"]
 
     @property
     def frozen(self) -> torch.Tensor:
@@ -100,6 +110,42 @@ class BitState:
         buffers = layer._buffers
         kernels.project_(layer._parameters[name], buffers[name + "_codes"], buffers[name + "_frozen"],
                          layer.bits, layer.scales[name], layer.inv_scales[name], where=self.display_name)
+        stale = layer.__dict__.get("_stale_codes")
+        if stale:
+            stale.discard(name)  # the codes are those of the latent just projected
+
+    def project_latent_(self) -> None:
+        """The per-step projection: the latent moved into its window exactly as :meth:`project_`
+        moves it, the codes refreshed only when next read (module docstring).
+
+        Each step reads the latent (checked for NaN/inf, :class:`~bitcl.errors.NonFiniteError`),
+        the codes and the frozen counts once. The arguments are checked in full (shapes, dtypes,
+        scales, code and frozen-count ranges) on the first step and whenever a tensor, the codes' or
+        frozen counts' version counter (bumped by every in-place write through torch), the bit width
+        or the scale changed since; otherwise only what memory safety needs (dtypes, sizes,
+        contiguity, device). Writes that bypass torch (``.data`` assignment, numpy views) are not
+        seen until the codes are next read, which checks them in full.
+        """
+        layer, name = self.layer, self.param_name
+        buffers = layer._buffers
+        latent, codes, frozen = layer._parameters[name], buffers[name + "_codes"], buffers[name + "_frozen"]
+        bits, scale = layer.bits, layer.scales[name]
+        checked = layer.__dict__.setdefault("_bit_checked", {})
+        seen = checked.get(name)
+        if (seen is not None and seen[0] is latent and seen[1] is codes and seen[2] is frozen
+                and seen[3] == _versions(codes, frozen, bits, scale)
+                and kernels.project_latent_prechecked_(latent, codes, frozen, bits, scale, self.display_name)):
+            layer.__dict__["_stale_codes"].add(name)
+            return
+        stale = kernels.project_latent_(latent, codes, frozen, bits, scale, layer.inv_scales[name],
+                                        where=self.display_name)
+        stale_names = layer.__dict__.setdefault("_stale_codes", set())
+        if stale:  # the C path: remember what was checked, so that the next steps skip it
+            checked[name] = (latent, codes, frozen, _versions(codes, frozen, bits, scale))
+            stale_names.add(name)
+        else:
+            checked.pop(name, None)
+            stale_names.discard(name)
 
     def check(self) -> None:
         """Validate codes and frozen counts (:func:`bitcl.quant.codes.check_codes`)."""
@@ -133,6 +179,36 @@ class BitState:
         self.latent.data.copy_(self.dequantized())
 
 
+def _versions(codes: torch.Tensor, frozen: torch.Tensor, bits: int, scale: float) -> tuple:
+    """With the tensors' identity, what identifies checked arguments of the per-step projection: torch's
+    version counters of the codes and frozen counts (bumped by every in-place write through torch),
+    the bit width and the scale."""
+    return codes._version, frozen._version, bits, scale
+
+
+def refresh_codes(layer: nn.Module, name: str) -> None:
+    """Bring ``layer``'s ``<name>_codes`` up to date if :meth:`BitState.project_latent_` left them
+    stale: :func:`bitcl.kernels.project_` on a copy of the latent, so the latent is not written
+    (it already lies in its window: the copy's clamp changes nothing) and the codes are what a
+    full projection after the last step would have left. Raises as :func:`bitcl.kernels.project_`
+    (a NaN latent, codes or frozen counts out of range), leaving the codes stale."""
+    stale = layer.__dict__.get("_stale_codes")
+    if not stale or name not in stale:
+        return
+    buffers = layer._buffers
+    with torch.no_grad():
+        kernels.project_(layer._parameters[name].detach().clone(), buffers[name + "_codes"],
+                         buffers[name + "_frozen"], layer.bits, layer.scales[name], layer.inv_scales[name],
+                         where=f"{type(layer).__name__}.{name}")
+    stale.discard(name)
+
+
+def refresh_all_codes(layer: nn.Module) -> None:
+    """:func:`refresh_codes` for every stale quantised tensor of ``layer``."""
+    for name in tuple(layer.__dict__.get("_stale_codes", ())):
+        refresh_codes(layer, name)
+
+
 def bit_states(model: nn.Module):
     """Yield ``(name, BitState)`` for every quantised parameter of ``model``.
 
@@ -151,3 +227,9 @@ def project_(model: nn.Module) -> None:
     """Apply :meth:`BitState.project_` to every quantised parameter of ``model``."""
     for _, state in bit_states(model):
         state.project_()
+
+
+def project_latents_(states) -> None:
+    """Apply :meth:`BitState.project_latent_` (the per-step projection) to every state of ``states``."""
+    for state in states:
+        state.project_latent_()

@@ -108,9 +108,9 @@ class RLRun:
         """Nothing to check: one process."""
 
     def project(self) -> None:
-        """Keep every quantised weight inside the window its frozen bits allow."""
+        """Keep every quantised weight inside the window its frozen bits allow (codes refreshed when read)."""
         for state in self.bit_states:
-            state.project_()
+            state.project_latent_()
 
     def steps_per_game(self) -> int:
         """The environment steps each game trains: ``--steps`` rounded up to whole rollouts."""

@@ -91,10 +91,11 @@ class TaskContext:
 
     # -- shared ----------------------------------------------------------------------------
     def project(self) -> None:
-        """Move every quantised latent weight into the window its frozen bits allow."""
+        """Move every quantised latent weight into the window its frozen bits allow (codes refreshed
+        when read: ``BitState.project_latent_``)."""
         from bitcl.quant import bit_states
         for _, state in bit_states(self.model):
-            state.project_()
+            state.project_latent_()
 
     # -- optional services -----------------------------------------------------------------
     def retrain(self, epochs: int, tag: str) -> None:

@@ -135,9 +135,9 @@ class Trainer:
 
     # -- steps ------------------------------------------------------------------------------
     def project(self) -> None:
-        """Keep every quantised weight inside the window its frozen bits allow."""
+        """Keep every quantised weight inside the window its frozen bits allow (codes refreshed when read)."""
         for state in self.bit_states:
-            state.project_()
+            state.project_latent_()
 
     def _optimizer(self) -> torch.optim.Optimizer:
         params = [p for p in self.model.parameters() if p.requires_grad]

@@ -76,13 +76,15 @@ PROJECT_CASES = {
 }
 
 
-@pytest.mark.parametrize("path", ["kernels", "reference"])
+@pytest.mark.parametrize("path", ["kernels", "reference", "latent"])
 @pytest.mark.parametrize("name", sorted(PROJECT_CASES))
 def test_project_refuses_bad_input_and_writes_nothing(name, path):
-    """Each malformed call raises its precise error; latent, codes and frozen are untouched."""
+    """Each malformed call raises its precise error; latent, codes and frozen are untouched
+    (``latent``: the per-step ``project_latent_``, which validates codes unless told they are)."""
     args, error, match = PROJECT_CASES[name]()
     before = [a.clone() if isinstance(a, torch.Tensor) and a.device.type != "meta" else a for a in args]
-    project = kernels.project_ if path == "kernels" else reference.project_
+    project = {"kernels": kernels.project_, "reference": reference.project_,
+               "latent": kernels.project_latent_}[path]
     with pytest.raises(error, match=match):
         project(*args)
     for a, b in zip(args, before):
@@ -174,4 +176,9 @@ def test_c_functions_defend_themselves():
     assert _bitops.unpack(0, 16, 12, 8, 0, 1)[0] == -1
     assert _bitops.unpack(frozen.data_ptr(), 3, 12, 8, codes.data_ptr(), 1)[0] == -2
     assert _bitops.first_nonfinite(0, 5)[0] == -1
+    assert _bitops.project_latent(0, 0, 0, 5, 8, 0.1, True, 1)[0] == -1     # the per-step projection too
+    assert _bitops.project_latent(*ptrs, -1, 8, 0.1, True, 1)[0] == -2
+    assert _bitops.project_latent(*ptrs, 12, 25, 0.1, True, 1)[0] == -3
+    assert _bitops.project_latent(*ptrs, 12, 8, float("inf"), True, 1)[0] == -4
+    assert _bitops.project_latent(ptrs[0], ptrs[0] + 8, ptrs[2], 12, 8, 0.1, True, 1)[0] == -6
     assert torch.equal(codes, state()[1])  # nothing was written

@@ -111,3 +111,49 @@ def test_first_nonfinite_finds_nan_and_inf():
     x[7777] = float("inf")
     x[9000] = float("nan")
     assert kernels.first_nonfinite(x) == 7777 == reference.first_nonfinite(x)
+
+
+@needs_c
+@given(st.integers(0, 2**31), st.integers(1, 200_000), st.integers(2, 24), st.booleans(), st.booleans())
+def test_latent_only_projection_equals_the_full_one(seed, n, bits, avx2, validated):
+    """project_latent_ clamps every latent exactly as project_ does (AVX2 and baseline loops), writes no
+    code, and project_ afterwards (the lazy refresh) gives project_'s codes and changes no latent."""
+    from bitcl.kernels import _bitops
+    latent, codes, frozen, scale = random_state(seed, n, bits)
+    l_full, c_full = latent.clone(), codes.clone()
+    kernels.project_(l_full, c_full, frozen, bits, scale)
+    c_before = codes.clone()
+    forced = _bitops.set_isa(avx2)
+    try:
+        assert kernels.project_latent_(latent, codes, frozen, bits, scale, validated=validated) is True
+    finally:
+        _bitops.set_isa(True)
+    assert forced or avx2
+    assert torch.equal(latent, l_full) and torch.equal(codes, c_before)
+    refreshed = latent.clone()
+    kernels.project_(refreshed, codes, frozen, bits, scale)
+    assert torch.equal(refreshed, latent) and torch.equal(codes, c_full)
+
+
+@needs_c
+def test_latent_only_projection_survives_unchecked_garbage():
+    """validated=True with codes and frozen counts that were never valid: wrong windows, but no crash
+    and nothing written outside the latent (the arithmetic is masked, no undefined behaviour)."""
+    n, bits = 4096, 12
+    g = torch.Generator().manual_seed(0)
+    latent = torch.randn(n, generator=g)
+    codes = torch.randint(-2**31, 2**31 - 1, (n,), generator=g, dtype=torch.int32)
+    frozen = torch.randint(0, 256, (n,), generator=g, dtype=torch.int32).to(torch.uint8)
+    c0, f0 = codes.clone(), frozen.clone()
+    kernels.project_latent_(latent, codes, frozen, bits, scale_for(1.0, bits), validated=True)
+    assert torch.equal(codes, c0) and torch.equal(frozen, f0) and bool(torch.isfinite(latent).all())
+
+
+def test_latent_only_projection_of_non_contiguous_tensors_refreshes_the_codes():
+    """Paths without the C latent-only kernel project fully and say so (False: codes are fresh)."""
+    latent, codes, frozen, scale = random_state(3, 2048, 8)
+    expect_l, expect_c = latent.clone().view(64, 32), codes.clone().view(64, 32)
+    kernels.project_(expect_l, expect_c, frozen.view(64, 32), 8, scale)
+    l, c, f = latent.view(64, 32).t(), codes.view(64, 32).t(), frozen.view(64, 32).t()
+    assert kernels.project_latent_(l, c, f, 8, scale) is False
+    assert torch.equal(l.t(), expect_l) and torch.equal(c.t(), expect_c)
