@@ -193,7 +193,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--print-only", action="store_true")
     args = p.parse_args(argv)
     torch.set_num_threads(1)  # one thread: process CPU time then equals the time on one free core
-    names = [n for n, proto in PROTOCOLS.items() if not proto.refusal]
+    names = [n for n, proto in PROTOCOLS.items()
+             if not proto.refusal and not proto.settings.get("pretrained")]  # offline: fetched weights cannot be read
     if args.protocols:
         unknown = sorted(set(args.protocols.split(",")) - set(names))
         if unknown:

@@ -121,7 +121,8 @@ class Engine:
         if config.pretrained:
             from bitcl.models.pretrained import load_pretrained
             load_pretrained(self.model, config.pretrained)
-        self.info = RunInfo(len(self.scenario), self.scenario.setting, self.device, self.dist)
+        self.info = RunInfo(len(self.scenario), self.scenario.setting, self.device, self.dist,
+                            pretrained=bool(config.pretrained))
         self.strategy = strategy_cls(options, self.model, self.info)
         self.trainer = Trainer(self.model, self.strategy, self.scenario, config, self.info)
         if self.dist.enabled:

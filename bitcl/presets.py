@@ -214,16 +214,23 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in [
                                  "retrain_epochs": 30}},
              _ANPYC_CODE, ("as anpyc-permuted-mnist-20",), _time(0.9, 0.092), paper_figures_note=_ANPYC_FIGURES),
     Protocol("dlcft-class-split-cifar100", _DLCFT,
-             "DLCFT's class-incremental Split CIFAR-100 from an ImageNet-pretrained ResNet-18 (weights: "
-             "`bitcl data get resnet18-imagenet`, verified by their SHA-256 prefix)",
-             {"benchmark": "split-cifar100", "scenario": "class", "method": "dlcft", "arch": "resnet18",
-              "backbone": "float"},
-             "task split and method from the paper's abstract and Sec. 4 as bitcl's dlcft strategy implements them",
-             ("bitcl's resnet18 is GEM's reduced ResNet-18 (3x3 stem, 20 base filters), not torchvision's ImageNet "
-              "layout (7x7 stem, max-pool, 64 filters), so the ImageNet weights cannot be loaded into it",),
-             _time(None),
-             refusal="needs torchvision's ImageNet ResNet-18 layout, which no bitcl backbone has (bitcl's resnet18 "
-                     "is GEM's reduced net); `bitcl data get resnet18-imagenet` fetches and verifies the weights"),
+             "DLCFT's class-incremental Split CIFAR-100 from an ImageNet-pretrained ResNet-18 (torchvision's weights, "
+             "fetched and checked by their SHA-256 prefix on first use: `bitcl data get resnet18-imagenet`)",
+             {"benchmark": "split-cifar100", "scenario": "class", "method": "dlcft", "arch": "resnet18-imagenet",
+              "backbone": "float", "pretrained": "resnet18-imagenet"},
+             "checked against the paper's abstract only (arXiv 2208.08112; its tables and Sec. 4 could not be read "
+             "offline): class-incremental learning, a pre-trained ResNet-18, the network linearised around its "
+             "pre-trained weights; the split into 10 tasks of 10 classes is bitcl's split-cifar100 default",
+             ("the network is torchvision's ResNet-18 with its ImageNet stem (7x7 stride-2 convolution and max-pool) "
+              "fed 32x32 CIFAR images as they are; whether the paper resizes the images or adapts the stem could not "
+              "be checked offline",
+              "bitcl feeds pixels in [0, 1]; torchvision's weights were trained on inputs normalised by ImageNet's "
+              "mean and standard deviation",
+              "optimiser, learning rate, epochs and batch size are bitcl's defaults, not checked against the paper"),
+             {"cpu_hours": None, "gpu_hours": None, "gpu_name": _GPU_NAME,
+              "cpu_how": "no estimate yet: benchmarks/protocol_time.py times the protocols offline and cannot fetch "
+                         "the pre-trained weights this protocol starts from",
+              "gpu_how": "no estimate yet (as cpu_how)"}),
 ]}
 
 

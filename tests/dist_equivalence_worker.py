@@ -50,10 +50,11 @@ SCENARIO_RUNS = {"joint-class": ("joint", "class", {}), "si-domain": ("si", "dom
 SGD = {"optimizer": "sgd", "lr": 0.005}
 BN_ARCHS = ("alexnet", "resnet18")
 ARCH_RUNS = {"blip-conv": ("blip", "conv", {}, {}), "ewc-conv": ("ewc", "conv", {}, {}),
-             "dlcft-conv-kfac": ("dlcft", "conv", {"layers": 0, "curvature": "kfac"}, {}),
+             # dlcft: the random network linearised as it is (its first-task warm-up is refused under torchrun)
+             "dlcft-conv-kfac": ("dlcft", "conv", {"layers": 0, "curvature": "kfac", "warmup": "none"}, {}),
              "finetune-alexnet": ("finetune", "alexnet", {}, SGD),
              "blip-resnet18": ("blip", "resnet18", {}, SGD), "ewc-resnet18": ("ewc", "resnet18", {}, SGD),
-             "dlcft-resnet18-bn-train": ("dlcft", "resnet18", {"layers": 0, "curvature": "diagonal"},
+             "dlcft-resnet18-bn-train": ("dlcft", "resnet18", {"layers": 0, "curvature": "diagonal", "warmup": "none"},
                                          {**SGD, "bn": "train"})}
 BATCH = 25  # odd shards on 2 ranks (13 + 12): the uneven-shard path is exercised every step
 

@@ -9,6 +9,13 @@ pooling, ``out_features`` = 8 x base. Convolutions have no bias (a batch norm
 follows each). Inputs of 64 pixels or more (84x84 mini-ImageNet, as in GPM, Saha et
 al., ICLR 2021) use a stride-2 stem. Every batch norm follows the continual policy
 ``--bn`` (:mod:`bitcl.models.norm`).
+
+``resnet18-imagenet`` is the full ResNet-18 of He et al. in torchvision's layout (64 base
+filters, the ImageNet stem: a 7x7 stride-2 convolution, batch norm, ReLU and a 3x3 stride-2
+max-pool; ``out_features`` 512), the network whose ImageNet weights DLCFT's protocol starts
+from: ``--pretrained resnet18-imagenet`` loads torchvision's file (its module names mapped by
+:func:`bitcl.models.pretrained.torchvision_resnet18_state`). On 32x32 inputs its last stage
+sees 1x1 maps.
 """
 from __future__ import annotations
 
@@ -51,13 +58,19 @@ class ResNet18(TaskAware, nn.Module):
     """GEM's reduced ResNet-18 (module docstring) with ``base`` filters in the first stage."""
 
     def __init__(self, input_shape: Sequence[int], layers: LayerFactory = LayerFactory(), base: int = BASE_FILTERS,
-                 bn: str = "first-task", tasks: int = 1):
+                 bn: str = "first-task", tasks: int = 1, imagenet_stem: bool = False):
         super().__init__()
-        c, h, w = check_image_shape("resnet18", input_shape, 8)
+        c, h, w = check_image_shape("resnet18-imagenet" if imagenet_stem else "resnet18", input_shape,
+                                    32 if imagenet_stem else 8)
         check_policy(bn)
-        stem_stride = 2 if min(h, w) >= LARGE_INPUT else 1
-        self.stem = nn.Sequential(layers.conv(c, base, 3, stride=stem_stride, padding=1, bias=False),
-                                  ContinualBatchNorm2d(base, bn, tasks), nn.ReLU())
+        if imagenet_stem:  # torchvision's: conv 7x7 stride 2, BN, ReLU, max-pool 3x3 stride 2
+            self.stem = nn.Sequential(layers.conv(c, base, 7, stride=2, padding=3, bias=False),
+                                      ContinualBatchNorm2d(base, bn, tasks), nn.ReLU(),
+                                      nn.MaxPool2d(3, stride=2, padding=1))
+        else:
+            stem_stride = 2 if min(h, w) >= LARGE_INPUT else 1
+            self.stem = nn.Sequential(layers.conv(c, base, 3, stride=stem_stride, padding=1, bias=False),
+                                      ContinualBatchNorm2d(base, bn, tasks), nn.ReLU())
         stages: list[nn.Module] = []
         c_in = base
         for i, stride in enumerate((1, 2, 2, 2)):
@@ -79,3 +92,17 @@ def _resnet18(args: BackboneArgs) -> nn.Module:
     if args.dropout:
         raise ConfigError(f"resnet18 has no dropout (GEM's net has none), got --dropout {args.dropout}")
     return ResNet18(args.input_shape, args.layers, args.width or BASE_FILTERS, args.bn)
+
+
+IMAGENET_FILTERS = 64
+
+
+@register_backbone("resnet18-imagenet", "torchvision's ResNet-18 (7x7 stride-2 stem + max-pool, 64 base filters, "
+                                        "512 features): loads --pretrained resnet18-imagenet; 32x32 or larger")
+def _resnet18_imagenet(args: BackboneArgs) -> nn.Module:
+    if args.dropout:
+        raise ConfigError(f"resnet18-imagenet has no dropout (torchvision's net has none), got --dropout {args.dropout}")
+    if args.width and args.width != IMAGENET_FILTERS:
+        raise ConfigError(f"resnet18-imagenet has torchvision's 64 base filters (its weights' shapes), "
+                          f"got --width {args.width}")
+    return ResNet18(args.input_shape, args.layers, IMAGENET_FILTERS, args.bn, imagenet_stem=True)

@@ -54,6 +54,7 @@ class RunInfo:
     setting: str                     # task, domain, class, data (supervised) or "rl"
     device: torch.device = torch.device("cpu")
     world: DistContext = field(default_factory=DistContext)
+    pretrained: bool = False         # the model starts from --pretrained weights (DLCFT's linearisation point)
 
 
 class Unsupported(ConfigError):
