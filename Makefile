@@ -18,13 +18,18 @@ setup: $(BIN)/bitcl
 demo: setup
 	$(BIN)/bitcl run --method blip --benchmark split-mnist --scenario task --out runs/demo --overwrite
 
+# Tests run in TEST_WORKERS pytest-xdist processes (one per core, at most 4; each uses one torch thread,
+# tests/conftest.py); `make test TEST_WORKERS=0` runs them in this one process.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n < 4 ? n : 4 )))
+PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal
+
 # Every test: what CI runs (.ci/run).
 test: setup
-	$(BIN)/python -m pytest tests
+	$(PYTEST) tests
 
 # The edit loop: every test not marked slow (@pytest.mark.slow: each over ~5 s on a quiet 2-core machine).
 test-fast: setup
-	$(BIN)/python -m pytest -m "not slow" tests
+	$(PYTEST) -m "not slow" tests
 
 # The documentation site (docs/, mkdocs.yml) into site/; --strict turns every warning into an error.
 docs: setup

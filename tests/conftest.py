@@ -6,7 +6,14 @@ from hypothesis import settings
 
 settings.register_profile("ci", max_examples=40, deadline=None)
 settings.load_profile("ci")
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one pytest-xdist worker per core: each worker, and every process a test starts
+    # (they inherit the environment unless a test sets its own), uses one thread, so that the workers
+    # do not oversubscribe the cores.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+else:
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 REPO_DATA = os.path.join(os.path.dirname(__file__), "..", "data")  # real MNIST committed in the repo (data/README.md)
 

@@ -147,7 +147,7 @@ def test_resume_after_kill_9_is_bit_exact(tmp_path, small_npz):
 def test_resume_of_a_missing_folder_exits_2_naming_it(tmp_path, small_npz):
     """`--resume` with a mistyped folder: exit 2 and one line naming the folder; nothing is created or trained."""
     missing = tmp_path / "runs" / "bilp"
-    done = run_cli("run", "--data", small_npz, "--epochs", "1", "--tasks", "2", "--out", missing, "--resume")
+    done = cli("run", "--data", small_npz, "--epochs", "1", "--tasks", "2", "--out", missing, "--resume")
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().splitlines() == [
         f"bitcl run: error: --resume: {missing} does not exist; there is no run to continue "
@@ -159,7 +159,7 @@ def test_help_states_each_default_once():
     """`bitcl run --help`: no flag repeats its default ('(default: preset, else 10) (default: preset, else 10)')."""
     import re
     for method in ("blip", "ewc"):
-        done = run_cli("run", "--method", method, "--help")
+        done = cli("run", "--method", method, "--help")
         assert done.returncode == 0
         text = " ".join(done.stdout.split())  # argparse wraps lines
         flags = re.split(r"\s(?=--[a-z])", text)
@@ -171,9 +171,9 @@ def test_a_run_without_out_says_nothing_is_saved(small_npz):
     """Without --out the run starts with one stderr line saying nothing will be saved; --quiet silences it."""
     args = ["run", "--method", "finetune", "--data", small_npz, "--benchmark", "permuted-mnist", "--tasks", "1",
             "--epochs", "1", "--hidden", "16"]
-    done = run_cli(*args)
+    done = cli(*args)
     assert done.returncode == 0, done.stderr
     assert done.stderr.splitlines()[0] == ("bitcl run: no --out given: nothing will be saved (results.json, "
                                            "checkpoints); the results are only printed")
-    quiet = run_cli(*args, "--quiet")
+    quiet = cli(*args, "--quiet")
     assert quiet.returncode == 0 and "nothing will be saved" not in quiet.stderr

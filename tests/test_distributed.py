@@ -17,6 +17,9 @@ from bitcl.distributed import DistContext
 from bitcl.errors import ConfigError
 from tests.conftest import REPO_DATA, run_cli
 
+# Every test here starts two or more interpreters (torchrun ranks, spawned processes): seconds each.
+pytestmark = pytest.mark.slow
+
 WORKER = Path(__file__).with_name("dist_equivalence_worker.py")
 # Stated tolerances of "2 ranks = 1 process" (README): every float tensor of every checkpoint
 # (strategy/* importances, anchors, Fishers, curvatures; the model) and every tensor of codes

@@ -147,7 +147,7 @@ def test_a_missing_figure_is_an_error_not_a_zero(tmp_path, section, key, column)
     res = json.loads((run / "results.json").read_text())
     del res[section][key]
     (run / "results.json").write_text(json.dumps(res))
-    done = run_cli("report", run)
+    done = cli("report", run)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.strip() == (f"bitcl report: error: {run / 'results.json'}: no {section}.{key} (the report's "
                                    f"{column} column); not a complete results.json")

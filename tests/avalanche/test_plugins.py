@@ -3,31 +3,40 @@ import pytest
 import torch
 from torch import nn
 
-avalanche = pytest.importorskip("bitcl.avalanche", reason="avalanche-lib not installed (extra: bitcl[avalanche])")
-
-from avalanche.benchmarks import tensors_benchmark  # noqa: E402
-from avalanche.evaluation.metrics import accuracy_metrics  # noqa: E402
-from avalanche.models import MultiTaskModule  # noqa: E402
-from avalanche.training import Naive  # noqa: E402
-from avalanche.training.plugins import EvaluationPlugin  # noqa: E402
-
-import bitcl  # noqa: E402
-from bitcl.api import benchmark_tasks, fit  # noqa: E402
-from bitcl.errors import ConfigError  # noqa: E402
-from bitcl.quant import bit_states  # noqa: E402
+import bitcl
+from bitcl.api import benchmark_tasks, fit
+from bitcl.errors import ConfigError
+from bitcl.quant import bit_states
 
 LR, BATCH, PRIOR = 0.05, 32, 1e-8
 
+# Bound by _import_avalanche when the first test of this module runs.
+avalanche = tensors_benchmark = accuracy_metrics = Naive = EvaluationPlugin = TwoHeads = None
 
-class TwoHeads(MultiTaskModule):
-    """A quantised MLP backbone and one head per task label, as Avalanche's multi-task models route them."""
 
-    def __init__(self, backbone, heads):
-        super().__init__()
-        self.backbone, self.heads = backbone, nn.ModuleList(heads)
+@pytest.fixture(scope="module", autouse=True)
+def _import_avalanche():
+    """Import Avalanche when this module's tests run, not when pytest collects the module: the import
+    takes about 10 s of CPU, and every pytest-xdist worker collects every module."""
+    global avalanche, tensors_benchmark, accuracy_metrics, Naive, EvaluationPlugin, TwoHeads
+    avalanche = pytest.importorskip("bitcl.avalanche", reason="avalanche-lib not installed (extra: bitcl[avalanche])")
+    from avalanche.benchmarks import tensors_benchmark
+    from avalanche.evaluation.metrics import accuracy_metrics
+    from avalanche.models import MultiTaskModule
+    from avalanche.training import Naive
+    from avalanche.training.plugins import EvaluationPlugin
 
-    def forward_single_task(self, x, task_label):
-        return self.heads[int(task_label)](self.backbone(x))
+    class _TwoHeads(MultiTaskModule):
+        """A quantised MLP backbone and one head per task label, as Avalanche's multi-task models route them."""
+
+        def __init__(self, backbone, heads):
+            super().__init__()
+            self.backbone, self.heads = backbone, nn.ModuleList(heads)
+
+        def forward_single_task(self, x, task_label):
+            return self.heads[int(task_label)](self.backbone(x))
+
+    TwoHeads = _TwoHeads
 
 
 def _parts(seed):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from bitcl.data import build_scenario, load_source, stratified_split
+from bitcl.data import build_scenario, from_arrays, load_source, stratified_split
 from bitcl.errors import ConfigError, DataError
 from tests.conftest import REPO_DATA
 

@@ -43,6 +43,7 @@ def test_without_the_fix_this_torchvision_build_fails_to_import_or_has_its_ops()
         assert plain.returncode == 0, plain.stderr
 
 
+@pytest.mark.slow  # three fresh interpreters, one importing Avalanche
 def test_bitcl_python_api_makes_torchvision_importable_without_a_call():
     """A user of bitcl.quantize_ or bitcl.fit never calls ensure_torchvision_importable: importing either
     (in a fresh process, torchvision not yet imported) is enough for `import torchvision` and its models."""

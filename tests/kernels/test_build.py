@@ -73,6 +73,7 @@ def test_missing_extension_falls_back_with_one_line_notice(tmp_path):
     assert len(notices) == 1 and "using the torch reference kernels" in notices[0]
 
 
+@pytest.mark.slow  # two new interpreters
 def test_bitcl_kernels_environment_variable(tmp_path):
     """BITCL_KERNELS=reference forces the reference silently; an unknown value is a ConfigError."""
     code = "from bitcl import kernels\ntry:\n    print(kernels.backend())\nexcept Exception as e:\n" \

@@ -91,6 +91,7 @@ def test_finetune_run_and_resume_reproduce_the_same_results(tmp_path):
     assert bad.returncode == 2 and "other settings (lr)" in bad.stderr
 
 
+@pytest.mark.slow  # three RL runs and a new interpreter
 def test_single_task_reference_normalises_a_continual_run(tmp_path):
     """`--single-task` trains a fresh agent per game; `--reference` normalises by its diagonal
     (Continual World) and records it; a reference of another budget is refused in one line."""

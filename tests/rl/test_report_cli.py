@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from tests.conftest import cli, run_cli
+from tests.conftest import cli
 from tests.rl.test_cli_rl import QUICK
 from tests.robustness.fixtures import write_run
 
@@ -49,14 +49,14 @@ def test_mixing_names_both_kinds_and_analyze_bits_says_why_not(rl_run, tmp_path)
     """report on an RL and a supervised run names both kinds and says to report them separately; analyze bits
     and export on an RL checkpoint say that it holds a PPO agent, not a model of bitcl run (no 'bitcl run?')."""
     sup = write_run(tmp_path / "sup")
-    done = run_cli("report", rl_run, sup)
+    done = cli("report", rl_run, sup)
     assert done.returncode == 2 and done.stderr.strip() == (
         f"bitcl report: error: cannot mix RL runs (bitcl rl: {rl_run}) and supervised runs (bitcl run or "
         f"bitcl.fit: {sup}) in one table; report them separately")
     for args in (["analyze", "bits", rl_run],
                  ["export", rl_run / "checkpoints" / "task-1.safetensors", "--format", "packed", "--out",
                   tmp_path / "x.safetensors"]):
-        done = run_cli(*args)
+        done = cli(*args)
         lines = done.stderr.strip().splitlines()
         assert done.returncode == 2 and len(lines) == 1, done.stderr
         assert "a checkpoint of an RL run (bitcl rl): it holds a PPO agent" in lines[0] and "bitcl run?" not in lines[0]

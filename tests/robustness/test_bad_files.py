@@ -208,6 +208,7 @@ def test_failed_overwrite_keeps_the_old_run(base, tmp_path, capsys, small_npz):
 
 
 # -- a handful as real subprocesses ------------------------------------------------------------------------
+@pytest.mark.slow  # two new interpreters
 def test_real_subprocesses(base, tmp_path):
     """As a user runs it: a corrupt gzip IDX folder and a results.json that is a list, one line, exit 2."""
     idx = _idx(tmp_path / "idx", damage=lambda b: b[: len(b) // 2])

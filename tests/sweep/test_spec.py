@@ -6,7 +6,7 @@ from hypothesis import given, strategies as st
 
 from bitcl.errors import ConfigError
 from bitcl.sweep.spec import check_runs, expand, flag, format_value, load_spec
-from tests.conftest import run_cli
+from tests.conftest import cli, run_cli
 
 
 def write(tmp_path, text, name="spec.toml"):
@@ -92,7 +92,7 @@ def test_cli_bad_spec_is_one_line_exit_2(tmp_path):
     assert done.returncode == 2, done.stderr
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("bitcl sweep: error: ")
     assert not (tmp_path / "out" / "summary.json").exists()
-    missing = run_cli("sweep", tmp_path / "nope.toml", "--out", tmp_path / "out")
+    missing = cli("sweep", tmp_path / "nope.toml", "--out", tmp_path / "out")
     assert missing.returncode == 2 and "no such file" in missing.stderr
 
 
@@ -102,5 +102,5 @@ def test_run_seeds_bad_input_is_exit_2(tmp_path):
                           (["--seeds", "0,x", "--out", tmp_path / "o"], "comma-separated integers"),
                           (["--seeds", "1,1", "--out", tmp_path / "o"], "distinct non-negative"),
                           (["--seeds", "0,1", "--seed", "3", "--out", tmp_path / "o"], "exclude each other")):
-        done = run_cli("run", "--method", "finetune", *args)
+        done = cli("run", "--method", "finetune", *args)
         assert done.returncode == 2 and message in done.stderr, (args, done.stderr)

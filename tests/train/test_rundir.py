@@ -249,6 +249,7 @@ def test_latest_refuses_a_checkpoint_named_for_another_task(tmp_path):
         RunDirectory(out, resume=True).latest()
 
 
+@pytest.mark.slow  # three CLI processes, one killed
 def test_two_concurrent_cli_runs_and_a_killed_one(tmp_path, small_npz):
     """Real CLI processes: a second `bitcl run --overwrite` on a live run's folder exits 2 naming the owner
     and leaves the folder alone; after kill -9 of the owner its lock is free again."""
