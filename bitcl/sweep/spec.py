@@ -35,7 +35,9 @@ PATH_SETTINGS = ("data", "pretrained")  # relative paths are read from the spec 
 SWEEP_KEYS = {"retries": int, "backend": str, "workers": int, "threads": int}
 TABLES = ("select", "ray", "slurm")
 BACKENDS = ("local", "ray", "slurm")
-METRICS = {"acc": +1, "bwt": +1, "forgetting": -1}  # +1: higher is better
+# +1: higher is better. min_diagonal: the lowest accuracy on a task just after learning it (the
+# accuracy matrix's diagonal), for choosing how a backbone learns regardless of later forgetting
+METRICS = {"acc": +1, "bwt": +1, "forgetting": -1, "min_diagonal": +1}
 
 
 def _run_fields() -> dict[str, dataclasses.Field]:
