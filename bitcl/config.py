@@ -59,8 +59,8 @@ class RunConfig:
 
     ``None`` for ``epochs``, ``batch_size``, ``lr``, ``optimizer`` and ``momentum`` means: the
     benchmark/method preset if one exists (``bitcl list``), else, for the optimiser, learning rate
-    and momentum, the backbone's defaults (:func:`arch_training_defaults`; SGD with momentum for
-    AlexNet and ResNet-18), else the engine default (10, 64, 3e-3, Adam, 0). Each field is declared
+    and momentum, the backbone's defaults (:func:`arch_training_defaults`, ``bitcl list``), else
+    the engine default (10, 64, 3e-3, Adam, 0). Each field is declared
     with :func:`bitcl.settings.setting` (type, range, choices, help), which validates it and
     makes its ``bitcl run`` flag.
     """
