@@ -37,13 +37,14 @@ SPEC = HERE / "sweeps" / "backbones_defaults.toml"
 
 
 def run_figures(folder: Path) -> dict:
-    """The diagonal, ACC and mean wall seconds per training epoch of one finished run."""
+    """The diagonal, ACC and mean wall seconds per training epoch of one finished run (wall time:
+    on a shared machine it includes waiting for the cores, see the environment's load average)."""
     results = json.loads((folder / "results.json").read_text())
     matrix = results["accuracy_matrix"]
-    epochs = [s for s in results["timing"]["epoch_seconds"]]
+    epochs = results["timing"]["epoch_seconds"]
     return {"diagonal": [row[t] for t, row in enumerate(matrix)], "acc": results["acc"],
             "forgetting": results["forgetting"], "epoch_seconds": statistics.fmean(epochs) if epochs else None,
-            "evaluated_on": results["config"].get("evaluated_on", "test"), "run": str(folder)}
+            "evaluated_on": results["config"]["data_source"]["evaluated_on"], "run": str(folder)}
 
 
 def class_incremental(out: Path, settings: dict, threads: int) -> dict:
