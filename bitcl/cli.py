@@ -82,7 +82,11 @@ def cmd_list(argv: Sequence[str]) -> int:
         print(f"  {name:<15} {spec.description} (default {spec.default_tasks} tasks)")
     print("architectures (--arch):")
     for name in backbone_names():
-        print(f"  {name:<10} {backbone_spec(name).summary}")
+        spec = backbone_spec(name)
+        print(f"  {name:<10} {spec.summary}")
+        if spec.training:  # what fills --optimizer/--lr/--momentum when neither they nor a preset do
+            shown = ", ".join(f"--{k} {v}" for k, v in spec.training.items())
+            print(f"  {'':<10}   defaults: {shown} ({spec.training_source})")
     presets = describe_presets()
     print("presets (applied to settings left unset; --no-preset turns them off):")
     for line in presets or ["  none"]:

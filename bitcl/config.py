@@ -27,21 +27,40 @@ MAX_BATCH = 1 << 24
 # settings that may differ between an interrupted run and its resumption
 RESUME_FREE = frozenset({"out", "overwrite", "resume", "quiet", "debug"})
 
-ENGINE_DEFAULTS = {"epochs": 10, "batch_size": 64, "lr": 3e-3}
+ENGINE_DEFAULTS = {"epochs": 10, "batch_size": 64, "lr": 3e-3, "optimizer": "adam", "momentum": 0.0}
+# settings a backbone may default (bitcl.models.factory.TRAINING_KEYS): its optimiser, chosen on validation data
+ARCH_DEFAULTED = ("optimizer", "lr", "momentum")
+
+
+def _number(value) -> str:
+    return f"{value:.0e}".replace("e-0", "e-") if isinstance(value, float) and value else str(value)
 
 
 def _preset_or(name: str) -> str:
     """What ``--help`` shows as the default of an ENGINE_DEFAULTS setting."""
-    value = ENGINE_DEFAULTS[name]
-    return f"preset, else {value:.0e}".replace("e-0", "e-") if isinstance(value, float) else f"preset, else {value}"
+    by_arch = ", else the --arch's (bitcl list)" if name in ARCH_DEFAULTED else ""
+    return f"preset{by_arch}, else {_number(ENGINE_DEFAULTS[name])}"
+
+
+def arch_training_defaults(arch: str, optimizer: Optional[str]) -> dict:
+    """The backbone's default optimiser, learning rate and momentum (``bitcl list``), to fill what the
+    user left unset. They were chosen together, so a user who names another optimiser gets none of
+    them (the engine's lr and momentum then apply); ``{}`` for a backbone without defaults."""
+    from bitcl.models.factory import training_defaults
+    chosen = training_defaults(arch)
+    if optimizer is not None and chosen.get("optimizer") != optimizer:
+        return {}
+    return chosen
 
 
 @dataclass
 class RunConfig:
     """Every setting that shapes a run; serialised into results.json as ``config``.
 
-    ``None`` for ``epochs``, ``batch_size`` and ``lr`` means: the benchmark/method preset if
-    one exists (``bitcl list``), else the engine default (10, 64, 3e-3). Each field is declared
+    ``None`` for ``epochs``, ``batch_size``, ``lr``, ``optimizer`` and ``momentum`` means: the
+    benchmark/method preset if one exists (``bitcl list``), else, for the optimiser, learning rate
+    and momentum, the backbone's defaults (:func:`arch_training_defaults`, ``bitcl list``), else
+    the engine default (10, 64, 3e-3, Adam, 0). Each field is declared
     with :func:`bitcl.settings.setting` (type, range, choices, help), which validates it and
     makes its ``bitcl run`` flag.
     """
@@ -56,8 +75,9 @@ class RunConfig:
                                         high=MAX_BATCH)
     lr: Optional[float] = setting(None, "learning rate, cosine-annealed within each task", shown=_preset_or("lr"),
                                   low=1e-12)
-    optimizer: str = setting("adam", "optimiser", choices=OPTIMIZERS)
-    momentum: float = setting(0.0, "SGD momentum in [0, 1)", low=0.0, below=1.0)
+    optimizer: Optional[str] = setting(None, "optimiser", choices=OPTIMIZERS, shown=_preset_or("optimizer"))
+    momentum: Optional[float] = setting(None, "SGD momentum in [0, 1)", low=0.0, below=1.0,
+                                        shown=_preset_or("momentum"))
     lr_schedule: str = setting("cosine", "learning-rate schedule within each task", choices=LR_SCHEDULES)
     seed: int = setting(0, "seed of every random choice (batch order, initialisation, sampling)", low=0,
                         high=MAX_SEED)
@@ -106,9 +126,10 @@ class RunConfig:
         out = dataclasses.replace(self, hidden=list(self.hidden), method_options=dict(self.method_options),
                                   classes=None if self.classes is None else list(self.classes))
         preset = resolve_preset(out.benchmark, out.method, out.scenario) if out.preset else {}
+        by_arch = arch_training_defaults(out.arch, preset.get("optimizer", out.optimizer))
         for key, default in ENGINE_DEFAULTS.items():
             if getattr(out, key) is None:
-                setattr(out, key, preset.get(key, default))
+                setattr(out, key, preset.get(key, by_arch.get(key, default)))
         options = {**preset.get("method_options", {}), **out.method_options}
         out.method_options = resolved_options(make_options(get_strategy(out.method), options))
         return out.validate()

@@ -90,7 +90,7 @@ def test_help_shows_every_default_and_list_shows_options():
     """`bitcl run --help` prints engine and method defaults; `bitcl list` prints each method's options."""
     done = cli("run", "--method", "blip", "--help")
     assert done.returncode == 0
-    assert "(default: preset, else 3e-3)" in " ".join(done.stdout.split()) and "--fisher-prior" in done.stdout
+    assert "(default: preset, else the --arch's (bitcl list), else 3e-3)" in " ".join(done.stdout.split()) and "--fisher-prior" in done.stdout
     listed = cli("list")
     assert "--fisher-prior 1e-10" in listed.stdout and "resnet18" in listed.stdout
 

@@ -8,7 +8,8 @@ backbone (Bit layers) and the float one used by baselines.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from types import MappingProxyType
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from torch import nn
 
@@ -57,22 +58,45 @@ class BackboneArgs:
     dropout: float = 0.0
 
 
+# the RunConfig settings a backbone may give its own default (the optimiser it trains well under)
+TRAINING_KEYS = ("optimizer", "lr", "momentum")
+
+
 @dataclass(frozen=True)
 class BackboneSpec:
+    """A registered backbone: its builder, its one-line summary (``bitcl list``) and its training
+    defaults: ``{"optimizer", "lr", "momentum"}`` used where the user and the preset set none
+    (empty: the engine's defaults, Adam 3e-3)."""
+
     name: str
     build: Callable[[BackboneArgs], nn.Module]
     summary: str
+    training: Mapping[str, Any] = field(default_factory=dict)
+    training_source: str = ""  # the search (script and result file) that chose ``training``
 
 
 _BACKBONES: dict[str, BackboneSpec] = {}
 
 
-def register_backbone(name: str, summary: str):
-    """Decorator for a builder ``f(args: BackboneArgs) -> nn.Module``."""
+def register_backbone(name: str, summary: str, training: Optional[Mapping[str, Any]] = None,
+                      training_source: str = ""):
+    """Decorator for a builder ``f(args: BackboneArgs) -> nn.Module``.
+
+    ``training``: the backbone's default optimiser, learning rate and momentum (all three together,
+    as chosen by a search on validation data; see :func:`training_defaults`), or None for the
+    engine's defaults; ``training_source`` names that search (``bitcl list`` prints it)."""
+    given = dict(training or {})
+    if given and set(given) != set(TRAINING_KEYS):
+        raise ValueError(f"backbone {name!r}: training defaults must give exactly {', '.join(TRAINING_KEYS)}, "
+                         f"got {', '.join(sorted(given))}")
+    training = {key: given[key] for key in TRAINING_KEYS if key in given}  # one order for --help and bitcl list
+    if training and not training_source:
+        raise ValueError(f"backbone {name!r}: training defaults need a training_source (the search that chose them)")
+
     def wrap(build):
         if name in _BACKBONES:
             raise ValueError(f"backbone {name!r} registered twice")
-        _BACKBONES[name] = BackboneSpec(name, build, summary)
+        _BACKBONES[name] = BackboneSpec(name, build, summary, MappingProxyType(training), training_source)
         return build
     return wrap
 
@@ -91,6 +115,14 @@ def backbone_spec(name: str) -> BackboneSpec:
     if name not in _BACKBONES:
         raise ConfigError(f"unknown architecture {name!r}; choose from {', '.join(sorted(_BACKBONES))}")
     return _BACKBONES[name]
+
+
+def training_defaults(name: str) -> dict[str, Any]:
+    """The training defaults ``{"optimizer", "lr", "momentum"}`` of backbone ``name``; ``{}`` when it
+    has none or is not registered (an unknown name is refused later, when the model is built)."""
+    discover_backbones()
+    spec = _BACKBONES.get(name)
+    return dict(spec.training) if spec is not None else {}
 
 
 def backbone_names() -> list[str]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import statistics
 
-from bitcl.sweep.spec import METRICS, _run_fields
+from bitcl.sweep.spec import METRICS, run_fields
 
 SIGNIFICANT_DIGITS = 4  # proposed floats are rounded so that run folders have readable, stable names
 
@@ -77,7 +77,7 @@ def suggest(trial, sel, method: str, option: str):
 
 def is_integer_option(name: str, method: str) -> bool:
     """Whether the run setting or method option ``name`` is declared as an integer."""
-    field = _run_fields().get(name)
+    field = run_fields().get(name)
     if field is None:
         from bitcl.strategies import get_strategy
         field = {f.name: f for f in dataclasses.fields(get_strategy(method).Options)}[name]

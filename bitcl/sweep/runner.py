@@ -227,6 +227,7 @@ def metrics_of(results: dict) -> dict:
     matrix = results["accuracy_matrix"]
     return {"acc": results["acc"], "bwt": results["bwt"], "forgetting": results["forgetting"],
             "acc_after_task": [sum(row[: i + 1]) / (i + 1) for i, row in enumerate(matrix)],
+            "min_diagonal": min(row[i] for i, row in enumerate(matrix)),
             "train_seconds": sum(results.get("timing", {}).get("train_seconds", []))}
 
 

@@ -35,12 +35,14 @@ PATH_SETTINGS = ("data", "pretrained")  # relative paths are read from the spec 
 SWEEP_KEYS = {"retries": int, "backend": str, "workers": int, "threads": int}
 TABLES = ("select", "ray", "slurm")
 BACKENDS = ("local", "ray", "slurm")
-METRICS = {"acc": +1, "bwt": +1, "forgetting": -1}  # +1: higher is better
+# +1: higher is better. min_diagonal: the lowest accuracy on a task just after learning it (the
+# accuracy matrix's diagonal), for choosing how a backbone learns regardless of later forgetting
+METRICS = {"acc": +1, "bwt": +1, "forgetting": -1, "min_diagonal": +1}
 SAMPLERS = ("grid", "optuna")
 OPTUNA_KEYS = ("sampler", "n_trials", "low", "high", "log", "sampler_seed")
 
 
-def _run_fields() -> dict[str, dataclasses.Field]:
+def run_fields() -> dict[str, dataclasses.Field]:
     from bitcl.config import RunConfig
     return {f.name: f for f in dataclasses.fields(RunConfig) if f.name not in OWNED}
 
@@ -210,7 +212,7 @@ def load_spec(path: str | os.PathLike) -> Spec:
 
 def parse_spec(raw: dict, path: Path) -> Spec:
     where = str(path)
-    fields = _run_fields()
+    fields = run_fields()
     spec = Spec(path=path, grid={})
     for key, value in raw.items():
         if key in TABLES:
@@ -313,7 +315,7 @@ def _parse_select(raw: dict, spec: Spec, where: str) -> Select:
         strangers = sorted(set(table) - set(methods))
         if strangers:
             raise ConfigError(f"{where}: [select] names methods not in the sweep: {strangers}")
-    fields = _run_fields()
+    fields = run_fields()
     for name in {n for o in options.values() for n in names_of(o)}:
         if name in spec.grid:
             raise ConfigError(f"{where}: [select] option {name!r} is also a key of the grid; give its values in "
@@ -435,12 +437,12 @@ def _parse_optuna(raw: dict, options: dict, values, methods: list, where: str) -
 # -- expansion ---------------------------------------------------------------------------------
 def applies(key: str, method: str) -> bool:
     """Whether ``key`` is a run setting, or an option ``method`` has."""
-    return key in _run_fields() or key in _method_options(method)
+    return key in run_fields() or key in _method_options(method)
 
 
 def make_run(values: dict, varying: list[str], prefix: str = "") -> RunSpec:
     """A RunSpec from one point of the grid (``values``: key -> value, already restricted to the method)."""
-    fields = _run_fields()
+    fields = run_fields()
     method = values["method"]
     settings = {k: v for k, v in values.items() if k in fields}
     options = {k: v for k, v in values.items() if k not in fields}

@@ -10,10 +10,12 @@ from bitcl import metrics
 
 
 class FakeRuns:
-    """``score(config) -> ACC`` decides each run's figures; ``fail`` lists (name part, attempts to fail)."""
+    """``score(config) -> ACC`` decides each run's figures (or ``matrix(config) ->`` its 2x2 accuracy
+    matrix); ``fail`` lists (name part, attempts to fail)."""
 
-    def __init__(self, score=None, fail=None):
+    def __init__(self, score=None, fail=None, matrix=None):
         self.score = score or (lambda cfg: 0.5 + 0.01 * cfg.seed)
+        self.matrix = matrix
         self.fail = dict(fail or {})
         self.calls: list[list[str]] = []
 
@@ -28,7 +30,7 @@ class FakeRuns:
                 Path(cfg.out).mkdir(parents=True, exist_ok=True)
                 return 1, "bitcl run: error: simulated failure", 0.01
         acc = float(self.score(cfg))
-        matrix = [[acc + 0.1, 0.1], [acc, acc]]
+        matrix = self.matrix(cfg) if self.matrix else [[acc + 0.1, 0.1], [acc, acc]]
         results = {"method": cfg.method, "benchmark": cfg.benchmark, "scenario": cfg.scenario, "seed": cfg.seed,
                    "tasks": 2, "accuracy_matrix": matrix, "acc": metrics.acc(matrix), "bwt": metrics.bwt(matrix),
                    "forgetting": metrics.forgetting(matrix), "timing": {"train_seconds": [0.1, 0.1]},

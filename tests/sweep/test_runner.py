@@ -153,3 +153,18 @@ def test_settings_chosen_together(tmp_path, fake):
     assert sorted(r["name"] for r in summary["runs"]) == ["split-mnist/finetune/batch_size=32/lr=0.006/seed=0",
                                                          "split-mnist/finetune/batch_size=32/lr=0.006/seed=1"]
     assert "batch_size = 32" in (tmp_path / "out" / "summary.md").read_text()
+
+
+@pytest.mark.parametrize("metric, chosen", [("min_diagonal", 0.03), ("acc", 0.1)])
+def test_min_diagonal_chooses_the_candidate_that_learns_every_task(tmp_path, fake, metric, chosen):
+    """min_diagonal scores each candidate by its worst task just after learning it, whatever it
+    forgets later: lr 0.03 learns both tasks (0.99, 0.985) and forgets, lr 0.1 keeps more (higher ACC)
+    but learns task 1 to 0.9 only."""
+    fake(matrix=lambda cfg: [[0.99, 0.0], [0.5, 0.985]] if cfg.lr == 0.03 else [[0.99, 0.0], [0.95, 0.9]])
+    summary = sweep(tmp_path, 'benchmark = "split-mnist"\ntasks = 2\nepochs = 1\nmethods = ["finetune"]\n'
+                              f'seeds = [0]\n[select]\noption = "lr"\nvalues = [0.03, 0.1]\nmetric = "{metric}"\n')
+    choice = summary["selection"]["groups"]["split-mnist/finetune"]
+    assert choice["chosen"] == chosen
+    assert [c[metric]["mean"] for c in choice["candidates"]] == (
+        [0.985, 0.9] if metric == "min_diagonal" else [pytest.approx(0.7425), pytest.approx(0.925)])
+    assert [r["results"]["min_diagonal"] for r in summary["selection_runs"]] == [0.985, 0.9]

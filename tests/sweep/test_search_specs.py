@@ -33,3 +33,22 @@ def test_regulariser_search_covers_the_registry():
         f = strength(method)
         assert spec.select.option_for(method) == f.name
         assert f.default in spec.select.values_for(method), f"{method}: the grid must contain the current default"
+
+
+def test_backbone_search_runs_the_issue_protocol_and_holds_the_defaults():
+    """Issue 22: the search of AlexNet's and ResNet-18's training defaults runs the issue's protocol on
+    validation data, and each backbone's registered defaults are among its candidates."""
+    from bitcl.models import training_defaults
+    spec = load_spec(SWEEPS / "backbones_defaults.toml")
+    sel = spec.select
+    assert sel.as_dict()["split"] == "validation" and sel.metric == "min_diagonal"
+    assert spec.grid["data"] == [str((SWEEPS.parent.parent / "data" / "mnist15k.npz").resolve())]
+    assert {k: spec.grid[k] for k in ("tasks", "epochs", "pad_to", "method", "preset")} == {
+        "tasks": [2], "epochs": [2], "pad_to": [32], "method": ["finetune"], "preset": [False]}
+    assert sorted(spec.grid["arch"]) == ["alexnet", "resnet18"]
+    assert tuple(sel.option) == ("optimizer", "lr", "momentum")
+    assert ("adam", 3e-3, 0.0) in sel.values, "the engine's default must be a candidate"
+    for arch in spec.grid["arch"]:
+        defaults = training_defaults(arch)
+        if defaults:
+            assert tuple(defaults.values()) in sel.values, f"{arch}: its defaults must come from the search"
