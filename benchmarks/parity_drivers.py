@@ -6,13 +6,13 @@ OLD_TREE is a checkout of the commit to compare with (``git worktree add /tmp/ol
 case runs in a fresh one-thread subprocess per tree, with ``PYTHONPATH`` set to the tree, old and
 new alternating:
 
-* ``run``: ``bitcl run`` (BLIP, EWC, SI) on Split-MNIST, 3 tasks, 1 epoch, the committed 2,000-digit
+* ``run``: ``bitcl run`` (BLIP, EWC, SI) on Split-MNIST, 5 tasks, 1 epoch, the committed 2,000-digit
   subset tests/data/mnist2k.npz; compared: results.json without its timing and output folder.
 * ``fit``: ``bitcl.fit`` with BLIP on the same digits, from TensorDatasets and from DataLoaders;
   compared: the accuracy matrix and a SHA-256 of the trained model's state.
 * ``rl``: ``bitcl rl`` (BLIP) on breakout then freeway, 2,048 steps each, 5 evaluation episodes;
   compared: results.json without its timing and output folder.
-* ``avalanche``: Avalanche Naive with ``BLIPPlugin`` over the same 3 tasks; compared: the model's
+* ``avalanche``: Avalanche Naive with ``BLIPPlugin`` over 3 two-digit tasks; compared: the model's
   state digest and its accuracy per task.
 
 Writes benchmarks/results/parity_drivers.json; exits 1 when any case differs.
@@ -112,7 +112,7 @@ print(json.dumps({"acc": acc, "model": digest(model)}))
 
 def cases(work: str) -> list[tuple[str, str, list[str]]]:
     """(name, script, arguments) of every case; ``{out}`` in an argument is the case's own folder."""
-    run = ["run", "--benchmark", "split-mnist", "--data", DATA, "--tasks", "3", "--epochs", "1", "--seed", "0"]
+    run = ["run", "--benchmark", "split-mnist", "--data", DATA, "--tasks", "5", "--epochs", "1", "--seed", "0"]
     rl = ["rl", "--method", "blip", "--games", "breakout,freeway", "--steps", "2048", "--eval-episodes", "5",
           "--threads", "1", "--seed", "0"]
     return ([(f"run {m}", CLI_RESULTS, ["{out}", *run, "--method", m]) for m in ("blip", "ewc", "si")]
