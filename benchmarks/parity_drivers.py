@@ -8,14 +8,18 @@ new alternating:
 
 * ``run``: ``bitcl run`` (BLIP, EWC, SI) on Split-MNIST, 5 tasks, 1 epoch, the committed 2,000-digit
   subset tests/data/mnist2k.npz; compared: results.json without its timing and output folder.
-* ``fit``: ``bitcl.fit`` with BLIP on the same digits, from TensorDatasets and from DataLoaders;
+* ``fit``: ``bitcl.fit`` with BLIP (absolute prior 1e-10, which both trees have: the own-model
+  default changed on purpose) on the same digits, from TensorDatasets and from DataLoaders;
   compared: the accuracy matrix and a SHA-256 of the trained model's state.
 * ``rl``: ``bitcl rl`` (BLIP) on breakout then freeway, 2,048 steps each, 5 evaluation episodes;
   compared: results.json without its timing and output folder.
 * ``avalanche``: Avalanche Naive with ``BLIPPlugin`` over 3 two-digit tasks; compared: the model's
   state digest and its accuracy per task.
 
-Writes benchmarks/results/parity_drivers.json; exits 1 when any case differs.
+A case is identical when everything but the recorded settings (``config``) is equal; settings the
+old tree did not have (new options recorded at their defaults) are listed per case, and any other
+settings difference counts as a difference. Writes benchmarks/results/parity_drivers.json; exits 1
+when any case differs.
 """
 from __future__ import annotations
 
@@ -75,7 +79,8 @@ bitcl.quantize_(model, bitcl.BitConfig(bits=20))
 heads = [nn.Linear(128, 2) for _ in tasks]
 data = [(DataLoader(tr, batch_size=64, shuffle=True), DataLoader(te, batch_size=500)) for tr, te in tasks] \
     if loaders else tasks
-r = bitcl.fit(model, data, "blip", heads=heads, epochs=1, seed=0, quiet=True)
+# the absolute prior both trees have (fit's own-model default became the relative prior in 0.3.0)
+r = bitcl.fit(model, data, "blip", heads=heads, options={"fisher_prior": 1e-10}, epochs=1, seed=0, quiet=True)
 print(json.dumps({"matrix": r.accuracy_matrix, "model": digest(model)}))
 """
 
@@ -130,14 +135,32 @@ def one(tree: str, script: str, args: list[str], out: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _flat(settings: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in settings.items():
+        out.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value})
+    return out
+
+
+def compare(old: dict, new: dict) -> tuple[bool, list[str]]:
+    """(identical, settings only the new tree records): all but ``config`` must be equal, and every
+    setting the old tree recorded must be recorded with the same value."""
+    rest = lambda r: {k: v for k, v in r.items() if k != "config"}  # noqa: E731
+    old_config, new_config = _flat(old.get("config", {})), _flat(new.get("config", {}))
+    kept = all(k in new_config and new_config[k] == v for k, v in old_config.items())
+    return rest(old) == rest(new) and kept, sorted(set(new_config) - set(old_config))
+
+
 def main(old_tree: str) -> None:
     rows = []
     with tempfile.TemporaryDirectory() as work:
         for index, (name, script, args) in enumerate(cases(work)):
             old = one(old_tree, script, args, os.path.join(work, f"old{index}"))
             new = one(NEW_TREE, script, args, os.path.join(work, f"new{index}"))
-            rows.append({"case": name, "identical": old == new, "old": old, "new": new})
-            print(f"{name:<24} identical {old == new}", flush=True)
+            same, added = compare(old, new)
+            rows.append({"case": name, "identical": same, "settings_added": added, "old": old, "new": new})
+            print(f"{name:<24} identical {same}" + (f" (settings added: {', '.join(added)})" if added else ""),
+                  flush=True)
     old_commit = subprocess.run(["git", "-C", old_tree, "rev-parse", "HEAD"], capture_output=True,
                                 text=True).stdout.strip()
     write_result("parity_drivers", {
