@@ -68,3 +68,8 @@ figures: setup
 	$(BIN)/python benchmarks/bench_rl.py speed
 	$(BIN)/python benchmarks/bench_rl_vs_sb3.py
 	$(BIN)/python benchmarks/bench_avalanche.py
+	$(BIN)/python benchmarks/bench_sweep.py
+	$(BIN)/python benchmarks/search_fit_defaults.py
+	$(BIN)/python benchmarks/bench_user_model.py
+	$(BIN)/python benchmarks/search_backbones.py
+	$(BIN)/python benchmarks/protocol_time.py --what both
