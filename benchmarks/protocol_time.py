@@ -51,9 +51,11 @@ from bitcl.strategies.anpyc import pruning_schedule  # noqa: E402
 
 # training samples of one pass over every task, from the datasets' official training splits
 TRAIN_SAMPLES = {"split-mnist": 60_000, "permuted-mnist": 60_000, "alternating-cifar": 100_000,
-                 "split-cifar10-100": 50_000 + 25_000, "dataset-sequence": 50_000 + 60_000 + 73_257 + 60_000}
+                 "split-cifar10-100": 50_000 + 25_000, "dataset-sequence": 50_000 + 60_000 + 73_257 + 60_000,
+                 "split-cifar100": 50_000}
 INPUT = {"split-mnist": (28, 28), "permuted-mnist": (28, 28)}
-DEFAULT_TASKS = {"split-mnist": 5, "alternating-cifar": 10, "split-cifar10-100": 6, "dataset-sequence": 4}
+DEFAULT_TASKS = {"split-mnist": 5, "alternating-cifar": 10, "split-cifar10-100": 6, "dataset-sequence": 4,
+                 "split-cifar100": 10}
 
 # the GPU the FLOP estimate names, and its assumptions (settings, not measurements; override on the command line)
 GPU_NAME = "NVIDIA H100 SXM"
@@ -63,6 +65,13 @@ LAUNCH_US = 10.0  # assumed time per eager operation (kernel launch and PyTorch 
 # operations that launch no kernel: metadata and aliasing only
 NO_KERNEL = {"empty", "empty_strided", "empty_like", "detach", "lift_fresh", "_to_copy_meta", "set_", "resize_",
              "_local_scalar_dense", "is_same_size", "sym_size", "sym_stride", "sym_numel", "sym_storage_offset"}
+
+
+def _with_defaults(settings: dict) -> dict:
+    """The protocol's settings with bitcl's defaults for the epochs and batch size it leaves unset."""
+    keys = ("benchmark", "method", "arch", "scenario", "backbone")
+    resolved = RunConfig(**{k: settings[k] for k in keys if k in settings}).resolved()
+    return {"epochs": resolved.epochs, "batch_size": resolved.batch_size, **settings}
 
 
 def per_task_samples(settings: dict) -> float:
@@ -95,7 +104,11 @@ def _one_task(settings: dict, epochs: int, samples: int, device: str) -> tuple[R
     options = dict(settings.get("method_options", {}))
     if "retrain_epochs" in options:
         options["retrain_epochs"] = 0  # retraining is counted as extra epochs in the estimate
-    config = {k: v for k, v in settings.items() if k not in ("benchmark", "data", "tasks", "method_options")}
+    if settings.get("pretrained") and settings.get("method") == "dlcft":
+        options["warmup"] = "none"  # a pre-trained start has no first-task warm-up
+    # fetched weights change the values, not the time: the network is timed from its random initialisation
+    config = {k: v for k, v in settings.items()
+              if k not in ("benchmark", "data", "tasks", "method_options", "pretrained")}
     config.update(benchmark="permuted-mnist" if shape == (28, 28) else "split-cifar10", tasks=1, epochs=epochs,
                   device=device, quiet=True, method_options=options)
     if config["benchmark"] == "split-cifar10":
@@ -145,7 +158,7 @@ def _samples_for(settings: dict, samples: int) -> int:
 
 def estimate(name: str, samples: int, device: str) -> dict:
     """The CPU (or ``device``) estimate from timed short runs."""
-    settings = protocol_settings(name)
+    settings = _with_defaults(protocol_settings(name))
     samples = _samples_for(settings, samples)
     time_one(settings, 1, 64, device)  # warm-up: first-call costs (imports, allocator, kernels) are not per sample
     t1, t3 = time_one(settings, 1, samples, device), time_one(settings, 3, samples, device)
@@ -160,7 +173,7 @@ def estimate(name: str, samples: int, device: str) -> dict:
 
 def gpu_estimate(name: str, samples: int, tflops: float = GPU_TFLOPS, launch_us: float = LAUNCH_US) -> dict:
     """The GPU estimate from counted FLOPs and kernel launches (see the module's docstring)."""
-    settings = protocol_settings(name)
+    settings = _with_defaults(protocol_settings(name))
     samples = max(samples, 4 * settings["batch_size"])  # counts are exact: a few steps suffice
     (f1, o1), (f2, o2) = count_one(settings, 1, samples), count_one(settings, 2, samples)
     steps = math.ceil(samples / settings["batch_size"])
@@ -193,8 +206,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--print-only", action="store_true")
     args = p.parse_args(argv)
     torch.set_num_threads(1)  # one thread: process CPU time then equals the time on one free core
-    names = [n for n, proto in PROTOCOLS.items()
-             if not proto.refusal and not proto.settings.get("pretrained")]  # offline: fetched weights cannot be read
+    names = [n for n, proto in PROTOCOLS.items() if not proto.refusal]
     if args.protocols:
         unknown = sorted(set(args.protocols.split(",")) - set(names))
         if unknown:

@@ -49,7 +49,7 @@ def test_unknown_protocol_is_refused():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["blip-mnist5", "anpyc-permuted-mnist-20"])
+@pytest.mark.parametrize("name", ["blip-mnist5", "anpyc-permuted-mnist-20", "dlcft-class-split-cifar100"])
 def test_preset_gpu_hours_are_what_the_script_derives(name):
     """Counts are deterministic, so the figure in the preset can be checked on any machine."""
     estimate = pt.gpu_estimate(name, 256)["estimated_hours"]

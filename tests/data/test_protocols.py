@@ -172,10 +172,8 @@ def test_each_protocol_builds_its_tasks_and_model(name):
 def test_every_protocol_states_its_sources_differences_and_time():
     for p in PROTOCOLS.values():
         assert p.paper and p.sources and p.time_estimate["cpu_how"] and p.time_estimate["gpu_how"]
-        # an estimate of each kind for every runnable one, except those that start from fetched weights (DLCFT's:
-        # benchmarks/protocol_time.py runs offline and cannot fetch them)
-        for key in ("cpu_hours", "gpu_hours"):
-            assert (p.time_estimate[key] is None) == bool(p.refusal or p.settings.get("pretrained"))
+        for key in ("cpu_hours", "gpu_hours"):  # an estimate of each kind for every runnable one
+            assert (p.time_estimate[key] is None) == bool(p.refusal)
         if p.time_estimate["cpu_hours"] is not None:
             assert "estimate" in p.time_estimate["cpu_how"]
             assert p.time_estimate["gpu_how"].startswith("estimate from FLOPs, not measured")
