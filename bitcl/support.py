@@ -22,7 +22,7 @@ from typing import Iterable, Optional
 import torch
 
 from bitcl.constants import LAYER_KINDS, SCENARIOS
-from bitcl.errors import BitclError
+from bitcl.errors import BitclError, ConfigError
 from bitcl.models.norm import data_parallel_refusal  # noqa: F401  (re-exported; the engine's check)
 
 RUNS = "runs"
@@ -73,7 +73,10 @@ def data_parallel_outcome(method: str, arch: str = "mlp") -> str:
     from bitcl.strategies import get_strategy
     if not get_strategy(method).distributable:
         return f"method {method!r} cannot run under torchrun (README, support matrix)"
-    model = build_model(arch, (1, 28, 28), [2, 2], "task", "float", hidden=(8,), width=4)
+    try:  # 32x32: the smallest image every built-in backbone takes; narrow where the width is free
+        model = build_model(arch, (1, 32, 32), [2, 2], "task", "float", hidden=(8,), width=4)
+    except ConfigError:  # a width fixed by the backbone's weights (resnet18-imagenet)
+        model = build_model(arch, (1, 32, 32), [2, 2], "task", "float", hidden=(8,))
     return data_parallel_refusal(arch, model) or RUNS
 
 

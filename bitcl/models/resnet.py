@@ -102,7 +102,8 @@ IMAGENET_FILTERS = 64
 def _resnet18_imagenet(args: BackboneArgs) -> nn.Module:
     if args.dropout:
         raise ConfigError(f"resnet18-imagenet has no dropout (torchvision's net has none), got --dropout {args.dropout}")
-    if args.width and args.width != IMAGENET_FILTERS:
+    model = ResNet18(args.input_shape, args.layers, IMAGENET_FILTERS, args.bn, imagenet_stem=True)  # checks the size
+    if args.width and args.width != IMAGENET_FILTERS:  # after the image size: the refusal any backbone would give first
         raise ConfigError(f"resnet18-imagenet has torchvision's 64 base filters (its weights' shapes), "
                           f"got --width {args.width}")
-    return ResNet18(args.input_shape, args.layers, IMAGENET_FILTERS, args.bn, imagenet_stem=True)
+    return model

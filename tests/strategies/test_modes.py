@@ -28,14 +28,17 @@ def test_anpyc_projects_once_per_step_and_holds_pruned_weights_at_code_zero(monk
     states = dict(bit_states(engine.model))
     counter = {"calls": None}
     per_step, retrain_steps = [], []
-    original = BitState.project_
 
-    def counting_project(self, *args, **kwargs):
-        if counter["calls"] is not None:
-            counter["calls"] += 1
-        return original(self, *args, **kwargs)
+    def counting(original):
+        def counted(self, *args, **kwargs):
+            if counter["calls"] is not None:
+                counter["calls"] += 1
+            return original(self, *args, **kwargs)
+        return counted
 
-    monkeypatch.setattr(BitState, "project_", counting_project)
+    # the per-step path clamps latents only (project_latent_); project_ refreshes codes too: either counts
+    monkeypatch.setattr(BitState, "project_", counting(BitState.project_))
+    monkeypatch.setattr(BitState, "project_latent_", counting(BitState.project_latent_))
     after_backward, after_step = strategy.after_backward, strategy.after_step
 
     def start(*ctx):
