@@ -36,16 +36,14 @@ task's consolidation; :class:`TaskAware` gives a backbone those three methods.
 
 Running statistics at the end of a task (:func:`recalibrate_`): training updates them as an
 exponential moving average (momentum 0.1) that starts from mean 0 and variance 1, so after
-``s`` steps the initial values still weigh ``0.9^s``: 0.23 after the 14 steps of a small task,
-and after a task the statistics also mix in batches seen at early, different weights. Eval
-mode and a frozen ``first-task`` norm then normalise with statistics the network never had: a
-DLCFT ResNet-18 (random backbone, linearised head) on 800 digits scored below chance
-(0.19 on 5-class tasks) in eval mode. So at the end of every task, before its consolidation,
-the loop recomputes the statistics of every norm that is still learning from one pass over the
-task's training data at the final weights, in training mode and without gradients, as a
-cumulative average (``momentum=None``) of the batches' means and unbiased variances (the
-"BN update" of SWA, Izmailov et al., UAI 2018, arXiv 1803.05407). Frozen norms and models
-without policy norms are untouched (no pass, no random numbers drawn).
+``s`` steps the initial values still weigh ``0.9^s``: 0.23 after the 14 steps of a small task.
+:func:`recalibrate_` recomputes the statistics of every norm that is still learning from one pass
+over a task's training data at the final weights, in training mode and without gradients, as a
+cumulative average (``momentum=None``) of the batches' means and unbiased variances (the "BN
+update" of SWA, Izmailov et al., UAI 2018, arXiv 1803.05407). The continual runner does not call
+it yet: under torchrun each rank would recalibrate on its own shard, and 2 ranks would no longer
+equal 1 process. DLCFT does not depend on it: it calibrates never-used norms itself and runs every
+norm in eval mode inside the linearised model (bitcl/strategies/dlcft.py).
 """
 from __future__ import annotations
 
