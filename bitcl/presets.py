@@ -127,6 +127,13 @@ def _blip_mlp(benchmark: str) -> dict:
             "lr_schedule": "none", "batch_size": 64, "epochs": 200, "method_options": {"fisher_prior": 1e-15}}
 
 
+def _blip_alexnet(benchmark: str, width: int, fisher_prior: float) -> dict:
+    """The settings BLIP's two AlexNet presets share; they differ in benchmark, width and prior."""
+    return {"benchmark": benchmark, "scenario": "task", "method": "blip", "arch": "alexnet", "width": width,
+            "dropout": 0.2, "backbone": "quant", "bits": 20, "optimizer": "sgd", "momentum": 0.0, "lr": 0.05,
+            "lr_schedule": "none", "batch_size": 32, "epochs": 200, "method_options": {"fisher_prior": fisher_prior}}
+
+
 PROTOCOLS: dict[str, Protocol] = {p.name: p for p in [
     Protocol("blip-mnist5", _BLIP, "BLIP's MNIST-5: full MNIST in 5 tasks of 2 digits, a head per task, MLP 784-1200",
              _blip_mlp("split-mnist"), _BLIP_CODE, (_BLIP_SCHEDULE, _BLIP_NORM), _time(0.27, 0.016),
@@ -139,9 +146,7 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in [
     Protocol("blip-alternating-cifar", _BLIP,
              "BLIP's alternating CIFAR-10/100: 5 CIFAR-10 tasks of 2 classes and 5 CIFAR-100 tasks of 20, task order "
              "shuffled by the seed as in the code, AlexNet at twice the width (--mul 2)",
-             {"benchmark": "alternating-cifar", "scenario": "task", "method": "blip", "arch": "alexnet", "width": 128,
-              "dropout": 0.2, "backbone": "quant", "bits": 20, "optimizer": "sgd", "momentum": 0.0, "lr": 0.05,
-              "lr_schedule": "none", "batch_size": 32, "epochs": 200, "method_options": {"fisher_prior": 5e-16}},
+             _blip_alexnet("alternating-cifar", width=128, fisher_prior=5e-16),
              _BLIP_CODE,
              (_BLIP_SCHEDULE, _BLIP_NORM, "BLIP's code holds out 10% of each task's training data for that schedule; "
               "bitcl trains on all of it",
@@ -150,9 +155,7 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in [
     Protocol("blip-dataset-sequence", _BLIP,
              "BLIP's sequence of datasets without notMNIST (not fetchable): CIFAR-10, MNIST, SVHN, Fashion-MNIST at "
              "3x32x32, order shuffled by the seed as in the code, AlexNet at 0.8 width (--mul 0.8)",
-             {"benchmark": "dataset-sequence", "scenario": "task", "method": "blip", "arch": "alexnet", "width": 51,
-              "dropout": 0.2, "backbone": "quant", "bits": 20, "optimizer": "sgd", "momentum": 0.0, "lr": 0.05,
-              "lr_schedule": "none", "batch_size": 32, "epochs": 200, "method_options": {"fisher_prior": 5e-17}},
+             _blip_alexnet("dataset-sequence", width=51, fisher_prior=5e-17),
              _BLIP_CODE,
              ("4 tasks, not 5: notMNIST cannot be fetched (no official checksum); the code's task order is kept for "
               "the other four", _BLIP_SCHEDULE, _BLIP_NORM,

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 from bitcl import metrics
+from bitcl.sweep import load_spec, run_sweep
 
 
 class FakeRuns:
@@ -39,3 +40,10 @@ class FakeRuns:
         Path(cfg.out).mkdir(parents=True, exist_ok=True)
         (Path(cfg.out) / "results.json").write_text(json.dumps(results))
         return 0, "", 0.01
+
+
+def sweep(tmp_path: Path, text: str, out: str = "out") -> dict:
+    """Write ``text`` as a spec under ``tmp_path`` and run it (quietly) into ``tmp_path / out``."""
+    path = tmp_path / "spec.toml"
+    path.write_text(text)
+    return run_sweep(load_spec(path), tmp_path / out, log=lambda line: None)

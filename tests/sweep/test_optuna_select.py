@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from bitcl.errors import ConfigError
-from bitcl.sweep import load_spec, run_sweep
+from bitcl.sweep import load_spec
 from bitcl.sweep.optuna_select import suggest
 from bitcl.sweep.spec import Select
 from tests.conftest import run_cli
-from tests.sweep.fake import FakeRuns
+from tests.sweep.fake import FakeRuns, sweep
 
 BASE = 'benchmark = "split-mnist"\ntasks = 2\nepochs = 1\nmethods = ["finetune", "ewc"]\nseeds = [0, 1]\n'
 OPTUNA = '[select]\nsampler = "optuna"\noption = {ewc = "c"}\nlow = 1\nhigh = 10000\nn_trials = 6\nseeds = [0]\n'
@@ -29,12 +29,6 @@ def fake(monkeypatch):
     runs = FakeRuns(score=peaked)
     monkeypatch.setattr("bitcl.sweep.backends.execute", runs)
     return runs
-
-
-def sweep(tmp_path, text, out="out"):
-    path = tmp_path / "spec.toml"
-    path.write_text(text)
-    return run_sweep(load_spec(path), tmp_path / out, log=lambda line: None)
 
 
 def test_optuna_records_every_trial_and_chooses_the_best(tmp_path, fake):

@@ -7,8 +7,8 @@ import pytest
 
 from bitcl import stats
 from bitcl.errors import ConfigError
-from bitcl.sweep import load_spec, run_sweep
-from tests.sweep.fake import FakeRuns
+from bitcl.sweep import load_spec
+from tests.sweep.fake import FakeRuns, sweep
 
 SPEC = 'benchmark = "split-mnist"\ntasks = 2\nepochs = 1\nmethods = ["finetune", "ewc"]\nseeds = [0, 1, 2]\n'
 
@@ -20,12 +20,6 @@ def fake(monkeypatch):
         monkeypatch.setattr("bitcl.sweep.backends.execute", runs)
         return runs
     return install
-
-
-def sweep(tmp_path, text, out="out"):
-    path = tmp_path / "spec.toml"
-    path.write_text(text)
-    return run_sweep(load_spec(path), tmp_path / out, log=lambda line: None)
 
 
 def test_finished_runs_are_not_rerun(tmp_path, fake):
