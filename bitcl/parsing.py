@@ -30,11 +30,11 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def add_method_flags(parser: argparse.ArgumentParser, method_cls) -> None:
+def add_method_flags(parser: argparse.ArgumentParser, method_cls, defaults: dict | None = None) -> None:
     """The flags of a method's ``Options`` in their own help group, stored as ``opt_<name>``
-    (``bitcl run`` and ``bitcl rl``)."""
+    (``bitcl run`` and ``bitcl rl``); ``defaults`` are the command's own defaults, shown in --help."""
     group = parser.add_argument_group(f"options of method {method_cls.name!r}")
-    add_flags(group, method_cls.Options, dest_prefix="opt_")
+    add_flags(group, method_cls.Options, dest_prefix="opt_", defaults=defaults)
 
 
 __all__ = ["Parser", "UsageError", "add_method_flags", "warn_nothing_saved"]

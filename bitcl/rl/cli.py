@@ -12,7 +12,7 @@ from typing import Sequence
 from bitcl.parsing import Parser, add_method_flags
 from bitcl.settings import add_flags
 
-from .config import RLConfig
+from .config import RLConfig, method_defaults
 
 
 def rl_parser(method_cls=None) -> Parser:
@@ -21,7 +21,7 @@ def rl_parser(method_cls=None) -> Parser:
                                             "after each (continual reinforcement learning).")
     add_flags(p, RLConfig, keep_defaults=True)
     if method_cls is not None:
-        add_method_flags(p, method_cls)
+        add_method_flags(p, method_cls, defaults=method_defaults(method_cls.name))
     return p
 
 

@@ -21,6 +21,20 @@ from .envs import SUITES
 DEVICES = ("cpu", "cuda")
 EVAL_POLICIES = ("sample", "greedy")
 
+# `bitcl rl`'s own defaults for method options whose general default (chosen on images) does not
+# carry over to policies: the per-sample policy Fisher has another scale. Chosen by
+# `python benchmarks/bench_rl.py tune` (validation seed, games reversed: benchmarks/results/rl_tuning.json)
+# and used by the MinAtar figure (rl_sequence.json); tests/rl/test_rl_defaults.py pins them to that file.
+METHOD_DEFAULTS: dict[str, dict] = {
+    "blip": {"fisher_prior": 1e-07},
+    "ewc": {"mode": "online", "c": 10000.0},
+}
+
+
+def method_defaults(method: str) -> dict:
+    """The option defaults ``bitcl rl`` uses for ``method`` where they differ from the method's own."""
+    return dict(METHOD_DEFAULTS.get(method, {}))
+
 
 @dataclass
 class RLConfig:

@@ -28,7 +28,7 @@ from bitcl.train.seeds import rl_generator, rl_stream_seed
 from bitcl.train.step import StepRunner
 
 from .agent import Agent
-from .config import RLConfig
+from .config import RLConfig, method_defaults
 from .context import RLTaskContext
 from .envs import VectorGame, resolve_games
 from .evaluate import episode_returns, mean_of
@@ -71,7 +71,7 @@ class RLRun:
         self.games = resolve_games(config.suite, config.games)
         self.rundir = RunDirectory(config.out, overwrite=config.overwrite, resume=config.resume)
         self.rundir.check()
-        options = strategies.make_options(cls, config.method_options)
+        options = strategies.make_options(cls, {**method_defaults(config.method), **(config.method_options or {})})
         config.method_options = strategies.resolved_options(options)
         torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
