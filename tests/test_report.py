@@ -7,7 +7,7 @@ import pytest
 import bitcl
 from bitcl.errors import DataError
 
-from tests.conftest import cli, run_cli
+from tests.conftest import cli
 
 
 def fake_run(folder, method, capacity=None):
@@ -117,7 +117,7 @@ def test_results_of_another_contract_series_are_refused_by_report_and_rerun(tmp_
                 f"(the results.json contract may differ)")
     for args in (["report", run], ["rerun", run, "--out", tmp_path / "again"],
                  ["run", "--config", run / "results.json", "--out", tmp_path / "again"]):
-        done = run_cli(*args)
+        done = cli(*args)
         assert done.returncode == 2, done.stderr
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and expected in lines[0], lines

@@ -339,7 +339,7 @@ def test_cli_trains_channels_last_cifar_exactly_as_channels_first(tmp_path):
     matrix of the same images stored (n, 3, 32, 32); results.json records the (3, 32, 32) input."""
     import json
 
-    from tests.conftest import run_cli
+    from tests.conftest import cli
     x, y = _cifar_like()
     np.savez(tmp_path / "first.npz", x=x, y=y)
     np.savez(tmp_path / "last.npz", x=x.transpose(0, 2, 3, 1), y=y)
@@ -347,7 +347,7 @@ def test_cli_trains_channels_last_cifar_exactly_as_channels_first(tmp_path):
              "--quiet"]
     results = []
     for name in ("first", "last"):
-        done = run_cli("run", *flags, "--data", tmp_path / f"{name}.npz", "--out", tmp_path / name)
+        done = cli("run", *flags, "--data", tmp_path / f"{name}.npz", "--out", tmp_path / name)
         assert done.returncode == 0, done.stderr
         results.append(json.loads((tmp_path / name / "results.json").read_text()))
     assert results[0]["accuracy_matrix"] == results[1]["accuracy_matrix"]

@@ -1,6 +1,5 @@
 """Every method runs on both paper-scale backbones (a few steps each, real MNIST padded to 32x32)."""
 import json
-import os
 
 import numpy as np
 import pytest
@@ -9,13 +8,12 @@ import torch
 from bitcl.config import RunConfig
 from bitcl.engine import run
 from bitcl.models.norm import ContinualBatchNorm2d
-from tests.conftest import REPO_DATA, run_cli
+from tests.conftest import REPO_DATA, cli
 
 # sample counts kept small: these runs check that each method works on the backbone, not accuracy
 METHODS = {"blip": {"samples": 64}, "ewc": {"samples": 64}, "si": {}, "mas": {"samples": 64},
            "anpyc": {"samples": 64}, "dlcft": {}, "finetune": {}}
 WIDTHS = {"alexnet": 4, "resnet18": 2}
-ONE_THREAD = dict(os.environ, OMP_NUM_THREADS="1")
 
 
 @pytest.fixture(scope="module")
@@ -47,14 +45,13 @@ def test_method_runs_on_backbone(method, arch, tiny_npz):
         assert 0 < result.capacity[0] <= result.capacity[1] < 1
 
 
-@pytest.mark.slow  # a new interpreter (one thread via the environment)
-def test_cli_alexnet_with_augmentation_freezes_batch_norm(tiny_npz, tmp_path):
+@pytest.mark.slow
+def test_cli_alexnet_with_augmentation_freezes_batch_norm(tiny_npz, tmp_path, one_thread):
     """`bitcl run --arch alexnet --pad-to 32 --augment` end to end: results.json records the backbone
     settings, and the task-1 checkpoint holds batch norms frozen by the first-task policy."""
     out = tmp_path / "run"
-    done = run_cli("run", "--method", "blip", "--arch", "alexnet", "--width", "4", "--pad-to", "32", "--augment",
-                   "--tasks", "2", "--epochs", "1", "--data", tiny_npz, "--samples", "64", "--out", out,
-                   "--quiet", env=ONE_THREAD)
+    done = cli("run", "--method", "blip", "--arch", "alexnet", "--width", "4", "--pad-to", "32", "--augment",
+               "--tasks", "2", "--epochs", "1", "--data", tiny_npz, "--samples", "64", "--out", out, "--quiet")
     assert done.returncode == 0, done.stderr
     results = json.loads((out / "results.json").read_text())
     assert results["config"]["arch"] == "alexnet" and results["config"]["bn"] == "first-task"
@@ -65,11 +62,10 @@ def test_cli_alexnet_with_augmentation_freezes_batch_norm(tiny_npz, tmp_path):
     assert flags and all(bool(f) for f in flags)
 
 
-@pytest.mark.slow  # a new interpreter (one thread via the environment)
 def test_cli_refuses_per_task_norms_in_class_incremental(tiny_npz):
     """--bn per-task without task ids at test time: one-line error, exit status 2."""
-    done = run_cli("run", "--arch", "resnet18", "--bn", "per-task", "--scenario", "class", "--pad-to", "32",
-                   "--tasks", "2", "--epochs", "1", "--data", tiny_npz, env=ONE_THREAD)
+    done = cli("run", "--arch", "resnet18", "--bn", "per-task", "--scenario", "class", "--pad-to", "32",
+               "--tasks", "2", "--epochs", "1", "--data", tiny_npz)
     assert done.returncode == 2 and "per-task" in done.stderr and "Traceback" not in done.stderr
 
 

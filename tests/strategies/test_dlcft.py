@@ -1,5 +1,4 @@
 """DLCFT: the linearisation, its curvatures, and the claim that sequential = joint with exact curvature."""
-import os
 
 import numpy as np
 import pytest
@@ -7,12 +6,7 @@ import torch
 
 from bitcl.config import RunConfig
 from bitcl.engine import Engine
-from tests.conftest import run_cli as _run_cli
-
-
-def run_cli(*args, **kwargs):
-    """The CLI with one thread (see ``one_thread``)."""
-    return _run_cli(*args, env={**os.environ, "OMP_NUM_THREADS": "1"}, **kwargs)
+from tests.conftest import cli
 
 
 def engine_for(small_npz, **options):
@@ -105,21 +99,21 @@ def test_exact_penalty_reaches_the_joint_solution_and_finetune_does_not(small_np
 
 
 @pytest.mark.slow
-def test_pretrain_then_every_method_can_start_from_it(tmp_path, small_npz):
+def test_pretrain_then_every_method_can_start_from_it(tmp_path, small_npz, one_thread):
     """`bitcl pretrain` writes a backbone that dlcft and finetune load; bad files are refused (exit 2)."""
     pre = tmp_path / "pre.safetensors"
-    done = run_cli("pretrain", "--data", small_npz, "--classes", "0,1,2,3,4", "--epochs", "1", "--hidden", "32",
+    done = cli("pretrain", "--data", small_npz, "--classes", "0,1,2,3,4", "--epochs", "1", "--hidden", "32",
                    "--out", pre)
     assert done.returncode == 0, done.stderr
     for method in ("dlcft", "finetune"):
-        r = run_cli("run", "--method", method, "--pretrained", pre, "--data", small_npz, "--classes", "5,6,7,8,9",
+        r = cli("run", "--method", method, "--pretrained", pre, "--data", small_npz, "--classes", "5,6,7,8,9",
                     "--tasks", "5", "--scenario", "class", "--hidden", "32", "--epochs", "1", "--quiet")
         assert r.returncode == 0, r.stderr
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"\x80\x04not a state dict")
     for path, needle in ((pre, "does not fit"), (garbage, "neither safetensors nor"),
                          (tmp_path / "none.pt", "no such")):
-        r = run_cli("run", "--method", "finetune", "--pretrained", path, "--data", small_npz, "--hidden", "64",
+        r = cli("run", "--method", "finetune", "--pretrained", path, "--data", small_npz, "--hidden", "64",
                     "--epochs", "1", "--quiet")
         assert r.returncode == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 

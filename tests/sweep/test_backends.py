@@ -1,10 +1,12 @@
 """`bitcl sweep` end to end on each backend: local worker processes, Ray (a local instance) and
-submitit's local executor; and `bitcl run --seeds`. Real runs on the small MNIST file."""
+submitit's local executor; and `bitcl run --seeds`. Real runs on the small MNIST file. The sweep's
+own command runs in this process (``cli``: its runs are new interpreters anyway) except for Ray and
+submitit, which start their own machinery and are run as a user runs them (``run_cli``)."""
 import json
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import cli, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -28,20 +30,20 @@ def finished(out, names):
 
 def test_local_backend_end_to_end_and_idempotent(tmp_path, small_npz):
     out = tmp_path / "out"
-    done = run_cli("sweep", spec(tmp_path, small_npz), "--out", out)
+    done = cli("sweep", spec(tmp_path, small_npz), "--out", out)
     assert done.returncode == 0, done.stderr
     summary = finished(out, ["split-mnist/finetune/seed=0", "split-mnist/finetune/seed=1"])
     row = summary["benchmarks"]["split-mnist"]["ranking"][0]
     assert row["configuration"] == "finetune" and row["n"] == 2 and row["acc"]["low"] < row["acc"]["mean"]
     assert "| 1 | finetune |" in done.stdout
-    again = run_cli("sweep", spec(tmp_path, small_npz), "--out", out)
+    again = cli("sweep", spec(tmp_path, small_npz), "--out", out)
     assert again.returncode == 0 and "2 of 2 runs already finished (not rerun)" in again.stdout
 
 
 def test_failed_runs_are_reported_exit_1(tmp_path, small_npz):
     """A run that fails every attempt: the sweep still writes its summary, and exits 1 naming the run."""
     out = tmp_path / "out"
-    done = run_cli("sweep", spec(tmp_path, tmp_path / "missing.npz", seeds="[0]"), "--out", out, "--retries", "1")
+    done = cli("sweep", spec(tmp_path, tmp_path / "missing.npz", seeds="[0]"), "--out", out, "--retries", "1")
     assert done.returncode == 1
     assert done.stderr.startswith("bitcl sweep: error: 1 run(s) failed, first split-mnist/finetune/seed=0: bitcl run:")
     summary = json.loads((out / "summary.json").read_text())
@@ -66,7 +68,7 @@ def test_submitit_local_executor(tmp_path, small_npz):
 
 def test_run_seeds_groups_the_seeds(tmp_path, small_npz):
     out = tmp_path / "seeds"
-    done = run_cli("run", "--method", "finetune", "--tasks", "2", "--epochs", "1", "--hidden", "16", "--classes",
+    done = cli("run", "--method", "finetune", "--tasks", "2", "--epochs", "1", "--hidden", "16", "--classes",
                    "0,1,2,3", "--data", small_npz, "--seeds", "0,1", "--out", out)
     assert done.returncode == 0, done.stderr
     accs = [json.loads((out / f"seed-{s}" / "results.json").read_text())["acc"] for s in (0, 1)]

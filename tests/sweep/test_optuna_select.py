@@ -11,7 +11,7 @@ from bitcl.errors import ConfigError
 from bitcl.sweep import load_spec
 from bitcl.sweep.optuna_select import suggest
 from bitcl.sweep.spec import Select
-from tests.conftest import run_cli
+from tests.conftest import cli
 from tests.sweep.fake import FakeRuns, sweep
 
 BASE = 'benchmark = "split-mnist"\ntasks = 2\nepochs = 1\nmethods = ["finetune", "ewc"]\nseeds = [0, 1]\n'
@@ -122,7 +122,7 @@ def test_optuna_sweep_end_to_end_on_tiny_data(tmp_path, small_npz):
                     f'data = "{small_npz}"\nmethod = "ewc"\nseeds = [0]\n'
                     '[select]\nsampler = "optuna"\noption = "c"\nlow = 1\nhigh = 1000\nn_trials = 2\n')
     out = tmp_path / "out"
-    done = run_cli("sweep", spec, "--out", out)
+    done = cli("sweep", spec, "--out", out)
     assert done.returncode == 0, done.stderr
     summary = json.loads((out / "summary.json").read_text())
     choice = summary["selection"]["groups"]["split-mnist/ewc"]
@@ -133,6 +133,6 @@ def test_optuna_sweep_end_to_end_on_tiny_data(tmp_path, small_npz):
     assert len(list((out / "select").rglob("results.json"))) == len({t["value"] for t in choice["trials"]})
     bad = tmp_path / "bad.toml"
     bad.write_text('method = "ewc"\n[select]\nsampler = "optuna"\noption = "c"\nlow = 1\nhigh = 10\n')
-    refused = run_cli("sweep", bad, "--out", tmp_path / "out2")
+    refused = cli("sweep", bad, "--out", tmp_path / "out2")
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1
     assert refused.stderr.startswith("bitcl sweep: error:") and "n_trials" in refused.stderr

@@ -55,9 +55,9 @@ def test_bad_counts_are_refused():
 def test_a_run_that_learns_nothing_says_so_everywhere(small_npz, tmp_path):
     """A CLI run at a learning rate too small to learn: the summary warns, results.json lists the tasks in
     not_learned with the chance level and rule, and bitcl report marks them; a run that learns has none."""
-    from tests.conftest import run_cli
+    from tests.conftest import cli
     common = ["--method", "blip", "--data", small_npz, "--classes", "0,1,2,3", "--tasks", "2", "--seed", "0"]
-    done = run_cli("run", *common, "--hidden", "8", "--epochs", "1", "--lr", "1e-9", "--out", tmp_path / "stuck")
+    done = cli("run", *common, "--hidden", "8", "--epochs", "1", "--lr", "1e-9", "--out", tmp_path / "stuck")
     assert done.returncode == 0, done.stderr
     # task 0 (0.52 on 81 test digits) is within the binomial bound's reach of learning; task 1 (0.46 on 89) is not
     assert "WARNING: task 1 not learned" in done.stdout and "of the bits were frozen before this task" in done.stdout
@@ -65,10 +65,10 @@ def test_a_run_that_learns_nothing_says_so_everywhere(small_npz, tmp_path):
     assert results["learned_check"]["chance"] == [0.5, 0.5] and results["learned_check"]["margin"] == MARGIN
     assert [f["task"] for f in results["not_learned"]] == [1]
     assert "range_left" in results and len(results["range_left"]) == 2
-    done = run_cli("run", *common, "--hidden", "32", "--epochs", "3", "--lr", "1e-2", "--out", tmp_path / "fine")
+    done = cli("run", *common, "--hidden", "32", "--epochs", "3", "--lr", "1e-2", "--out", tmp_path / "fine")
     assert done.returncode == 0 and "not learned" not in done.stdout
     assert json.loads((tmp_path / "fine" / "results.json").read_text())["not_learned"] == []
-    report = run_cli("report", tmp_path / "stuck", tmp_path / "fine", "--out", tmp_path / "r.md")
+    report = cli("report", tmp_path / "stuck", tmp_path / "fine", "--out", tmp_path / "r.md")
     assert report.returncode == 0, report.stderr
     text = (tmp_path / "r.md").read_text()
     assert "| not learned |" in text and "⚠ T1" in text
