@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests import figures
+from tests.forkserver import ForkServer, write_shims
 from tests.snippets import blocks, output_mismatch
 
 ROOT = figures.ROOT
@@ -102,37 +103,38 @@ def test_snippet_rules_catch_a_wrong_quoted_output():
         blocks("<!-- output -->\n```text\nx\n```\n")
 
 
-def _shims(bin_dir: Path) -> None:
-    """`bitcl`, `python` and `torchrun` as a user of an installed bitcl has them."""
-    bin_dir.mkdir()
-    (bin_dir / "bitcl").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m bitcl "$@"\n')
-    (bin_dir / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
-    (bin_dir / "torchrun").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m torch.distributed.run "$@"\n')
-    for shim in bin_dir.iterdir():
-        shim.chmod(0o755)
-
-
 RUNNABLE_PAGES = [p for p in PAGES if any(b.runs for b in blocks(p.read_text(), _page_id(p)))]
+
+
+@pytest.fixture(scope="module")
+def snippet_shell(tmp_path_factory):
+    """(bin folder, environment) in which snippets run: ``bitcl`` and ``python`` as a user of an installed
+    bitcl has them, served by one fork server (tests/forkserver.py: torch imported once, not once per
+    command), and ``torchrun``; offline, one thread, the Agg backend."""
+    bin_dir = tmp_path_factory.mktemp("snippet-bin")
+    write_shims(bin_dir)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+           "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
+    env.pop("BITCL_KERNELS", None)
+    with ForkServer(env) as server:
+        yield bin_dir, server.env
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("page", RUNNABLE_PAGES, ids=_page_id)
-def test_every_snippet_runs_and_prints_what_the_text_quotes(page, tmp_path):
+def test_every_snippet_runs_and_prints_what_the_text_quotes(page, tmp_path, snippet_shell):
     """Each ```python / ```bash block of the page runs (in order, in one fresh folder, offline) and
     exits 0; a quoted output (<!-- output -->) matches what it printed."""
     work = tmp_path / "work"
     work.mkdir()
     for name in ("data", "examples", "tests"):
         (work / name).symlink_to(ROOT / name)
-    _shims(tmp_path / "bin")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}",
-           "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
-    env.pop("BITCL_KERNELS", None)
+    bin_dir, env = snippet_shell
     for block in blocks(page.read_text(), _page_id(page)):
         if not block.runs:
             continue
         if block.lang.startswith("python"):
-            cmd = [sys.executable, "-c", block.code]
+            cmd = [str(bin_dir / "python"), "-c", block.code]
         else:
             cmd = ["bash", "-euo", "pipefail", "-c", block.code]
         out = subprocess.run(cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
