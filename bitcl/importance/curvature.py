@@ -84,11 +84,12 @@ def kfac_sums(model: nn.Module, layers: dict[str, nn.Module], logits: Callable, 
     """Per linear or conv layer, the batch sums (Σ_n Σ_o Σ_t g gᵀ, Σ_n (1/T) Σ_t a aᵀ) (bias folded
     into a; T = 1 for linear layers, the output positions for conv layers: KFC)."""
     out: dict[str, list] = {}
+    with Capture(layers) as cap:  # one forward (the model is in eval mode): a backward per output
+        values = logits(x)
+    names = [n for n in layers if n in cap.outputs]
     for o in range(outputs):
-        with Capture(layers) as cap:
-            value = logits(x)[:, o].sum()
-        names = [n for n in layers if n in cap.outputs]
-        grads = torch.autograd.grad(value, [cap.outputs[n] for n in names], allow_unused=True)
+        grads = torch.autograd.grad(values[:, o].sum(), [cap.outputs[n] for n in names], allow_unused=True,
+                                    retain_graph=o < outputs - 1)
         for name, g in zip(names, grads):
             layer = layers[name]
             if not kfac_supported(layer):
