@@ -47,6 +47,19 @@ def tiny_npz(tmp_path_factory):
     return str(out)
 
 
+@pytest.fixture(scope="module")
+def micro_npz(tiny_npz, tmp_path_factory):
+    """The first 8 training and 4 test digits of each class of ``tiny_npz``: a run of many small batches
+    that takes seconds even on a ResNet-18."""
+    with np.load(tiny_npz) as f:
+        x, y, train = f["x"], f["y"], f["train"]
+    keep = np.sort(np.concatenate([np.flatnonzero((y == c) & (train == is_train))[:n]
+                                   for c in range(4) for is_train, n in ((True, 8), (False, 4))]))
+    out = tmp_path_factory.mktemp("micro") / "digits0123_micro.npz"
+    np.savez(out, x=x[keep], y=y[keep], train=train[keep])
+    return str(out)
+
+
 def compare_runs(one: Path, two: Path) -> list[str]:
     """Every difference between two run directories beyond the stated tolerances."""
     from safetensors.torch import load_file
@@ -118,11 +131,11 @@ def torchrun(*args, max_restarts=0, **kwargs):
     return cmd, env
 
 
-def test_joint_with_learning_norms_under_torchrun(tmp_path, tiny_npz):
+def test_joint_with_learning_norms_under_torchrun(tmp_path, micro_npz):
     """joint replay with --bn train on resnet18, global batch 3 (shards of 2 and 1, so a rank often lacks a
     task): every rank makes the same norm calls, so the 2-rank run completes with agreeing ranks."""
     cmd, env = torchrun("--method", "joint", "--arch", "resnet18", "--width", "4", "--bn", "train", "--batch-size",
-                        "3", "--tasks", "2", "--classes", "0,1,2,3", "--epochs", "1", "--quiet", "--data", tiny_npz,
+                        "3", "--tasks", "2", "--classes", "0,1,2,3", "--epochs", "1", "--quiet", "--data", micro_npz,
                         "--out", tmp_path / "r")
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -168,7 +181,8 @@ def worker_pids(parent: int) -> dict:
 
 def test_killed_rank_restarts_from_last_task(tmp_path, small_npz):
     """kill -9 one rank mid-task under --max-restarts 1: the job resumes and matches an uninterrupted run."""
-    args = ["--method", "blip", "--hidden", "300", "--epochs", "6", "--quiet", "--benchmark", "permuted-mnist",
+    # tasks 2 and 3 are left to run when the task-1 checkpoint appears: the kill lands mid-run
+    args = ["--method", "blip", "--hidden", "100", "--epochs", "2", "--quiet", "--benchmark", "permuted-mnist",
             "--tasks", "4", "--data", small_npz, "--resume"]
     cmd, env = torchrun(*args, "--out", tmp_path / "whole")
     assert subprocess.run(cmd, env=env, capture_output=True, timeout=300).returncode == 0
