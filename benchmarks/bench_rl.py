@@ -201,8 +201,8 @@ def sequence(args) -> None:
                            "source": "benchmarks/results/rl_tuning.json (validation seeds, reversed games)"},
               "methods": per_method, "comparisons": comparisons, "targets": targets,
               "plots": ["docs/rl_normalised.png"]}
+    write_result("rl_sequence", result, indent=1)  # first: the plot rewrites a tracked file (the tree must be clean)
     plot(per_method, seeds)
-    write_result("rl_sequence", result, indent=1)
     for m in METHODS:
         s, f = per_method[m]["score"], per_method[m]["forgetting"]
         print(f"{m:9s} score {s and summarize(per_method[m]['score_values']).format(3)}  "
