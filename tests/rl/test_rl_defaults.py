@@ -56,3 +56,12 @@ def test_a_run_resolves_the_rl_default_and_a_flag_overrides_it(tmp_path):
     assert run.config.method_options["fisher_prior"] == 0.5
     run = RLRun(RLConfig(method="ewc", games=("breakout",), steps=64, envs=1, rollout=64, quiet=True))
     assert run.config.method_options["mode"] == "online"
+
+
+def test_the_figure_uses_the_defaults_on_seeds_the_search_never_saw(tuning):
+    with open(os.path.join(RESULTS, "rl_sequence.json")) as f:
+        sequence = json.load(f)
+    assert not set(tuning["split"]["seeds"]) & set(sequence["seeds"])
+    assert sequence["settings"]["blip --fisher-prior"] == METHOD_DEFAULTS["blip"]["fisher_prior"]
+    assert sequence["settings"]["ewc --mode online --c"] == METHOD_DEFAULTS["ewc"]["c"]
+    assert sequence["steps_per_game"] == tuning["split"]["steps"]  # chosen at the budget it is reported at
