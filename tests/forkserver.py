@@ -163,7 +163,9 @@ def _wait_and_report(conn: socket.socket, request: dict, fds: list[int]) -> None
 
 def serve(path: str) -> None:
     import numpy  # noqa: F401 - imported once, here, for every command
+    import scipy.special  # noqa: F401
     import torch  # noqa: F401
+    import torch._dynamo  # noqa: F401 - torch imports it at the first optimiser a process builds (2 s)
     listener = socket.socket(socket.AF_UNIX)
     listener.bind(path + ".tmp")
     listener.listen(16)

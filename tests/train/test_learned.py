@@ -46,6 +46,15 @@ def test_upper_bound_is_a_valid_bound(correct, total):
         assert upper_bound(correct + 1, total) >= bound
 
 
+@given(correct=st.integers(0, 2000), total=st.integers(1, 2000))
+def test_upper_bound_is_the_beta_quantile_of_scipy_stats(correct, total):
+    """The bound is scipy.stats.beta.ppf(0.95, k + 1, n - k) bit for bit (computed with scipy.special,
+    which imports faster): results.json's bounds did not change."""
+    from scipy import stats
+    correct = min(correct, total - 1)
+    assert upper_bound(correct, total) == float(stats.beta.ppf(0.95, correct + 1, total - correct))
+
+
 def test_bad_counts_are_refused():
     with pytest.raises(ValueError):
         upper_bound(3, 2)
