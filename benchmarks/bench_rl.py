@@ -8,9 +8,9 @@ normalised by a single-task reference run of the same seed and budget (``--singl
 ``--reference``: Continual World, Wołczyk et al. 2021).
 
 * ``tune``: the method settings chosen on a validation seed (``--tune-seeds``, default 100, never
-  reported; the games in reverse order; one seed keeps the search within a session on 2 cores): BLIP's ``--fisher-prior`` and EWC's ``--c`` over
-  a grid; choice = highest mean score whose mean forgetting is at most 0.05 (else the lowest
-  mean forgetting).  -> rl_tuning.json
+  reported; the games in reverse order; one seed keeps the search within a session on 2 cores):
+  BLIP's ``--fisher-prior`` and EWC's ``--c`` over a grid; choice = highest mean score whose mean
+  forgetting is at most 0.05 (else the lowest mean forgetting).  -> rl_tuning.json
 * ``sequence``: the reported runs, seeds 0,1,2 x the four methods at the settings rl_tuning.json
   chose; per method the mean, standard deviation and 95 % t interval of score and forgetting,
   Welch's test of BLIP against finetune, ft-fix and EWC, the targets checked (BLIP's forgetting
@@ -39,7 +39,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _env import write_result  # noqa: E402
+from _env import _git, write_result  # noqa: E402
 
 GAMES = ("breakout", "space_invaders", "freeway")
 METHODS = ("finetune", "ft-fix", "ewc", "blip")
@@ -59,11 +59,12 @@ def method_args(method: str, prior: float, c: float) -> list[str]:
 def code_version() -> dict:
     """The git trees of the code a run executes (bitcl/ and kernels/): a run folder made by other code
     is never reused, whatever changed elsewhere in the repository (benchmarks, docs)."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     trees = {}
     for part in ("bitcl", "kernels"):
-        done = subprocess.run(["git", "rev-parse", f"HEAD:{part}"], cwd=root, capture_output=True, text=True)
-        trees[part] = done.stdout.strip() if done.returncode == 0 else "unknown"
+        try:
+            trees[part] = _git("rev-parse", f"HEAD:{part}").strip()
+        except (OSError, subprocess.SubprocessError):  # not a git checkout
+            trees[part] = "unknown"
     return trees
 
 

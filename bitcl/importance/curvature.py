@@ -69,42 +69,54 @@ def kfac_supported(layer: nn.Module) -> bool:
     return isinstance(layer, nn.Linear)
 
 
-def _rows(layer: nn.Module, inputs: torch.Tensor, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """``(a, g, T)``: one row per sample (linear) or per sample and spatial position (conv, KFC)."""
+def _input_rows(layer: nn.Module, inputs: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """``(a, T)``: the layer's inputs, one row per sample (linear) or per sample and spatial position
+    (conv, KFC: the im2col patches), and the positions per sample."""
     if isinstance(layer, nn.Conv2d):
         patches = F.unfold(inputs, layer.kernel_size, layer.dilation, layer.padding, layer.stride)  # (n, D, T)
-        positions = patches.shape[-1]
-        a = patches.transpose(1, 2).reshape(-1, patches.shape[1])
-        return a, grad.flatten(2).transpose(1, 2).reshape(-1, grad.shape[1]), positions
-    return inputs.flatten(1), grad, 1
+        return patches.transpose(1, 2).reshape(-1, patches.shape[1]), patches.shape[-1]
+    return inputs.flatten(1), 1
+
+
+def _grad_rows(layer: nn.Module, grad: torch.Tensor) -> torch.Tensor:
+    """The gradients at the layer's outputs, in the rows of :func:`_input_rows`."""
+    if isinstance(layer, nn.Conv2d):
+        return grad.flatten(2).transpose(1, 2).reshape(-1, grad.shape[1])
+    return grad
 
 
 def kfac_sums(model: nn.Module, layers: dict[str, nn.Module], logits: Callable, x: torch.Tensor,
               outputs: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Per linear or conv layer, the batch sums (Σ_n Σ_o Σ_t g gᵀ, Σ_n (1/T) Σ_t a aᵀ) (bias folded
-    into a; T = 1 for linear layers, the output positions for conv layers: KFC)."""
-    out: dict[str, list] = {}
-    with Capture(layers) as cap:  # one forward (the model is in eval mode): a backward per output
+    into a; T = 1 for linear layers, the output positions for conv layers: KFC).
+
+    One forward (the model is in eval mode, so every output's backward sees the same activations),
+    then a backward per output; the input factor depends on the inputs only and is made once."""
+    with Capture(layers) as cap:
         values = logits(x)
     names = [n for n in layers if n in cap.outputs]
+    for name in names:
+        if not kfac_supported(layers[name]):
+            raise NotImplementedError(f"{name}: K-FAC curvature needs a linear or an ungrouped, "
+                                      "zero-padded conv layer")
+    grad_sums: dict[str, torch.Tensor] = {}
     for o in range(outputs):
         grads = torch.autograd.grad(values[:, o].sum(), [cap.outputs[n] for n in names], allow_unused=True,
                                     retain_graph=o < outputs - 1)
         for name, g in zip(names, grads):
-            layer = layers[name]
-            if not kfac_supported(layer):
-                raise NotImplementedError(f"{name}: K-FAC curvature needs a linear or an ungrouped, "
-                                          "zero-padded conv layer")
-            g = torch.zeros_like(cap.outputs[name]) if g is None else g
-            a, g, positions = _rows(layer, cap.inputs[name], g)
+            g = _grad_rows(layers[name], torch.zeros_like(cap.outputs[name]) if g is None else g)
             gg = g.t() @ g
-            if name in out:
-                out[name][0] += gg
-                continue
-            if layer.bias is not None:
-                a = torch.cat([a, torch.ones(len(a), 1, dtype=a.dtype, device=a.device)], 1)
-            out[name] = [gg, a.t() @ a / positions]
-    return {k: (v[0], v[1]) for k, v in out.items()}
+            if name in grad_sums:
+                grad_sums[name] += gg
+            else:
+                grad_sums[name] = gg
+    out = {}
+    for name, gg in grad_sums.items():
+        a, positions = _input_rows(layers[name], cap.inputs[name])
+        if layers[name].bias is not None:
+            a = torch.cat([a, torch.ones(len(a), 1, dtype=a.dtype, device=a.device)], 1)
+        out[name] = (gg, a.t() @ a / positions)
+    return out
 
 
 # -- one class per curvature form ---------------------------------------------------------------
