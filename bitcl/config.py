@@ -14,7 +14,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Optional
 
-from bitcl.constants import (BN_POLICIES, LAYER_KINDS, LR_SCHEDULES, MAX_BITS, MAX_SEED, MIN_BITS, OPTIMIZERS,
+from bitcl.constants import (BN_SETTINGS, LAYER_KINDS, LR_SCHEDULES, MAX_BITS, MAX_SEED, MIN_BITS, OPTIMIZERS,
                              SCENARIOS)
 from bitcl.errors import ConfigError
 from bitcl.settings import setting, validate
@@ -92,7 +92,8 @@ class RunConfig:
     hidden: list[int] = setting([1200], "MLP hidden widths, e.g. 1200 or 400,400", nonempty=True, items_low=1,
                                 items_high=MAX_WIDTH)
     width: int = setting(0, "base width of conv backbones (0: the architecture's default)", low=0, high=MAX_WIDTH)
-    bn: str = setting("first-task", "batch-norm policy of backbones that have it", choices=BN_POLICIES)
+    bn: str = setting("auto", "batch-norm policy of backbones that have it; auto: per-task in task-incremental "
+                      "runs, train otherwise (docs/methods.md)", choices=BN_SETTINGS)
     dropout: float = setting(0.0, "dropout of backbones that have it (training only)", low=0.0, high=0.95)
     backbone: str = setting("quant", "quant: N-bit Bit layers; float: plain layers (baselines)", choices=LAYER_KINDS)
     bits: int = setting(20, "bits per quantised weight", low=MIN_BITS, high=MAX_BITS)
@@ -120,11 +121,13 @@ class RunConfig:
 
     def resolved(self) -> "RunConfig":
         """A validated copy with presets and defaults applied and the method's options expanded."""
+        from bitcl.models.norm import resolve_policy
         from bitcl.presets import resolve_preset
         from bitcl.strategies import get_strategy, make_options, resolved_options
         self.validate()
         out = dataclasses.replace(self, hidden=list(self.hidden), method_options=dict(self.method_options),
-                                  classes=None if self.classes is None else list(self.classes))
+                                  classes=None if self.classes is None else list(self.classes),
+                                  bn=resolve_policy(self.bn, self.scenario))
         preset = resolve_preset(out.benchmark, out.method, out.scenario) if out.preset else {}
         by_arch = arch_training_defaults(out.arch, preset.get("optimizer", out.optimizer))
         for key, default in ENGINE_DEFAULTS.items():

@@ -22,6 +22,9 @@ MAX_SEED = 2**63 - 1
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("none", "cosine")
 BN_POLICIES = ("first-task", "per-task", "train")
+# --bn auto (the default) resolves per scenario to one of BN_POLICIES (bitcl.models.norm.resolve_policy)
+BN_AUTO = "auto"
+BN_SETTINGS = (BN_AUTO,) + BN_POLICIES
 
-__all__ = ["BIT_RANGE", "BN_POLICIES", "LAYER_KINDS", "LR_SCHEDULES", "MAX_BITS", "MAX_SEED", "MIN_BITS", "OPTIMIZERS",
-           "SCENARIOS"]
+__all__ = ["BIT_RANGE", "BN_AUTO", "BN_POLICIES", "BN_SETTINGS", "LAYER_KINDS", "LR_SCHEDULES", "MAX_BITS",
+           "MAX_SEED", "MIN_BITS", "OPTIMIZERS", "SCENARIOS"]

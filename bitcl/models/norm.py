@@ -6,13 +6,20 @@ training batch, and an affine pair (gamma, beta) that bit freezing does not cove
 network whose quantised weights are perfectly protected still forgets through its
 norms. bitcl offers three policies:
 
-* ``first-task`` (default): statistics and affine parameters are learnt on task 0,
+* ``auto`` (the default of ``bitcl run``): ``per-task`` in task-incremental runs, where the test
+  gives a task id, ``train`` in the others (:func:`resolve_policy`; results.json records the
+  policy it resolved to). ``first-task`` would protect every scenario, but a ResNet-18 whose norms
+  are frozen cannot learn a second task at the training defaults (the search of
+  ``benchmarks/search_backbones.py``, docs/methods.md).
+* ``first-task``: statistics and affine parameters are learnt on task 0,
   then frozen: every later forward pass, in training too, normalises with the
   stored running statistics and gives the affine pair no gradient. Works in
   every scenario; later tasks adapt only through the (protected) weights.
 * ``per-task``: one norm (statistics and affine) per task, selected by the task id
-  (``set_task``). Exact isolation, so task-incremental only: the other scenarios
-  give no task id at test time and are refused with a :class:`ConfigError`.
+  (``set_task``), as PackNet and Piggyback keep task-specific batch norms (Mallya &
+  Lazebnik, CVPR 2018, arXiv 1711.05769; Mallya et al., ECCV 2018, arXiv 1801.06519).
+  Exact isolation at 4 floats per channel per task, so task-incremental only: the other
+  scenarios give no task id at test time and are refused with a :class:`ConfigError`.
 * ``train``: plain batch norm, always trained. Forgetting-prone: the statistics
   follow the latest task (the baseline that shows why a policy is needed).
 
@@ -56,9 +63,20 @@ from torch import nn
 # private torch.func helpers: the only way to keep running statistics under a transform (see below)
 from torch._C._functorch import get_unwrapped, is_functorch_wrapped_tensor, peek_interpreter_stack
 
+from bitcl.constants import BN_AUTO, BN_SETTINGS
 from bitcl.errors import ConfigError
 
 from .factory import BN_POLICIES
+
+
+def resolve_policy(setting: str, scenario: str) -> str:
+    """The policy ``--bn setting`` means in a ``scenario`` run: ``auto`` is ``per-task`` where a task
+    id is given at test time (task-incremental), else ``train``; any other setting is itself."""
+    if setting not in BN_SETTINGS:
+        raise ConfigError(f"--bn must be one of {', '.join(BN_SETTINGS)}, got {setting!r}")
+    if setting != BN_AUTO:
+        return setting
+    return "per-task" if scenario == "task" else "train"
 
 
 def check_policy(policy: str) -> str:
@@ -89,7 +107,7 @@ class ContinualBatchNorm2d(nn.Module):
             return
         if setting != "task":
             raise ConfigError(f"--bn per-task needs a task id at test time: task-incremental only "
-                              f"(this run is {setting}-incremental); use --bn first-task")
+                              f"(this run is {setting}-incremental); use --bn auto (train here) or first-task")
         if len(self.norms) != tasks:  # before any training: fresh norms (no RNG is consumed)
             device = self.norms[0].weight.device
             self.norms = nn.ModuleList(nn.BatchNorm2d(self.channels, device=device) for _ in range(tasks))
