@@ -42,6 +42,18 @@ def _git(*args: str) -> str:
                           check=True).stdout
 
 
+def code_version() -> dict:
+    """The git trees of the code a run executes (bitcl/ and kernels/): a cached run made by other code
+    is never reused, whatever changed elsewhere in the repository (benchmarks, docs)."""
+    trees = {}
+    for part in ("bitcl", "kernels"):
+        try:
+            trees[part] = _git("rev-parse", f"HEAD:{part}").strip()
+        except (OSError, subprocess.SubprocessError):  # not a git checkout
+            trees[part] = "unknown"
+    return trees
+
+
 def dirty_paths() -> list[str]:
     """Tracked files modified, and untracked source files, outside benchmarks/results/ and benchmarks/out/."""
     lines = _git("status", "--porcelain", "--untracked-files=all").splitlines()

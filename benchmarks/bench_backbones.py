@@ -18,12 +18,14 @@
 The inputs are random CIFAR-shaped tensors: timing does not depend on pixel values.
 Writes benchmarks/results/backbones_speed_<device>.json.
 
-``accuracy`` runs every method on both backbones on Split-MNIST of data/mnist15k.npz padded to
-32x32 (2 tasks of 5 digits, 2 epochs per task), task- and class-incremental, over seeds 0, 1, 2,
-and writes benchmarks/results/backbones_accuracy.json (each run, and per group the mean and 95 %
-t interval of ACC, forgetting and the lowest diagonal entry). ``--validation 0.1`` evaluates on a
-10 % hold-out of the training digits (how the defaults were chosen); ``--archs``, ``--methods``,
-``--scenarios`` and ``--seeds`` select a part of the grid.
+``accuracy`` runs the methods on both backbones on Split-MNIST of data/mnist15k.npz padded to
+32x32 (2 tasks of 5 digits, 2 epochs per task, each backbone's defaults), over seeds 0, 1, 2, and
+writes benchmarks/results/backbones_accuracy.json: each run, and per backbone, scenario and method
+the mean and 95 % t interval of ACC, forgetting and the lowest diagonal entry, and Welch's p of
+BLIP's ACC against the method's. Runs go ``--workers`` at a time and are cached in ``--work``
+(reused only when made by the same code: resumable). ``--validation 0.1`` evaluates on a 10 %
+hold-out of the training digits; ``--archs``, ``--methods``, ``--scenarios`` and ``--seeds``
+select a part of the grid. The README's table: ``accuracy --scenarios task``.
 """
 from __future__ import annotations
 
@@ -248,9 +250,10 @@ ACCURACY_METHODS = ("blip", "ewc", "si", "mas", "anpyc", "dlcft", "finetune")
 ARCHS = ("alexnet", "resnet18")
 DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "mnist15k.npz")
 # Split-MNIST of the 15,000-digit set (11,997 training digits), padded to 32x32: 2 tasks of 5 digits,
-# 2 epochs per task, the engine's defaults otherwise (Adam, lr 3e-3 cosine-annealed per task, batch 64,
-# --bn first-task with the running statistics recomputed at the end of each task, no dropout).
-PROTOCOL = {"benchmark": "split-mnist", "data": "data/mnist15k.npz", "tasks": 2, "epochs": 2, "pad_to": 32}
+# 2 epochs per task, each backbone's training defaults (bitcl list: chosen by search_backbones.py on
+# validation data), --bn auto, batch 64, no dropout, no preset.
+PROTOCOL = {"benchmark": "split-mnist", "data": "data/mnist15k.npz", "tasks": 2, "epochs": 2, "pad_to": 32,
+            "preset": False}
 QUICK = dict(PROTOCOL, epochs=1)
 
 
@@ -271,52 +274,120 @@ def one_run(arch: str, method: str, scenario: str, seed: int, protocol: dict, va
             "wall_seconds": time.perf_counter() - wall}
 
 
-def summaries(runs: list[dict]) -> list[dict]:
-    """Per (arch, scenario, method): mean, std and 95 % t interval over seeds (bitcl.stats) of ACC,
-    forgetting and the lowest diagonal entry (is every task learned?)."""
-    from bitcl.stats import summarize
+def summaries(runs: list[dict]) -> dict:
+    """``[arch][scenario][method]``: the seeds, and the mean, std and 95 % t interval over seeds
+    (bitcl.stats) of ACC, forgetting and the lowest diagonal entry (is every task learned?); and per
+    method ``blip_vs`` (Welch's p of BLIP's ACC against its ACC, and whether BLIP is significantly
+    higher, p < 0.05)."""
+    from bitcl.stats import summarize, welch_p
 
     groups: dict[tuple, list[dict]] = {}
     for r in runs:
         groups.setdefault((r["arch"], r["scenario"], r["method"]), []).append(r)
-    out = []
+    out: dict = {}
     for (arch, scenario, method), group in groups.items():
-        entry = {"arch": arch, "scenario": scenario, "method": method, "seeds": [r["seed"] for r in group]}
-        for key, values in (("acc", [r["acc"] for r in group]), ("forgetting", [r["forgetting"] for r in group]),
+        entry = {"seeds": [r["seed"] for r in group], "acc_values": [r["acc"] for r in group]}
+        for key, values in (("acc", entry["acc_values"]), ("forgetting", [r["forgetting"] for r in group]),
                             ("min_diagonal", [min(r["diagonal"]) for r in group])):
             entry[key] = summarize(values, key).as_dict()
         entry["cpu_seconds"] = sum(r["cpu_seconds"] for r in group)
-        out.append(entry)
+        out.setdefault(arch, {}).setdefault(scenario, {})[method] = entry
+    for scenarios in out.values():
+        for methods in scenarios.values():
+            blip = methods.get("blip")
+            for method, entry in methods.items():
+                if blip is not None and method != "blip":
+                    p = welch_p(blip["acc_values"], entry["acc_values"])
+                    higher = p is not None and p < 0.05 and blip["acc"]["mean"] > entry["acc"]["mean"]
+                    entry["blip_vs"] = {"acc_p_welch": p, "blip_significantly_higher": higher}
     return out
 
 
-def accuracy(args) -> None:
-    """Every method on both backbones, ``--seeds`` seeds, task- and class-incremental; one entry per run
-    (written after every run, so a partial table survives an interruption) and the per-group summaries.
-    ``--validation 0.1`` evaluates on a 10 % hold-out of each class's training digits instead of the
-    test split: the mode in which the backbones' defaults were chosen."""
-    from _env import write_result
+def job_name(arch: str, method: str, scenario: str, seed: int) -> str:
+    return f"{arch}-{scenario}-{method}-seed{seed}"
+
+
+def cached_run(work: str, job: tuple, protocol: dict, validation: float) -> dict:
+    """One run of the table, from ``work`` when a finished one was made by the same protocol and the
+    same code (``_env.code_version``), else run now and cached there (the table is resumable)."""
+    from _env import code_version
 
     torch.set_num_threads(1)
+    path = os.path.join(work, job_name(*job) + ".json")
+    made_by = {"job": list(job), "protocol": protocol, "validation": validation, "code": code_version()}
+    if os.path.isfile(path):
+        cached = json.load(open(path))
+        if cached.get("made_by") == made_by:
+            return cached["run"]
+    entry = one_run(*job, protocol, validation)
+    os.makedirs(work, exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump({"made_by": made_by, "run": entry}, f)
+    os.replace(path + ".tmp", path)
+    return entry
+
+
+def accuracy(args) -> None:
+    """Every method on both backbones, ``--seeds`` seeds, in ``--scenarios``: one entry per run and the
+    per-group summaries. Runs go ``--workers`` at a time (one torch thread each) and are cached in
+    ``--work`` (reused only when made by the same code), so an interrupted table resumes.
+    ``--validation 0.1`` evaluates on a 10 % hold-out of each class's training digits instead of the
+    test split: the mode in which the backbones' defaults were chosen."""
+    import multiprocessing
+
+    from _env import write_result
+
     protocol = QUICK if args.quick else PROTOCOL
     name = "backbones_accuracy" + ("_quick" if args.quick else "") + ("_validation" if args.validation else "")
-    out = {"protocol": {**protocol, "validation": args.validation, "threads": 1},
-           "command": " ".join(["benchmarks/bench_backbones.py"] + sys.argv[1:]), "runs": []}
-    for arch in args.archs:
-        for scenario in args.scenarios:
-            for method in args.methods:
-                for seed in args.seeds:
-                    entry = one_run(arch, method, scenario, seed, protocol, args.validation)
-                    out["runs"].append(entry)
-                    flagged = ", ".join(f"T{f['task']}" for f in entry["not_learned"]) or "-"
-                    print(f"{arch:9s} {scenario:6s} {method:9s} seed {seed}  diagonal "
-                          f"{' '.join(f'{a:.4f}' for a in entry['diagonal'])}  ACC {entry['acc']:.4f}  forgetting "
-                          f"{entry['forgetting']:.4f}  not learned {flagged}  epoch {sum(entry['epoch_seconds']) / len(entry['epoch_seconds']):.0f}s  "
-                          f"({entry['cpu_seconds']:.0f}s CPU)", flush=True)
-                    out["summaries"] = summaries(out["runs"])
-                    out["total_cpu_seconds"] = sum(r["cpu_seconds"] for r in out["runs"])
-                    path = write_result(name, out)
-    print("wrote", path)
+    work = args.work or os.path.join(os.path.dirname(os.path.abspath(__file__)), "out", name)
+    jobs = [(arch, method, scenario, seed) for arch in args.archs for scenario in args.scenarios
+            for method in args.methods for seed in args.seeds]
+    runs = []
+    with multiprocessing.get_context("spawn").Pool(args.workers, maxtasksperchild=1) as pool:
+        pending = [pool.apply_async(cached_run, (work, job, protocol, args.validation)) for job in jobs]
+        for job, waiting in zip(jobs, pending):
+            entry = waiting.get()
+            runs.append(entry)
+            flagged = ", ".join(f"T{f['task']}" for f in entry["not_learned"]) or "-"
+            epoch = sum(entry["epoch_seconds"]) / max(len(entry["epoch_seconds"]), 1)
+            print(f"{job_name(*job):32s} diagonal {' '.join(f'{a:.4f}' for a in entry['diagonal'])}  ACC "
+                  f"{entry['acc']:.4f}  forgetting {entry['forgetting']:.4f}  not learned {flagged}  epoch "
+                  f"{epoch:.0f}s  ({entry['cpu_seconds']:.0f}s CPU)", flush=True)
+    out = {"protocol": {**protocol, "validation": args.validation, "threads": 1, "workers": args.workers,
+                        "settings": "the defaults of each backbone (bitcl list) and --bn auto; no preset"},
+           "command": " ".join(["python", "benchmarks/bench_backbones.py"] + sys.argv[1:]), "runs": runs,
+           "summaries": summaries(runs), "total_cpu_seconds": sum(r["cpu_seconds"] for r in runs)}
+    write_result(name, out)
+
+
+def table(args) -> None:
+    """Print the Markdown table of a committed backbones_accuracy.json, every figure with its marker
+    (docs/results.md quotes it; tests/test_readme_figures.py checks each number against the file)."""
+    name = "backbones_accuracy.json"
+    data = json.load(open(os.path.join(RESULTS, name)))
+
+    def fig(path: str, value: float, digits: int) -> str:
+        return f"{value:.{digits}f}<!-- fig: {name} {path} -->"
+
+    def interval(path: str, summary: dict) -> str:
+        if summary["low"] is None:  # one seed: no interval
+            return f"{fig(path + '.mean', summary['mean'], 4)} (1 seed)"
+        return (f"{fig(path + '.mean', summary['mean'], 4)} [{fig(path + '.low', summary['low'], 4)}, "
+                f"{fig(path + '.high', summary['high'], 4)}]")
+
+    print("| backbone | method | ACC [95 % t] | forgetting [95 % t] | lowest diagonal [95 % t] | BLIP's ACC vs this: "
+          "Welch p |")
+    print("|---|---|---|---|---|---|")
+    for arch, scenarios in data["summaries"].items():
+        for scenario, methods in scenarios.items():
+            for method, entry in methods.items():
+                at = f"summaries.{arch}.{scenario}.{method}"
+                versus = entry.get("blip_vs")
+                p = "–" if versus is None or versus["acc_p_welch"] is None else fig(
+                    at + ".blip_vs.acc_p_welch", versus["acc_p_welch"], 2)
+                print(f"| {arch} | `{method}` | {interval(at + '.acc', entry['acc'])} | "
+                      f"{interval(at + '.forgetting', entry['forgetting'])} | "
+                      f"{interval(at + '.min_diagonal', entry['min_diagonal'])} | {p} |")
 
 
 def main() -> None:
@@ -331,13 +402,13 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=list(ACCURACY_METHODS), choices=ACCURACY_METHODS)
     ap.add_argument("--scenarios", nargs="+", default=["task", "class"], choices=("task", "class"))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--workers", type=int, default=2, help="runs at a time, one torch thread each")
+    ap.add_argument("--work", default=None, help="run cache (default benchmarks/out/backbones_accuracy*)")
     ap.add_argument("--validation", type=float, default=0.0,
                     help="evaluate on this fraction of the training digits held out (choosing defaults: 0.1)")
+    sub.add_parser("table", help="print the Markdown table of benchmarks/results/backbones_accuracy.json")
     args = parser.parse_args()
-    if args.what == "speed":
-        speed(args)
-    else:
-        accuracy(args)
+    {"speed": speed, "accuracy": accuracy, "table": table}[args.what](args)
 
 
 if __name__ == "__main__":

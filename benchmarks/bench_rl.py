@@ -39,7 +39,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _env import _git, write_result  # noqa: E402
+from _env import code_version, write_result  # noqa: E402
 
 GAMES = ("breakout", "space_invaders", "freeway")
 METHODS = ("finetune", "ft-fix", "ewc", "blip")
@@ -54,18 +54,6 @@ def method_args(method: str, prior: float, c: float) -> list[str]:
     if method == "ewc":
         return ["--mode", "online", "--c", repr(c)]
     return []
-
-
-def code_version() -> dict:
-    """The git trees of the code a run executes (bitcl/ and kernels/): a run folder made by other code
-    is never reused, whatever changed elsewhere in the repository (benchmarks, docs)."""
-    trees = {}
-    for part in ("bitcl", "kernels"):
-        try:
-            trees[part] = _git("rev-parse", f"HEAD:{part}").strip()
-        except (OSError, subprocess.SubprocessError):  # not a git checkout
-            trees[part] = "unknown"
-    return trees
 
 
 def run(tag: str, args: list[str], work: str) -> dict:

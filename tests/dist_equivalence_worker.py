@@ -42,12 +42,14 @@ SCENARIO_RUNS = {"joint-class": ("joint", "class", {}), "si-domain": ("si", "dom
 # other backbones: conv has no batch norm; alexnet and resnet18 (at --width 4) have, synchronised over
 # ranks (bitcl/models/norm.py): --bn first-task trains the norms on task 0 with the global batch's
 # statistics, then freezes them; --bn train keeps training them, here inside DLCFT's torch.func.jvp.
+# (The default, --bn auto, is per-task here: norms that learn in every task, so two tasks of the chaos
+# described next; first-task checks the same synchronised path in task 0 and the frozen one after.)
 # Batch-norm nets on MNIST are chaotic in float32 (a 1e-6 perturbation of a one-process resnet18 run,
 # Adam or SGD at lr 0.05, grows to ~1% of a norm's bias within 7 steps; likely many activations tied
 # at one exact value crossing a ReLU kink together), and so would be the reordered sums of 2 ranks. So
 # these runs see the digits dithered, (255 x + U[0, 1)) / 256, and take small SGD steps (Adam also
 # turns the float noise of a zero gradient, a conv bias before a norm, into steps of size lr).
-SGD = {"optimizer": "sgd", "lr": 0.005}
+SGD = {"optimizer": "sgd", "lr": 0.005, "bn": "first-task"}
 BN_ARCHS = ("alexnet", "resnet18")
 ARCH_RUNS = {"blip-conv": ("blip", "conv", {}, {}), "ewc-conv": ("ewc", "conv", {}, {}),
              # dlcft: the random network linearised as it is (its first-task warm-up is refused under torchrun)
