@@ -8,8 +8,10 @@ sweep spec benchmarks/sweeps/backbones_defaults.toml, run by ``bitcl sweep`` (ru
 default benchmarks/out/sweeps/backbones_defaults/: resumable, so an interrupted search continues
 where it stopped). Each candidate trains finetune on 90 % of the training split and is scored on
 the held-out 10 %; per backbone and scenario (task- and class-incremental) the candidate whose
-worst task is best learnt (``min_diagonal``) is chosen. The sweep then runs each choice on the
-test split, in its own scenario.
+worst task is best learnt (``min_diagonal``) is chosen, and the sweep runs each choice on the test
+split. A backbone has one default (what ``bitcl/models`` registers): the candidate whose worst
+``min_diagonal`` over both scenarios is highest; this script runs it on the test split in both
+scenarios (reusing the sweep's run where the choices agree).
 
 Writes ``search_backbones`` through ``_env.write_result`` (benchmarks/results/ from a clean tree,
 benchmarks/out/ otherwise): every candidate's validation diagonal, ACC and seconds per epoch, the
@@ -30,8 +32,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _sweeps import HERE, default_out, save, shrink  # noqa: E402
 
 from bitcl.sweep import load_spec, run_sweep  # noqa: E402
+from bitcl.sweep.backends import execute  # noqa: E402
+from bitcl.sweep.spec import flag  # noqa: E402
 
 SPEC = HERE / "sweeps" / "backbones_defaults.toml"
+OPTION = ("bn", "optimizer", "lr", "momentum")  # the spec's [select] option
 
 
 def run_figures(folder: Path) -> dict:
@@ -51,6 +56,34 @@ def scenario_of(group: str) -> tuple[str, str]:
     return fields["arch"], fields["scenario"]
 
 
+def default_choice(scenarios: dict) -> dict:
+    """The one default of a backbone: the candidate whose worst ``min_diagonal`` over the scenarios
+    is highest (ties: the candidate listed first), among those that ran in every scenario."""
+    names = [key for key in scenarios]
+    best, best_score = None, None
+    for index, candidate in enumerate(scenarios[names[0]]["candidates"]):
+        chosen = {k: candidate[k] for k in OPTION}
+        scores = [next(c["min_diagonal"] for c in scenarios[s]["candidates"] if {k: c[k] for k in OPTION} == chosen)
+                  for s in names]
+        if any(score is None for score in scores):
+            continue
+        if best_score is None or min(scores) > best_score:
+            best, best_score = chosen, min(scores)
+    return {"chosen": best, "worst_min_diagonal": best_score}
+
+
+def test_run(out: Path, settings: dict, threads: int) -> dict:
+    """``settings`` on the test split, in ``out/defaults/`` (reused when finished)."""
+    folder = out / "defaults" / f"arch={settings['arch']}" / f"scenario={settings['scenario']}"
+    if not (folder / "results.json").is_file():
+        argv = [a for key, value in settings.items() for a in flag(key, value)]
+        argv += ["--out", str(folder), "--overwrite", "--quiet"]
+        status, last, _ = execute(argv, threads)
+        if status != 0:
+            return {"error": last, "argv": argv}
+    return run_figures(folder)
+
+
 def main(quick: bool, out: Path) -> None:
     started = time.time()
     spec = load_spec(SPEC)
@@ -68,25 +101,41 @@ def main(quick: bool, out: Path) -> None:
             candidates.append({**dict(zip(option, c["value"])), "validation": figures,
                                "min_diagonal": c.get("min_diagonal", {}).get("mean"), "failed": c["failed"]})
         chosen = None if choice["chosen"] is None else dict(zip(option, choice["chosen"]))
-        backbones.setdefault(arch, {})[scenario] = {"candidates": candidates, "chosen": chosen, "test": None}
+        backbones.setdefault(arch, {"scenarios": {}})["scenarios"][scenario] = {
+            "candidates": candidates, "chosen": chosen, "test": None}
     for record in summary["runs"]:
         arch, scenario = record["settings"]["arch"], record["settings"]["scenario"]
         if record["status"] == "done":
-            backbones[arch][scenario]["test"] = run_figures(out / record["name"])
+            backbones[arch]["scenarios"][scenario]["test"] = run_figures(out / record["name"])
+    common = {k: v[0] for k, v in spec.grid.items() if len(v) == 1 and k not in ("scenario", "method", "seed")}
+    for arch, entry in backbones.items():
+        entry["default"] = default_choice(entry["scenarios"])
+        entry["default"]["test"] = {}
+        for scenario, per_scenario in entry["scenarios"].items():
+            if per_scenario["chosen"] == entry["default"]["chosen"] and per_scenario["test"] is not None:
+                figures = per_scenario["test"]  # the sweep already ran it on the test split
+            else:
+                settings = {**common, "method": "finetune", "seed": 0, "arch": arch, "scenario": scenario,
+                            **entry["default"]["chosen"]}
+                figures = test_run(out, settings, spec.threads or 1)
+            entry["default"]["test"][scenario] = figures
     protocol = ("quick smoke run: 1 epoch, tests/data/mnist2k.npz" if quick else
                 "see benchmarks/sweeps/backbones_defaults.toml")
     path = save("search_backbones", {
         "protocol": protocol + "; candidates trained on 90% of the training split and scored on the held-out 10% "
                                "(validation=0.1, stratified per class; the test split is never read for the choice); "
                                "each choice then run on the test split in its own scenario, seed 0",
-        "selection": "per backbone and scenario: highest min_diagonal (the worst task's accuracy right after "
-                     "learning it) on validation; ties: the candidate listed first",
+        "selection": "per backbone and scenario (scenarios.*.chosen): highest min_diagonal (the worst task's "
+                     "accuracy right after learning it) on validation; ties: the candidate listed first. The "
+                     "backbone's one default (default.chosen, registered in bitcl/models): the candidate whose "
+                     "worst min_diagonal over both scenarios is highest; default.test: it on the test split",
         "spec": str(SPEC.relative_to(HERE.parent)), "threads_per_run": spec.threads,
         "backbones": backbones, "failed": summary["failed"], "search_seconds": time.time() - started}, quick)
-    for arch, scenarios in backbones.items():
-        for scenario, entry in scenarios.items():
-            test = (entry["test"] or {}).get("diagonal")
-            print(f"{arch} {scenario}: chosen {entry['chosen']}; test diagonal {test}")
+    for arch, entry in backbones.items():
+        for scenario, per_scenario in entry["scenarios"].items():
+            print(f"{arch} {scenario}: chosen {per_scenario['chosen']}")
+        test = {s: f.get("diagonal") for s, f in entry["default"]["test"].items()}
+        print(f"{arch} default {entry['default']['chosen']}: test diagonal {test}")
     print(f"wrote {path} (sweep in {out}) in {time.time() - started:.0f} s")
 
 

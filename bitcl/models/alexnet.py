@@ -74,7 +74,9 @@ class AlexNet(TaskAware, nn.Module):
 
 
 @register_backbone("alexnet", "HAT/BLIP AlexNet: conv 64k4-128k3-256k2 (BN, pool) + FC 2048-2048; 32x32 or 84x84; "
-                              "--width scales it (in 1/64ths of the first conv), --bn, --dropout")
+                              "--width scales it (in 1/64ths of the first conv), --bn, --dropout",
+                   training={"optimizer": "adam", "lr": 1e-3, "momentum": 0.0},
+                   training_source="benchmarks/search_backbones.py -> benchmarks/results/search_backbones.json")
 def _alexnet(args: BackboneArgs) -> nn.Module:
     width = args.width / CHANNELS[0] if args.width else 1.0
     return AlexNet(args.input_shape, args.layers, width, args.bn, args.dropout)

@@ -87,7 +87,9 @@ class ResNet18(TaskAware, nn.Module):
 
 
 @register_backbone("resnet18", "GEM's reduced ResNet-18 (20 base filters, --width overrides; BN per --bn); "
-                               "32x32 or 84x84")
+                               "32x32 or 84x84",
+                   training={"optimizer": "adam", "lr": 1e-3, "momentum": 0.0},
+                   training_source="benchmarks/search_backbones.py -> benchmarks/results/search_backbones.json")
 def _resnet18(args: BackboneArgs) -> nn.Module:
     if args.dropout:
         raise ConfigError(f"resnet18 has no dropout (GEM's net has none), got --dropout {args.dropout}")

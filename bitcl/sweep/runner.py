@@ -204,7 +204,8 @@ def finished_results(folder: Path, run: RunSpec) -> Optional[dict]:
         raise ConfigError(f"{path}: {str(error).splitlines()[0]} (move it away to rerun this run)") from None
     recorded = results.get("config", {})
     wanted = {k: v for k, v in run.settings.items() if k != "method_options"}
-    pairs = [(k, recorded.get(k), v) for k, v in wanted.items()]
+    as_run = _as_recorded(run, folder)
+    pairs = [(k, recorded.get(k), getattr(as_run, k, v)) for k, v in wanted.items()]
     pairs += [(k, recorded.get("method_options", {}).get(k), v) for k, v in run.settings.get("method_options",
                                                                                                {}).items()]
     for key, have, want in pairs:
@@ -212,6 +213,16 @@ def finished_results(folder: Path, run: RunSpec) -> Optional[dict]:
             raise ConfigError(f"{folder}: holds a finished run with {key}={have!r}, but the sweep asks for "
                               f"{want!r}; use another --out or move that run away")
     return results
+
+
+def _as_recorded(run: RunSpec, folder: Path):
+    """The run's settings as ``bitcl run`` resolves and records them (``--bn auto`` becomes the policy
+    it means in the run's scenario), or None when they do not resolve (then compared as written)."""
+    from bitcl.run_args import config_from_args
+    try:
+        return config_from_args(run.argv(folder)).resolved()
+    except BitclError:
+        return None
 
 
 def _same(a, b) -> bool:

@@ -109,3 +109,22 @@ def test_help_and_list_show_where_the_defaults_come_from(sgd_backbone):
     assert "defaults: --optimizer sgd, --lr 0.05, --momentum 0.9 (a test)" in listed.stdout
     shown = [line for line in listed.stdout.splitlines() if "defaults: --optimizer" in line]
     assert len(shown) == 1 + sum(bool(training_defaults(a)) for a in ("mlp", "conv", "alexnet", "resnet18"))
+
+
+def test_registered_defaults_are_the_committed_search_choice_and_learn_every_task():
+    """Issue 22: AlexNet's and ResNet-18's defaults are the one default per backbone that
+    benchmarks/search_backbones.py chose on validation data over both scenarios (with --bn auto), and
+    under them finetune's diagonal is >= 0.98 on every task of the test split, task- and
+    class-incremental (benchmarks/results/search_backbones.json, made from a clean tree)."""
+    import json
+    from pathlib import Path
+    result = json.loads((Path(__file__).parents[2] / "benchmarks" / "results" / "search_backbones.json").read_text())
+    assert not result["environment"]["git_commit"].endswith("+uncommitted")
+    assert set(result["backbones"]) == {"alexnet", "resnet18"}
+    for arch, entry in result["backbones"].items():
+        assert set(entry["scenarios"]) == {"task", "class"}
+        assert entry["default"]["chosen"] == {"bn": "auto", **training_defaults(arch)}, arch
+        assert set(entry["default"]["test"]) == {"task", "class"}
+        for scenario, figures in entry["default"]["test"].items():
+            assert figures["evaluated_on"] == "test"
+            assert min(figures["diagonal"]) >= 0.98, (arch, scenario, figures["diagonal"])

@@ -65,6 +65,20 @@ def test_a_folder_holding_other_settings_is_refused(tmp_path, fake):
         sweep(tmp_path, SPEC.replace("epochs = 1", "epochs = 2"))
 
 
+def test_a_setting_the_run_resolves_is_compared_as_resolved(tmp_path, fake):
+    """A run records --bn auto as the policy it resolved to (train in a class-incremental run): the
+    sweep reuses that finished run, and still refuses one made with another policy."""
+    runs = fake()
+    spec = SPEC + 'scenario = "class"\narch = "resnet18"\nbn = "auto"\n'
+    sweep(tmp_path, spec)
+    recorded = json.loads(next((tmp_path / "out").rglob("results.json")).read_text())
+    assert recorded["config"]["bn"] == "train"
+    sweep(tmp_path, spec)
+    assert len(runs.calls) == 6, "a finished run was run again"
+    with pytest.raises(ConfigError, match=r"holds a finished run with bn='train', but the sweep asks for 'per-task'"):
+        sweep(tmp_path, spec.replace('bn = "auto"', 'bn = "per-task"'))
+
+
 def test_summary_statistics_come_from_bitcl_stats(tmp_path, fake):
     """Mean, interval, ranking and Welch's p agree with bitcl.stats on the runs' own figures."""
     scores = {("finetune", 0): 0.50, ("finetune", 1): 0.52, ("finetune", 2): 0.51,
