@@ -4,7 +4,7 @@ Batch norm keeps state that is not a weight: running statistics, updated by ever
 training batch, and an affine pair (gamma, beta) that bit freezing does not cover
 (they stay float). In a sequence of tasks both drift towards the newest task, so a
 network whose quantised weights are perfectly protected still forgets through its
-norms. bitcl offers three policies:
+norms. bitcl offers three policies, and a default that picks one per scenario:
 
 * ``auto`` (the default of ``bitcl run``): ``per-task`` in task-incremental runs, where the test
   gives a task id, ``train`` in the others (:func:`resolve_policy`; results.json records the
