@@ -36,7 +36,6 @@ from bitcl.sweep.backends import execute  # noqa: E402
 from bitcl.sweep.spec import flag  # noqa: E402
 
 SPEC = HERE / "sweeps" / "backbones_defaults.toml"
-OPTION = ("bn", "optimizer", "lr", "momentum")  # the spec's [select] option
 
 
 def run_figures(folder: Path) -> dict:
@@ -56,19 +55,18 @@ def scenario_of(group: str) -> tuple[str, str]:
     return fields["arch"], fields["scenario"]
 
 
-def default_choice(scenarios: dict) -> dict:
-    """The one default of a backbone: the candidate whose worst ``min_diagonal`` over the scenarios
-    is highest (ties: the candidate listed first), among those that ran in every scenario."""
-    names = [key for key in scenarios]
+def default_choice(scenarios: dict, option: list[str]) -> dict:
+    """The one default of a backbone: the candidate (its values of ``option``, the spec's [select]
+    option) whose worst ``min_diagonal`` over the scenarios is highest (ties: the candidate listed
+    first), among those that ran in every scenario."""
+    scores: dict[tuple, list] = {}
+    for per_scenario in scenarios.values():
+        for c in per_scenario["candidates"]:
+            scores.setdefault(tuple(c[k] for k in option), []).append(c["min_diagonal"])
     best, best_score = None, None
-    for index, candidate in enumerate(scenarios[names[0]]["candidates"]):
-        chosen = {k: candidate[k] for k in OPTION}
-        scores = [next(c["min_diagonal"] for c in scenarios[s]["candidates"] if {k: c[k] for k in OPTION} == chosen)
-                  for s in names]
-        if any(score is None for score in scores):
-            continue
-        if best_score is None or min(scores) > best_score:
-            best, best_score = chosen, min(scores)
+    for value, found in scores.items():
+        if len(found) == len(scenarios) and None not in found and (best_score is None or min(found) > best_score):
+            best, best_score = dict(zip(option, value)), min(found)
     return {"chosen": best, "worst_min_diagonal": best_score}
 
 
@@ -109,7 +107,7 @@ def main(quick: bool, out: Path) -> None:
             backbones[arch]["scenarios"][scenario]["test"] = run_figures(out / record["name"])
     common = {k: v[0] for k, v in spec.grid.items() if len(v) == 1 and k not in ("scenario", "method", "seed")}
     for arch, entry in backbones.items():
-        entry["default"] = default_choice(entry["scenarios"])
+        entry["default"] = default_choice(entry["scenarios"], list(spec.select.option))
         entry["default"]["test"] = {}
         for scenario, per_scenario in entry["scenarios"].items():
             if per_scenario["chosen"] == entry["default"]["chosen"] and per_scenario["test"] is not None:
