@@ -73,3 +73,9 @@ figures: setup
 	$(BIN)/python benchmarks/bench_user_model.py
 	$(BIN)/python benchmarks/search_backbones.py
 	$(BIN)/python benchmarks/protocol_time.py --what both
+	$(BIN)/python benchmarks/figures_status.py --strict
+
+# Which committed results were made by the code at HEAD, and what changed since the others.
+.PHONY: figures-status
+figures-status: setup
+	$(BIN)/python benchmarks/figures_status.py

@@ -13,7 +13,11 @@ round to round; per path the median and the minimum are reported, and its ratio 
 path is the median over rounds of the ratio within the round (paths of one round share the
 machine's load). Wall times of each whole call (set-up and evaluation included) and the load
 average of each round are recorded too, and the share of the CLI loop that is BLIP's
-consolidation (Fisher and freezing), work that Naive without the plugin never does.
+consolidation (Fisher and freezing), work that Naive without the plugin never does. The plugin
+path's own consolidation is timed too (its ``after_training_exp``), so its cost over Naive splits
+into that consolidation and the rest (hooks, the projection after every step); ``--more-epochs``
+repeats the whole timing at more epochs per task (``paths_by_epochs``), where the once-per-task
+consolidation weighs less.
 
 Part 2 (benchmarks/results/avalanche_defects.json): the behaviour of Avalanche 0.6's own EWC,
 SI and MAS plugins that issue 18 describes, measured here:
@@ -97,10 +101,22 @@ def _loop_seconds(result) -> float:
 
 
 CONSOLIDATION: list[float] = []  # the CLI path's consolidation seconds (BLIP's Fisher and freezing), per call
+PLUGIN_CONSOLIDATION: list[float] = []  # the same work inside BLIPPlugin (its after_training_exp), per call
+EPOCHS = [1]  # epochs per task of the timed runs (set by timing())
+
+
+class TimedBLIPPlugin(bav.BLIPPlugin):
+    """BLIPPlugin whose end-of-experience work (Fisher and freezing) is timed in CPU seconds, so the
+    plugin's cost splits into consolidation (what the CLI's runner does too) and the per-step hooks."""
+
+    def after_training_exp(self, strategy, **kwargs):
+        start = time.process_time()
+        super().after_training_exp(strategy, **kwargs)
+        PLUGIN_CONSOLIDATION[-1] += time.process_time() - start
 
 
 def run_cli_path(tasks):
-    config = RunConfig(method="blip", benchmark="split-mnist", scenario="task", epochs=1, batch_size=BATCH, lr=LR,
+    config = RunConfig(method="blip", benchmark="split-mnist", scenario="task", epochs=EPOCHS[0], batch_size=BATCH, lr=LR,
                        optimizer="sgd", lr_schedule="none", hidden=[HIDDEN], seed=0, quiet=True,
                        method_options={"fisher_prior": PRIOR})
     start = WALL()
@@ -117,7 +133,7 @@ def run_fit(tasks, loaders: bool):
     start = WALL()
     with cpu_clock():
         result = fit(model, data, "blip", options={"fisher_prior": PRIOR}, optimizer="sgd", lr=LR,
-                     lr_schedule="none", batch_size=BATCH, epochs=1, seed=0)
+                     lr_schedule="none", batch_size=BATCH, epochs=EPOCHS[0], seed=0)
     return WALL() - start, _loop_seconds(result), result.acc
 
 
@@ -126,9 +142,11 @@ def run_avalanche(tasks, plugin: bool = True):
                               task_labels=list(range(len(tasks))), complete_test_set_only=False)
     model = Heads(_model())
     naive = Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=LR), criterion=nn.CrossEntropyLoss(),
-                  train_mb_size=BATCH, train_epochs=1, eval_mb_size=1000, device="cpu",
-                  plugins=[bav.BLIPPlugin(fisher_prior=PRIOR)] if plugin else [],
+                  train_mb_size=BATCH, train_epochs=EPOCHS[0], eval_mb_size=1000, device="cpu",
+                  plugins=[TimedBLIPPlugin(fisher_prior=PRIOR)] if plugin else [],
                   evaluator=EvaluationPlugin(loggers=[]))
+    if plugin:
+        PLUGIN_CONSOLIDATION.append(0.0)
     start, cpu_start = WALL(), time.process_time()
     for experience in bench.train_stream:
         naive.train(experience)
@@ -140,7 +158,8 @@ def run_avalanche(tasks, plugin: bool = True):
     return seconds, cpu_seconds, acc
 
 
-def timing(repeats: int) -> dict:
+def timing(repeats: int, epochs: int = 1) -> dict:
+    EPOCHS[0] = epochs
     tasks = benchmark_tasks("split-mnist", scenario="task", seed=0)
     paths = {"cli_engine": lambda: run_cli_path(tasks), "fit_datasets": lambda: run_fit(tasks, False),
              "fit_dataloaders": lambda: run_fit(tasks, True), "avalanche_blip_plugin": lambda: run_avalanche(tasks),
@@ -151,6 +170,7 @@ def timing(repeats: int) -> dict:
         path()
     load = []
     CONSOLIDATION.clear()
+    PLUGIN_CONSOLIDATION.clear()
     for r in range(repeats):
         for name in names[r % len(names):] + names[:r % len(names)]:  # rotated: no path always runs first
             runs[name].append(paths[name]())
@@ -180,10 +200,22 @@ def timing(repeats: int) -> dict:
     # what BLIP adds to any training loop (the CLI's consolidation, in its loop's CPU seconds): a floor
     # for blip_plugin_over_naive, since Naive without the plugin consolidates nothing
     out["cli_consolidation_share"] = statistics.median(c / loop for c, loop in zip(CONSOLIDATION, loops("cli_engine")))
+    # the plugin's cost split in two: its consolidation (Fisher and freezing, the work of the CLI's
+    # end_task, which Naive alone never does) and everything else it adds (hooks, projection after
+    # every step), each over Naive alone in the same round
+    with_plugin = loops("avalanche_blip_plugin")
+    plugin_consolidation = PLUGIN_CONSOLIDATION  # one entry per timed plugin call, in order
+    naive = loops("avalanche_naive_no_plugin")
+    out["plugin_consolidation_over_naive"] = statistics.median(
+        c / b for c, b in zip(plugin_consolidation, naive))
+    out["blip_plugin_over_naive_without_consolidation"] = statistics.median(
+        (a - c) / b for a, c, b in zip(with_plugin, plugin_consolidation, naive))
     out["load_average_per_round"] = load
     print(f"BLIPPlugin / Naive without it: x{out['blip_plugin_over_naive']:.3f} "
           f"(x{out['blip_plugin_over_naive_by_minima']:.3f} by minima); consolidation is "
-          f"{out['cli_consolidation_share']:.3f} of the CLI loop; load average per round {load}")
+          f"{out['cli_consolidation_share']:.3f} of the CLI loop; without its consolidation "
+          f"x{out['blip_plugin_over_naive_without_consolidation']:.3f} (consolidation "
+          f"{out['plugin_consolidation_over_naive']:.3f} of Naive); load average per round {load}")
     return out
 
 
@@ -269,6 +301,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=9, help="interleaved rounds of every path")
     parser.add_argument("--skip-timing", action="store_true")
+    parser.add_argument("--more-epochs", type=int, nargs="*", default=[5],
+                        help="also time every path at these epochs per task (paths_by_epochs): BLIP's "
+                             "consolidation is once per task, so its share falls as training grows")
     args = parser.parse_args()
     env = environment()
     import avalanche
@@ -277,7 +312,7 @@ def main() -> None:
     write_result("avalanche_defects", {"versions": env, "measured": found})
     if not args.skip_timing:
         protocol = {"benchmark": "split-mnist (embedded 5,000 digits), 5 tasks, task-incremental", "hidden": HIDDEN,
-                    "bits": 20, "epochs": 1, "optimizer": "sgd", "lr": LR, "batch_size": BATCH,
+                    "bits": 20, "epochs": 1, "more_epochs": args.more_epochs, "optimizer": "sgd", "lr": LR, "batch_size": BATCH,
                     "fisher_prior": PRIOR, "repeats": args.repeats,
                     "clock": "CPU seconds of this process (time.process_time) for training + consolidation "
                              "(bitcl: timing.train_seconds + consolidate_seconds, timed with that clock; "
@@ -289,8 +324,14 @@ def main() -> None:
                                  "best_loop_cpu_seconds); ratio_to_cli and blip_plugin_over_naive: median over "
                                  "rounds of the within-round ratio; ratio_of_best_to_cli and "
                                  "blip_plugin_over_naive_by_minima: ratio of the minima; cli_consolidation_share: median over "
-                                 "rounds of the CLI path's consolidation seconds over its loop seconds"}
-        write_result("avalanche", {"versions": env, "protocol": protocol, "paths": timing(args.repeats)})
+                                 "rounds of the CLI path's consolidation seconds over its loop seconds; "
+                                 "plugin_consolidation_over_naive and blip_plugin_over_naive_without_consolidation: "
+                                 "the plugin's end-of-experience CPU seconds (Fisher and freezing) over Naive's "
+                                 "loop, and the plugin path's loop less them over Naive's, medians over rounds"}
+        paths = timing(args.repeats)
+        by_epochs = {str(e): timing(args.repeats, e) for e in args.more_epochs}
+        write_result("avalanche", {"versions": env, "protocol": protocol, "paths": paths,
+                                   "paths_by_epochs": by_epochs})
 
 
 if __name__ == "__main__":

@@ -142,13 +142,14 @@ class DataContext(TaskContext):
         self._bit_states: Optional[list] = None
 
     def project(self) -> None:
-        """Move every quantised latent weight into the window its frozen bits allow. The Bit layers
-        are found once per task (a loop that projects after every step, as the Avalanche plugins
-        do, would otherwise walk every module of the model at every step)."""
+        """Move every quantised latent weight into the window its frozen bits allow, codes refreshed
+        when next read (``BitState.project_latent_``, as the CLI's and ``fit``'s loops project). The
+        Bit layers are found once per task (a loop that projects after every step, as the Avalanche
+        plugins do, would otherwise walk every module of the model at every step)."""
         if self._bit_states is None:
             self._bit_states = [state for _, state in bit_states(self.model)]
         for state in self._bit_states:
-            state.project_()
+            state.project_latent_()
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward(x)

@@ -1,0 +1,77 @@
+"""benchmarks/figures_status.py: a result is current only while the code that decides it is HEAD's."""
+import importlib.util
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+GIT = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+
+
+def _commit(root: Path, message: str) -> str:
+    subprocess.run([*GIT, "-C", str(root), "add", "-A"], check=True)
+    subprocess.run([*GIT, "-C", str(root), "commit", "-qm", message], check=True)
+    return subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+@pytest.fixture
+def repo(tmp_path):
+    """A throw-away checkout: bitcl/, docs/, a benchmark script and figures_status.py imported from there."""
+    for folder in ("bitcl", "docs", "benchmarks/results"):
+        (tmp_path / folder).mkdir(parents=True)
+    shutil.copy(REPO / "benchmarks" / "figures_status.py", tmp_path / "benchmarks" / "figures_status.py")
+    (tmp_path / "bitcl" / "core.py").write_text("x = 1\n")
+    (tmp_path / "docs" / "page.md").write_text("text\n")
+    (tmp_path / "benchmarks" / "bench_a.py").write_text("print(1)\n")
+    (tmp_path / "benchmarks" / "bench_b.py").write_text("print(2)\n")
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    made_at = _commit(tmp_path, "code")
+    spec = importlib.util.spec_from_file_location("figures_status_under_test",
+                                                  tmp_path / "benchmarks" / "figures_status.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return tmp_path, module, made_at
+
+
+def _result(root: Path, name: str, commit: str, script: str = "benchmarks/bench_a.py") -> None:
+    record = {"acc": 0.5, "environment": {"git_commit": commit, "command": f"python {script} --quick",
+                                          "date": "2026-12-06T00:00:00+00:00"}}
+    (root / "benchmarks" / "results" / f"{name}.json").write_text(json.dumps(record))
+
+
+def test_a_result_stays_current_through_changes_that_cannot_move_its_numbers(repo):
+    root, module, made_at = repo
+    _result(root, "a", made_at)
+    _commit(root, "the result")
+    (root / "docs" / "page.md").write_text("more text\n")
+    (root / "benchmarks" / "bench_b.py").write_text("print(3)\n")  # another benchmark's script
+    _commit(root, "docs and another script")
+    [entry] = module.statuses(str(root / "benchmarks" / "results"))
+    assert entry["current"] and entry["changed"] == [], entry
+    assert module.main([]) == 0 and module.main(["--strict"]) == 0
+
+
+@pytest.mark.parametrize("changed", ["bitcl/core.py", "benchmarks/bench_a.py"])
+def test_a_change_to_the_package_or_the_results_own_script_makes_it_stale(repo, changed, capsys):
+    root, module, made_at = repo
+    _result(root, "a", made_at)
+    (root / changed).write_text("changed = True\n")
+    _commit(root, "code change")
+    [entry] = module.statuses(str(root / "benchmarks" / "results"))
+    assert not entry["current"] and entry["changed"] == [changed]
+    assert module.main(["--strict"]) == 1
+    assert f"NOT CURRENT: 1 file(s) changed since: {changed}" in capsys.readouterr().out
+
+
+def test_uncommitted_and_unknown_commits_are_never_current(repo):
+    root, module, made_at = repo
+    _result(root, "dirty", made_at + "+uncommitted")
+    _result(root, "elsewhere", "0" * 40)
+    _commit(root, "results")
+    found = {Path(e["file"]).stem: e for e in module.statuses(str(root / "benchmarks" / "results"))}
+    assert "uncommitted" in found["dirty"]["problem"] and not found["dirty"]["current"]
+    assert "not in this clone's history" in found["elsewhere"]["problem"] and not found["elsewhere"]["current"]
