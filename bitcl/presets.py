@@ -16,7 +16,7 @@ PRESETS: dict[tuple[str, str, str], dict] = {
     # 10 tasks x 3 epochs: the protocol the search ran at (BLIP's authors: 5 epochs of SGD)
     ("permuted-mnist", "blip", "task"): {
         "epochs": 3, "lr": 6e-3, "batch_size": 32, "method_options": {"fisher_prior": 1e-7},
-        "source": "benchmarks/search_presets.py -> benchmarks/results/archive/search_permuted_blip.json, made by earlier uncommitted code; rerun to remake"},
+        "source": "benchmarks/search_presets.py permuted-blip -> benchmarks/results/search_permuted_blip.json"},
 }
 
 

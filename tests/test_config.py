@@ -96,10 +96,11 @@ def test_help_shows_every_default_and_list_shows_options():
 
 
 def test_presets_are_the_choices_of_their_committed_search():
-    """Each preset equals what its search chose on validation data (the search's file is archived:
-    benchmarks/results/archive/README.md says why and how to remake it)."""
+    """Each preset equals what its search chose on validation data, in the result file its source names."""
     from pathlib import Path
-    results = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "archive"
+    results = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
+    if not (results / "search_permuted_blip.json").exists():  # until the rerun lands
+        results = results / "archive"
     preset = presets.PRESETS[("permuted-mnist", "blip", "task")]
     chosen = json.loads((results / "search_permuted_blip.json").read_text())["chosen"]
     assert (preset["lr"], preset["batch_size"], preset["method_options"]["fisher_prior"]) == (
