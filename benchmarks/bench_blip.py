@@ -4,7 +4,8 @@
 
 * accuracy: Split-MNIST (5 tasks, task-incremental, MLP 784-1200, 10 epochs) for blip,
   finetune (quantised) and finetune --backbone float; Permuted-MNIST (10 tasks, 3 epochs)
-  for blip and finetune at the engine defaults (blip_accuracy.json). BLIP at the
+  for blip and finetune at the engine defaults; seeds 0-2, 95 % t intervals, Welch's p of
+  BLIP's ACC against each (blip_accuracy.json). BLIP at the
   validation-chosen Permuted-MNIST preset: benchmarks/search_presets.py.
 * scenarios: BLIP and finetune on Split-MNIST, domain- and class-incremental, 10 epochs.
 * speed: BLIP's mean epoch time over finetune --backbone float's, same configuration,
@@ -46,22 +47,45 @@ def summary(result) -> dict:
             "accuracy_matrix": result.accuracy_matrix, "train_seconds": sum(result.timing["train_seconds"])}
 
 
+SEEDS = (0, 1, 2)
+
+
 def accuracy() -> None:
     """Split-MNIST at the engine defaults (10 epochs): BLIP, finetune (quantised) and finetune (float);
-    Permuted-MNIST at the engine defaults (3 epochs). Permuted-MNIST at its validation-chosen preset is
-    benchmarks/search_presets.py's job."""
+    Permuted-MNIST at the engine defaults (3 epochs): BLIP and finetune; each over seeds 0, 1 and 2.
+    Per run: every seed's figures, and the mean, std and 95 % Student t interval of ACC, BWT and
+    forgetting over the seeds (bitcl.stats); per benchmark, Welch's p of BLIP's ACC against each other
+    run's. Permuted-MNIST at its validation-chosen preset is benchmarks/search_presets.py's job."""
+    from bitcl.stats import summarize, welch_p
+
+    plan = [("split-blip", "split-mnist", 10, dict(method="blip")),
+            ("split-finetune", "split-mnist", 10, dict(method="finetune")),
+            ("split-finetune-float", "split-mnist", 10, dict(method="finetune", backbone="float")),
+            ("permuted-blip-defaults", "permuted-mnist", 3, dict(method="blip")),
+            ("permuted-finetune-defaults", "permuted-mnist", 3, dict(method="finetune"))]
     runs = {}
-    for name, kw in [("split-blip", dict(method="blip")),
-                     ("split-finetune", dict(method="finetune")),
-                     ("split-finetune-float", dict(method="finetune", backbone="float"))]:
-        runs[name] = summary(go(name, benchmark="split-mnist", epochs=10, preset=False, **kw))
-    for name, kw in [("permuted-blip-defaults", dict(method="blip")),
-                     ("permuted-finetune-defaults", dict(method="finetune"))]:
-        runs[name] = summary(go(name, benchmark="permuted-mnist", epochs=3, preset=False, **kw))
+    for name, benchmark, epochs, kw in plan:
+        per_seed = [summary(go(f"{name}-seed{seed}", benchmark=benchmark, epochs=epochs, preset=False, seed=seed,
+                               **kw)) for seed in SEEDS]
+        runs[name] = {"benchmark": benchmark, "seeds": list(SEEDS), "per_seed": per_seed,
+                      **{key: summarize([r[key] for r in per_seed], key).as_dict()
+                         for key in ("acc", "bwt", "forgetting")}}
+    for name, entry in runs.items():
+        blip = next(n for n in runs if n.endswith(("blip", "blip-defaults")) and runs[n]["benchmark"] == entry["benchmark"])
+        if name != blip:
+            entry["blip_acc_p_welch"] = welch_p([r["acc"] for r in runs[blip]["per_seed"]],
+                                                [r["acc"] for r in entry["per_seed"]])
     write_json("blip_accuracy.json", {
         "protocol": "mnist15k, MLP 784-1200, 20 bits, task-incremental; Split-MNIST 5 tasks x 10 epochs, "
-                    "Permuted-MNIST 10 tasks x 3 epochs; engine defaults (Adam lr 3e-3, batch 64, prior 1e-10)",
+                    "Permuted-MNIST 10 tasks x 3 epochs; engine defaults (Adam lr 3e-3, batch 64, prior 1e-10); "
+                    "seeds 0, 1, 2; intervals: 95 % Student t over the seeds; p: Welch's t-test of BLIP's ACC "
+                    "against the run's, same benchmark",
         "runs": runs, "targets": {"split_acc": 0.99, "split_bwt": -0.002}})
+    for name, entry in runs.items():
+        acc = entry["acc"]
+        p = entry.get("blip_acc_p_welch")
+        print(f"{name:28s} ACC {acc['mean']:.4f} [{acc['low']:.4f}, {acc['high']:.4f}]  BWT {entry['bwt']['mean']:+.4f}"
+              + (f"  BLIP vs this: Welch p {p:.3g}" if p is not None else ""))
 
 
 def scenarios() -> None:

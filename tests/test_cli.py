@@ -121,7 +121,7 @@ def test_resume_after_kill_9_is_bit_exact(tmp_path, small_npz):
     common = ["--method", "blip", "--data", small_npz, "--hidden", "300", "--epochs", "6", "--quiet",
               "--benchmark", "permuted-mnist", "--tasks", "4"]
     whole = tmp_path / "whole"
-    assert run_cli("run", *common, "--out", whole).returncode == 0
+    assert cli("run", *common, "--out", whole).returncode == 0  # in this process: no second torch import
     broken = tmp_path / "broken"
     proc = subprocess.Popen([sys.executable, "-m", "bitcl", "run", *common, "--out", str(broken)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -133,7 +133,7 @@ def test_resume_after_kill_9_is_bit_exact(tmp_path, small_npz):
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "run finished before it could be killed"
     assert not (broken / "results.json").exists()
-    resumed = run_cli("run", *common, "--out", broken, "--resume")
+    resumed = cli("run", *common, "--out", broken, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     a = json.loads((whole / "results.json").read_text())
     b = json.loads((broken / "results.json").read_text())
