@@ -136,13 +136,13 @@ def _blip_alexnet(benchmark: str, width: int, fisher_prior: float) -> dict:
 
 PROTOCOLS: dict[str, Protocol] = {p.name: p for p in [
     Protocol("blip-mnist5", _BLIP, "BLIP's MNIST-5: full MNIST in 5 tasks of 2 digits, a head per task, MLP 784-1200",
-             _blip_mlp("split-mnist"), _BLIP_CODE, (_BLIP_SCHEDULE, _BLIP_NORM), _time(0.27, 0.016),
+             _blip_mlp("split-mnist"), _BLIP_CODE, (_BLIP_SCHEDULE, _BLIP_NORM), _time(0.25, 0.016),
              paper_figures_note=_BLIP_FIGURES),
     Protocol("blip-pmnist", _BLIP,
              "BLIP's PMNIST: full MNIST under 10 pixel permutations, a head per task, MLP 784-1200",
              {**_blip_mlp("permuted-mnist"), "tasks": 10}, _BLIP_CODE,
              (_BLIP_SCHEDULE, _BLIP_NORM, "BLIP's code permutes every task and shuffles their order by the seed; "
-              "bitcl leaves task 0 unpermuted"), _time(3.8, 0.16), paper_figures_note=_BLIP_FIGURES),
+              "bitcl leaves task 0 unpermuted"), _time(3.2, 0.16), paper_figures_note=_BLIP_FIGURES),
     Protocol("blip-alternating-cifar", _BLIP,
              "BLIP's alternating CIFAR-10/100: 5 CIFAR-10 tasks of 2 classes and 5 CIFAR-100 tasks of 20, task order "
              "shuffled by the seed as in the code, AlexNet at twice the width (--mul 2)",
@@ -150,7 +150,7 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in [
              _BLIP_CODE,
              (_BLIP_SCHEDULE, _BLIP_NORM, "BLIP's code holds out 10% of each task's training data for that schedule; "
               "bitcl trains on all of it",
-              "bitcl's AlexNet has batch norm (--bn first-task); BLIP's quantised AlexNet has none"), _time(140, 0.17),
+              "bitcl's AlexNet has batch norm (--bn first-task); BLIP's quantised AlexNet has none"), _time(60, 0.17),
              paper_figures_note=_BLIP_FIGURES),
     Protocol("blip-dataset-sequence", _BLIP,
              "BLIP's sequence of datasets without notMNIST (not fetchable): CIFAR-10, MNIST, SVHN, Fashion-MNIST at "
@@ -162,7 +162,7 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in [
               "BLIP's code holds out 15% of each task's training data for that schedule; bitcl trains on all of it",
               "bitcl's AlexNet has batch norm (--bn first-task); BLIP's quantised AlexNet has none",
               "the code's fully connected layers stay 2048 wide for --mul < 1; bitcl's --width scales every layer"),
-             _time(82, 0.42), paper_figures_note=_BLIP_FIGURES),
+             _time(37, 0.42), paper_figures_note=_BLIP_FIGURES),
     Protocol("benzing-permuted-mnist", _BENZING,
              "Benzing's Permuted-MNIST: 10 tasks, one shared head, MLP 784-2000-2000 (float), Adam; --method si by "
              "default, any regulariser (ewc, mas, siu, sib, ...) with --method",
@@ -174,7 +174,7 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in [
                                         "batch 256, 20 epochs per task"),
              ("the code permutes every task, task 0 included; bitcl leaves task 0 unpermuted", _BENZING_MNIST_DATA,
               "the code initialises weights Glorot-uniform and biases at 0.1; bitcl uses PyTorch's defaults"),
-             _time(3.1, 0.015), paper_figures_note=_BENZING_FIGURES),
+             _time(1.5, 0.015), paper_figures_note=_BENZING_FIGURES),
     Protocol("benzing-split-cifar", _BENZING,
              "Benzing's Split CIFAR-10/100: CIFAR-10, then CIFAR-100 classes 0-49 in 5 tasks of 10, a head per task, "
              "Adam; --method si by default",
@@ -192,7 +192,7 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in [
               "the code trains on 90% of each task's training data and holds out 10% for validation; bitcl trains "
               "on all of it (add --validation 0.1 to match)",
               "xi applies to --method si; another --method runs with its own default options"),
-             _time(2.4, 0.0066), paper_figures_note=_BENZING_FIGURES),
+             _time(1.1, 0.0066), paper_figures_note=_BENZING_FIGURES),
     Protocol("anpyc-permuted-mnist-20", _ANPYC,
              "ANPyC's Permuted-MNIST, 20 tasks, a head per task, MLP 784-64-32 (float), SGD lr 0.02, 30 epochs, "
              "pruning with 30 retraining epochs per step, lambda 3",
@@ -207,7 +207,7 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in [
               "the code permutes task 0 too; bitcl leaves it unpermuted",
               "the code reads TensorFlow's tutorial MNIST (55,000 training images); bitcl uses the 60,000",
               "lambda 3 is the code's value for its importance scale; bitcl's default (10000) was chosen on "
-              "Split-MNIST for its own scale: check the scales agree before comparing numbers"), _time(0.49, 0.044),
+              "Split-MNIST for its own scale: check the scales agree before comparing numbers"), _time(0.19, 0.044),
              paper_figures_note=_ANPYC_FIGURES),
     Protocol("anpyc-permuted-mnist-50", _ANPYC, "as anpyc-permuted-mnist-20 with 50 tasks",
              {"benchmark": "permuted-mnist", "data": "mnist", "tasks": 50, "scenario": "task", "method": "anpyc",
@@ -215,7 +215,7 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in [
               "lr_schedule": "none", "batch_size": 256, "epochs": 30,
               "method_options": {"lam": 3.0, "prune_first": 50.0, "prune_decay": 0.8, "prune_step": 10.0,
                                  "retrain_epochs": 30}},
-             _ANPYC_CODE, ("as anpyc-permuted-mnist-20",), _time(0.9, 0.092), paper_figures_note=_ANPYC_FIGURES),
+             _ANPYC_CODE, ("as anpyc-permuted-mnist-20",), _time(0.34, 0.092), paper_figures_note=_ANPYC_FIGURES),
     Protocol("dlcft-class-split-cifar100", _DLCFT,
              "DLCFT's class-incremental Split CIFAR-100 from an ImageNet-pretrained ResNet-18 (torchvision's weights, "
              "fetched and checked by their SHA-256 prefix on first use: `bitcl data get resnet18-imagenet`)",
@@ -232,7 +232,7 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in [
               "optimiser, learning rate, epochs and batch size are bitcl's defaults, not checked against the paper",
               "batch norms: --bn first-task, the pre-trained statistics kept (DLCFT runs them in eval mode inside the "
               "linearised network); the protocol as it was before --bn auto became the default"),
-             {**_time(0.53, 0.0031),
+             {**_time(0.17, 0.0031),
               "cpu_how": _CPU_HOW + "; the network timed from its random initialisation without the warm-up (fetched "
                                     "weights change the values, not the time)"}),
 ]}
