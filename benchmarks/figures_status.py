@@ -12,7 +12,8 @@ result is what ``make figures`` would write at HEAD on the same kind of machine,
 A result that is not current lists the changed files: whether they matter is for a reader to
 judge, and rerunning its command settles it.
 
-Prints one line per result; ``--json`` prints the same as JSON. ``--strict`` exits 1 when any
+Prints one line per result (with the wall time its script recorded) and the total: what ``make
+figures`` costs, less the runs a script reused from its cache; ``--json`` prints the same as JSON. ``--strict`` exits 1 when any
 result is not current (or records no usable commit), e.g. before a release.
 """
 from __future__ import annotations
@@ -50,12 +51,13 @@ def status(path: str) -> dict:
     name = os.path.relpath(path, ROOT)
     try:
         with open(path) as f:
-            environment = json.load(f).get("environment", {})
-    except (OSError, ValueError) as error:
+            record = json.load(f)
+        environment = record.get("environment", {})
+    except (OSError, ValueError, AttributeError) as error:
         return {"file": name, "current": False, "problem": f"unreadable: {error}"}
     commit = str(environment.get("git_commit", ""))
     entry = {"file": name, "commit": commit[:12], "date": environment.get("date"),
-             "command": environment.get("command", "")}
+             "command": environment.get("command", ""), "wall_seconds": record.get("wall_seconds")}
     if not commit or commit.endswith("+uncommitted") or commit == "unknown":
         return {**entry, "current": False, "problem": "made from uncommitted code (no reproducible commit)"}
     if _git("cat-file", "-e", f"{commit}^{{commit}}").returncode != 0:
@@ -74,13 +76,24 @@ def statuses(results: str = RESULTS) -> list[dict]:
 
 
 def describe(entry: dict) -> str:
-    head = f"{os.path.basename(entry['file']):28s} {entry.get('commit', '?'):12s} {str(entry.get('date'))[:10]:10s}"
+    wall = entry.get("wall_seconds")
+    minutes = f"{wall / 60:6.1f} min" if isinstance(wall, (int, float)) else "     ? min"
+    head = (f"{os.path.basename(entry['file']):28s} {entry.get('commit', '?'):12s} {str(entry.get('date'))[:10]:10s} "
+            f"{minutes}")
     if entry.get("problem"):
         return f"{head}  NOT CURRENT: {entry['problem']}"
     if entry["current"]:
         return f"{head}  current (same code as HEAD)"
     shown = ", ".join(entry["changed"][:4]) + (f" and {len(entry['changed']) - 4} more" if len(entry["changed"]) > 4 else "")
     return f"{head}  NOT CURRENT: {len(entry['changed'])} file(s) changed since: {shown}"
+
+
+def total_hours(found: list[dict]) -> float:
+    """The recorded wall time of the scripts behind ``found``, in hours: a script that wrote several files
+    (one command, one run) counted once."""
+    by_run = {(e.get("command"), e.get("commit"), round(e["wall_seconds"] or 0)) for e in found
+              if isinstance(e.get("wall_seconds"), (int, float))}
+    return sum(seconds for _, _, seconds in by_run) / 3600
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             print(describe(entry))
         current = sum(e["current"] for e in found)
         print(f"{current} of {len(found)} results were made by the code at HEAD")
+        print(f"their scripts ran {total_hours(found):.1f} h of wall time in all, as recorded (a script that wrote "
+              "two files counted once; runs a script reused from its cache not counted)")
     return 1 if args.strict and not all(e["current"] for e in found) else 0
 
 

@@ -75,3 +75,16 @@ def test_uncommitted_and_unknown_commits_are_never_current(repo):
     found = {Path(e["file"]).stem: e for e in module.statuses(str(root / "benchmarks" / "results"))}
     assert "uncommitted" in found["dirty"]["problem"] and not found["dirty"]["current"]
     assert "not in this clone's history" in found["elsewhere"]["problem"] and not found["elsewhere"]["current"]
+
+
+def test_the_total_counts_each_scripts_wall_time_once(repo, capsys):
+    root, module, made_at = repo
+    for name, script, seconds in (("a", "benchmarks/bench_a.py", 3600), ("a_twin", "benchmarks/bench_a.py", 3600),
+                                  ("b", "benchmarks/bench_b.py", 1800)):
+        _result(root, name, made_at, script)
+        path = root / "benchmarks" / "results" / f"{name}.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "wall_seconds": seconds}))
+    _commit(root, "results")
+    assert module.total_hours(module.statuses(str(root / "benchmarks" / "results"))) == 1.5
+    module.main([])
+    assert "ran 1.5 h of wall time" in capsys.readouterr().out
