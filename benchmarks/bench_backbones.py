@@ -32,8 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 
@@ -44,6 +42,7 @@ from torch import nn
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from _env import write_result  # noqa: E402  (imported first: the wall time a result records starts here)
 from _timing import paired_ratio  # noqa: E402
 
 from bitcl.models import build_model  # noqa: E402
@@ -54,29 +53,13 @@ ALEXNET_CONVS = ((3, 64, 4, 32), (64, 128, 3, 14), (128, 256, 2, 6))  # c_in, c_
 
 
 def environment(device: str) -> dict:
-    """torch version, threads, CPU (and GPU) model and the git commit the figures come from."""
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor())
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
-    except OSError:
-        commit = "unknown"
-    env = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": cpu, "commit": commit,
-           "python": platform.python_version(), "device": device}
+    """The device the figures come from (``_env.write_result`` adds the CPU, threads, versions and commit)."""
+    env = {"threads": torch.get_num_threads(), "device": device}
     if device == "cuda":
         env["gpu"] = torch.cuda.get_device_name()
     from bitcl.kernels import backend
     env["kernel_backend"] = backend()
     return env
-
-
-def write(name: str, payload: dict) -> str:
-    os.makedirs(RESULTS, exist_ok=True)
-    path = os.path.join(RESULTS, name)
-    with open(path, "w") as f:
-        json.dump(payload, f, indent=2)
-    return path
 
 
 def synchronized(fn, device: str):
@@ -230,7 +213,7 @@ def speed(args) -> None:
     torch.set_num_threads(args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("bench_backbones: --device cuda but CUDA is not available")
-    out = {"environment": environment(args.device)}
+    out = {"device": environment(args.device)}
     out["bitconv_fwd_bwd"] = conv_ratio(args.device)
     print(f"BitConv2d fwd+bwd / nn.Conv2d (AlexNet shapes, batch 64): {out['bitconv_fwd_bwd']['ratio']:.3f}"
           " (target <= 1.2)", flush=True)
@@ -243,7 +226,7 @@ def speed(args) -> None:
     if args.device == "cuda":
         out["training"] = epochs_per_second(args.device)
         print(f"AlexNet epochs per second (50,000 CIFAR-shaped samples): {out['training']['epochs_per_second']:.3f}")
-    print("wrote", write(f"backbones_speed_{args.device}.json", out))
+    write_result(f"backbones_speed_{args.device}", out)  # benchmarks/results/ from a clean tree only
 
 # -- accuracy -------------------------------------------------------------------------------
 ACCURACY_METHODS = ("blip", "ewc", "si", "mas", "anpyc", "dlcft", "finetune")
@@ -334,8 +317,6 @@ def accuracy(args) -> None:
     ``--validation 0.1`` evaluates on a 10 % hold-out of each class's training digits instead of the
     test split: the mode in which the backbones' defaults were chosen."""
     import multiprocessing
-
-    from _env import write_result
 
     protocol = QUICK if args.quick else PROTOCOL
     name = "backbones_accuracy" + ("_quick" if args.quick else "") + ("_validation" if args.validation else "")

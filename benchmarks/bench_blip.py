@@ -22,6 +22,7 @@ import sys
 
 import torch
 
+import _env  # noqa: F401  (imported first: _env.STARTED, the start of the wall time a result records)
 from _timing import write_json
 from bitcl.config import RunConfig
 from bitcl.engine import run
