@@ -5,11 +5,12 @@ BIN := $(VENV)/bin
 
 .PHONY: setup demo test test-fast bench docs
 
-$(BIN)/bitcl: pyproject.toml requirements.txt
+# constraints.txt pins every dependency to the versions the committed figures were made with.
+$(BIN)/bitcl: pyproject.toml requirements.txt constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade "pip>=23"
-	$(BIN)/pip install -q -r requirements.txt
-	$(BIN)/pip install -q -c requirements.txt -e ".[dev,rl,atari,avalanche,gpu,ray,slurm]"
+	$(BIN)/pip install -q -r requirements.txt -c constraints.txt
+	$(BIN)/pip install -q -c requirements.txt -c constraints.txt -e ".[dev,rl,atari,avalanche,gpu,ray,slurm]"
 	touch $(BIN)/bitcl
 
 setup: $(BIN)/bitcl
@@ -55,7 +56,7 @@ fuzz: fuzz-deps
 # Every README figure: each script writes its JSON result under benchmarks/results/ (hours on 2 cores).
 .PHONY: figures
 figures: setup
-	$(BIN)/pip install -q -c requirements.txt -e ".[bench]"
+	$(BIN)/pip install -q -c requirements.txt -c constraints.txt -e ".[bench]"
 	$(BIN)/python benchmarks/search_presets.py permuted-blip
 	$(BIN)/python benchmarks/search_regularizers.py
 	$(BIN)/python benchmarks/bench_blip.py accuracy

@@ -82,12 +82,32 @@ def command() -> str:
     return shlex.join(["python", script, *sys.argv[1:]])
 
 
+# the installed packages besides torch whose versions can move a figure (environments, data, baselines);
+# recorded with each result and compared with constraints.txt by figures_status.py
+PACKAGES = ("numpy", "gymnasium", "MinAtar", "ale-py", "brevitas", "avalanche-lib", "torchvision",
+            "stable-baselines3", "scipy")
+
+
+def package_versions() -> dict:
+    """``{name: version}`` of :data:`PACKAGES` (``None`` for one not installed)."""
+    from importlib import metadata
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
 def environment() -> dict:
-    """CPU, cores, torch threads, versions, git commit (``+uncommitted`` when dirty), command and date."""
+    """CPU, cores, torch threads, versions (torch, python, bitcl and :data:`PACKAGES`), git commit
+    (``+uncommitted`` when dirty), command and date."""
     import bitcl
     head, dirty = commit()
     return {"cpu": _cpu(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "python": platform.python_version(), "bitcl": bitcl.__version__,
+            "packages": package_versions(),
             "git_commit": head + ("+uncommitted" if dirty else ""), "command": command(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,

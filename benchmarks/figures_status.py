@@ -8,7 +8,11 @@ when nothing that decides its numbers differs between that commit and HEAD: the 
 (``bitcl/``), the compiled kernels (``kernels/``), the embedded data (``data/``), the script named
 in its command and the benchmarks' shared helpers (``benchmarks/_*.py``). Runs at one thread are
 bit-identical for the same code and seed (``tests/train/test_determinism.py``), so a current
-result is what ``make figures`` would write at HEAD on the same kind of machine, timings aside.
+result is what ``make figures`` would write at HEAD on the same kind of machine, timings aside:
+provided the other packages are the same too. Each result records the versions of the packages
+that can move a figure (``_env.PACKAGES``); a result is current only when they equal the pins of
+``constraints.txt`` (the MinAtar figure moved with an unpinned dependency while bitcl's code did
+not). A result made by HEAD's code whose package versions were not recorded is listed as such.
 A result that is not current lists the changed files: whether they matter is for a reader to
 judge, and rerunning its command settles it.
 
@@ -29,8 +33,10 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 RESULTS = os.path.join(HERE, "results")
-# what decides a result's numbers, besides the script that made it
-CODE_PATHS = ("bitcl", "kernels", "data", "benchmarks/_*.py")
+# what decides a result's numbers, besides the script that made it (_env.py only records how a result
+# was made and where it is written: it decides no number)
+CODE_PATHS = ("bitcl", "kernels", "data", "benchmarks/_*.py", ":(exclude)benchmarks/_env.py")
+CONSTRAINTS = os.path.join(ROOT, "constraints.txt")
 
 
 def _git(*args: str) -> subprocess.CompletedProcess:
@@ -67,7 +73,32 @@ def status(path: str) -> dict:
     if diff.returncode != 0:
         return {**entry, "current": False, "problem": f"git diff failed: {diff.stderr.strip()}"}
     changed = diff.stdout.split()
-    return {**entry, "current": not changed, "changed": changed}
+    packages = package_problem(environment.get("packages"), pinned_versions())
+    return {**entry, "current": not changed and packages is None, "code_current": not changed, "changed": changed,
+            "packages": packages}
+
+
+def pinned_versions(path: str = CONSTRAINTS) -> dict:
+    """``{normalised name: version}`` of the ``name==version`` lines of constraints.txt."""
+    pins = {}
+    try:
+        with open(path) as f:
+            for line in f:
+                name, sep, version = line.split("#", 1)[0].strip().partition("==")
+                if sep:
+                    pins[name.strip().lower().replace("_", "-")] = version.strip()
+    except OSError:
+        pass
+    return pins
+
+
+def package_problem(recorded: dict | None, pins: dict) -> str | None:
+    """Why the packages a result was made with are not the pinned ones, or None when they are."""
+    if not isinstance(recorded, dict):
+        return "package versions not recorded"
+    differing = [f"{name} {version} (pinned {pins.get(name.lower())})" for name, version in sorted(recorded.items())
+                 if version is not None and pins.get(name.lower()) not in (None, version)]
+    return ("made with " + ", ".join(differing)) if differing else None
 
 
 def statuses(results: str = RESULTS) -> list[dict]:
@@ -83,7 +114,9 @@ def describe(entry: dict) -> str:
     if entry.get("problem"):
         return f"{head}  NOT CURRENT: {entry['problem']}"
     if entry["current"]:
-        return f"{head}  current (same code as HEAD)"
+        return f"{head}  current (same code and packages as HEAD)"
+    if entry["code_current"]:
+        return f"{head}  same code as HEAD; {entry['packages']}"
     shown = ", ".join(entry["changed"][:4]) + (f" and {len(entry['changed']) - 4} more" if len(entry["changed"]) > 4 else "")
     return f"{head}  NOT CURRENT: {len(entry['changed'])} file(s) changed since: {shown}"
 
@@ -108,7 +141,9 @@ def main(argv: list[str] | None = None) -> int:
         for entry in found:
             print(describe(entry))
         current = sum(e["current"] for e in found)
-        print(f"{current} of {len(found)} results were made by the code at HEAD")
+        code_only = sum(bool(e.get("code_current")) and not e["current"] for e in found)
+        print(f"{current} of {len(found)} results were made by the code at HEAD with the pinned packages; "
+              f"{code_only} more by the code at HEAD with other or unrecorded package versions")
         print(f"their scripts ran {total_hours(found):.1f} h of wall time in all, as recorded (a script that wrote "
               "two files counted once; runs a script reused from its cache not counted)")
     return 1 if args.strict and not all(e["current"] for e in found) else 0

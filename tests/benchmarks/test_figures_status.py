@@ -28,6 +28,7 @@ def repo(tmp_path):
     (tmp_path / "docs" / "page.md").write_text("text\n")
     (tmp_path / "benchmarks" / "bench_a.py").write_text("print(1)\n")
     (tmp_path / "benchmarks" / "bench_b.py").write_text("print(2)\n")
+    (tmp_path / "constraints.txt").write_text("# pins\nnumpy==2.4.6\ngymnasium==1.4.0\ntorch==2.13.0\n")
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     made_at = _commit(tmp_path, "code")
     spec = importlib.util.spec_from_file_location("figures_status_under_test",
@@ -37,9 +38,12 @@ def repo(tmp_path):
     return tmp_path, module, made_at
 
 
-def _result(root: Path, name: str, commit: str, script: str = "benchmarks/bench_a.py") -> None:
+PINNED = {"numpy": "2.4.6", "gymnasium": "1.4.0"}
+
+
+def _result(root: Path, name: str, commit: str, script: str = "benchmarks/bench_a.py", packages=PINNED) -> None:
     record = {"acc": 0.5, "environment": {"git_commit": commit, "command": f"python {script} --quick",
-                                          "date": "2026-12-06T00:00:00+00:00"}}
+                                          "date": "2026-12-06T00:00:00+00:00", "packages": packages}}
     (root / "benchmarks" / "results" / f"{name}.json").write_text(json.dumps(record))
 
 
@@ -88,3 +92,31 @@ def test_the_total_counts_each_scripts_wall_time_once(repo, capsys):
     assert module.total_hours(module.statuses(str(root / "benchmarks" / "results"))) == 1.5
     module.main([])
     assert "ran 1.5 h of wall time" in capsys.readouterr().out
+
+
+def test_a_result_made_with_other_or_unrecorded_package_versions_is_not_current(repo, capsys):
+    """The same code with another gymnasium is another figure (the MinAtar runs moved so): only a
+    result that records the pinned versions is current."""
+    root, module, made_at = repo
+    _result(root, "pinned", made_at)
+    _result(root, "other", made_at, packages={"numpy": "2.4.6", "gymnasium": "1.2.0"})
+    _result(root, "unrecorded", made_at, packages=None)
+    _commit(root, "results")
+    found = {Path(e["file"]).stem: e for e in module.statuses(str(root / "benchmarks" / "results"))}
+    assert found["pinned"]["current"]
+    assert not found["other"]["current"] and found["other"]["code_current"]
+    assert found["other"]["packages"] == "made with gymnasium 1.2.0 (pinned 1.4.0)"
+    assert not found["unrecorded"]["current"] and found["unrecorded"]["packages"] == "package versions not recorded"
+    assert module.main(["--strict"]) == 1
+    assert "1 of 3 results were made by the code at HEAD with the pinned packages; 2 more" in capsys.readouterr().out
+
+
+def test_the_environment_module_decides_no_figure(repo):
+    """benchmarks/_env.py records provenance only: changing it leaves results current."""
+    root, module, made_at = repo
+    _result(root, "a", made_at)
+    (root / "benchmarks" / "_env.py").write_text("RECORDED = 1\n")
+    (root / "benchmarks" / "_timing.py").write_text("BEST = min\n")
+    _commit(root, "helpers")
+    [entry] = module.statuses(str(root / "benchmarks" / "results"))
+    assert entry["changed"] == ["benchmarks/_timing.py"], entry  # a helper that can decide numbers counts
