@@ -319,7 +319,8 @@ def accuracy(args) -> None:
     import multiprocessing
 
     protocol = QUICK if args.quick else PROTOCOL
-    name = "backbones_accuracy" + ("_quick" if args.quick else "") + ("_validation" if args.validation else "")
+    name = ("backbones_accuracy" + (f"_{args.part}" if args.part else "") + ("_quick" if args.quick else "")
+            + ("_validation" if args.validation else ""))
     work = args.work or os.path.join(os.path.dirname(os.path.abspath(__file__)), "out", name)
     jobs = [(arch, method, scenario, seed) for arch in args.archs for scenario in args.scenarios
             for method in args.methods for seed in args.seeds]
@@ -384,6 +385,8 @@ def main() -> None:
     ap.add_argument("--scenarios", nargs="+", default=["task", "class"], choices=("task", "class"))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--workers", type=int, default=2, help="runs at a time, one torch thread each")
+    ap.add_argument("--part", default="", help="write backbones_accuracy_PART.json: a table made in pieces "
+                    "(e.g. --scenarios class --archs alexnet --part class_alexnet) keeps each piece's file")
     ap.add_argument("--work", default=None, help="run cache (default benchmarks/out/backbones_accuracy*)")
     ap.add_argument("--validation", type=float, default=0.0,
                     help="evaluate on this fraction of the training digits held out (choosing defaults: 0.1)")
