@@ -345,7 +345,7 @@ def accuracy(args) -> None:
 def table(args) -> None:
     """Print the Markdown table of a committed backbones_accuracy.json, every figure with its marker
     (docs/results.md quotes it; tests/test_readme_figures.py checks each number against the file)."""
-    name = "backbones_accuracy.json"
+    name = "backbones_accuracy" + (f"_{args.part}" if args.part else "") + ".json"
     data = json.load(open(os.path.join(RESULTS, name)))
 
     def fig(path: str, value: float, digits: int) -> str:
@@ -390,7 +390,8 @@ def main() -> None:
     ap.add_argument("--work", default=None, help="run cache (default benchmarks/out/backbones_accuracy*)")
     ap.add_argument("--validation", type=float, default=0.0,
                     help="evaluate on this fraction of the training digits held out (choosing defaults: 0.1)")
-    sub.add_parser("table", help="print the Markdown table of benchmarks/results/backbones_accuracy.json")
+    tp = sub.add_parser("table", help="print the Markdown table of benchmarks/results/backbones_accuracy.json")
+    tp.add_argument("--part", default="", help="the table of backbones_accuracy_PART.json instead")
     args = parser.parse_args()
     {"speed": speed, "accuracy": accuracy, "table": table}[args.what](args)
 
