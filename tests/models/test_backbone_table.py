@@ -23,3 +23,18 @@ def test_backbone_table_is_three_seeds_of_each_method_and_every_task_is_learnt()
         assert run["not_learned"] == [], (run["arch"], run["method"], run["seed"], run["not_learned"])
         # five digits a task (chance 0.2): DLCFT's linearised second task is the lowest, 0.83 to 0.87
         assert min(run["diagonal"]) > 0.75, (run["arch"], run["method"], run["seed"], run["diagonal"])
+
+
+def test_class_incremental_alexnet_piece_learns_every_task_and_only_dlcft_keeps_the_first():
+    """backbones_accuracy_class_alexnet.json (one growing head): 3 seeds of each method, every task learnt
+    when trained; the regularisers, BLIP and fine-tuning forget task 0, DLCFT keeps it (docs/results.md)."""
+    result = json.loads((RESULT.parent / "backbones_accuracy_class_alexnet.json").read_text())
+    assert not result["environment"]["git_commit"].endswith("+uncommitted")
+    methods = result["summaries"]["alexnet"]["class"]
+    assert set(methods) == {"blip", "ewc", "si", "mas", "dlcft", "finetune"}
+    assert all(sorted(entry["seeds"]) == [0, 1, 2] for entry in methods.values())
+    for run in result["runs"]:
+        assert run["scenario"] == "class" and run["not_learned"] == [], run
+        assert min(run["diagonal"]) > 0.9, (run["method"], run["seed"], run["diagonal"])
+    assert methods["dlcft"]["forgetting"]["high"] < 0.1
+    assert all(methods[m]["forgetting"]["low"] > 0.9 for m in ("blip", "ewc", "si", "mas", "finetune"))
