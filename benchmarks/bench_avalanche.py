@@ -102,7 +102,6 @@ def _loop_seconds(result) -> float:
 
 CONSOLIDATION: list[float] = []  # the CLI path's consolidation seconds (BLIP's Fisher and freezing), per call
 PLUGIN_CONSOLIDATION: list[float] = []  # the same work inside BLIPPlugin (its after_training_exp), per call
-EPOCHS = [1]  # epochs per task of the timed runs (set by timing())
 
 
 class TimedBLIPPlugin(bav.BLIPPlugin):
@@ -115,8 +114,8 @@ class TimedBLIPPlugin(bav.BLIPPlugin):
         PLUGIN_CONSOLIDATION[-1] += time.process_time() - start
 
 
-def run_cli_path(tasks):
-    config = RunConfig(method="blip", benchmark="split-mnist", scenario="task", epochs=EPOCHS[0], batch_size=BATCH, lr=LR,
+def run_cli_path(tasks, epochs: int):
+    config = RunConfig(method="blip", benchmark="split-mnist", scenario="task", epochs=epochs, batch_size=BATCH, lr=LR,
                        optimizer="sgd", lr_schedule="none", hidden=[HIDDEN], seed=0, quiet=True,
                        method_options={"fisher_prior": PRIOR})
     start = WALL()
@@ -126,23 +125,23 @@ def run_cli_path(tasks):
     return WALL() - start, _loop_seconds(result), result.acc
 
 
-def run_fit(tasks, loaders: bool):
+def run_fit(tasks, loaders: bool, epochs: int):
     data = [(DataLoader(tr, batch_size=BATCH, shuffle=True), DataLoader(te, batch_size=1000)) for tr, te in tasks] \
         if loaders else tasks
     model = _model()
     start = WALL()
     with cpu_clock():
         result = fit(model, data, "blip", options={"fisher_prior": PRIOR}, optimizer="sgd", lr=LR,
-                     lr_schedule="none", batch_size=BATCH, epochs=EPOCHS[0], seed=0)
+                     lr_schedule="none", batch_size=BATCH, epochs=epochs, seed=0)
     return WALL() - start, _loop_seconds(result), result.acc
 
 
-def run_avalanche(tasks, plugin: bool = True):
+def run_avalanche(tasks, epochs: int, plugin: bool = True):
     bench = tensors_benchmark(train_tensors=[tr.tensors for tr, _ in tasks], test_tensors=[te.tensors for _, te in tasks],
                               task_labels=list(range(len(tasks))), complete_test_set_only=False)
     model = Heads(_model())
     naive = Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=LR), criterion=nn.CrossEntropyLoss(),
-                  train_mb_size=BATCH, train_epochs=EPOCHS[0], eval_mb_size=1000, device="cpu",
+                  train_mb_size=BATCH, train_epochs=epochs, eval_mb_size=1000, device="cpu",
                   plugins=[TimedBLIPPlugin(fisher_prior=PRIOR)] if plugin else [],
                   evaluator=EvaluationPlugin(loggers=[]))
     if plugin:
@@ -159,11 +158,11 @@ def run_avalanche(tasks, plugin: bool = True):
 
 
 def timing(repeats: int, epochs: int = 1) -> dict:
-    EPOCHS[0] = epochs
     tasks = benchmark_tasks("split-mnist", scenario="task", seed=0)
-    paths = {"cli_engine": lambda: run_cli_path(tasks), "fit_datasets": lambda: run_fit(tasks, False),
-             "fit_dataloaders": lambda: run_fit(tasks, True), "avalanche_blip_plugin": lambda: run_avalanche(tasks),
-             "avalanche_naive_no_plugin": lambda: run_avalanche(tasks, plugin=False)}
+    paths = {"cli_engine": lambda: run_cli_path(tasks, epochs), "fit_datasets": lambda: run_fit(tasks, False, epochs),
+             "fit_dataloaders": lambda: run_fit(tasks, True, epochs),
+             "avalanche_blip_plugin": lambda: run_avalanche(tasks, epochs),
+             "avalanche_naive_no_plugin": lambda: run_avalanche(tasks, epochs, plugin=False)}
     names = list(paths)
     runs = {name: [] for name in paths}
     for name, path in paths.items():  # warm-up: imports, compiled kernels, dynamo's first optimizer
@@ -203,13 +202,11 @@ def timing(repeats: int, epochs: int = 1) -> dict:
     # the plugin's cost split in two: its consolidation (Fisher and freezing, the work of the CLI's
     # end_task, which Naive alone never does) and everything else it adds (hooks, projection after
     # every step), each over Naive alone in the same round
-    with_plugin = loops("avalanche_blip_plugin")
-    plugin_consolidation = PLUGIN_CONSOLIDATION  # one entry per timed plugin call, in order
-    naive = loops("avalanche_naive_no_plugin")
+    with_plugin, naive = loops("avalanche_blip_plugin"), loops("avalanche_naive_no_plugin")
     out["plugin_consolidation_over_naive"] = statistics.median(
-        c / b for c, b in zip(plugin_consolidation, naive))
+        c / b for c, b in zip(PLUGIN_CONSOLIDATION, naive))  # one entry per timed plugin call, in order
     out["blip_plugin_over_naive_without_consolidation"] = statistics.median(
-        (a - c) / b for a, c, b in zip(with_plugin, plugin_consolidation, naive))
+        (a - c) / b for a, c, b in zip(with_plugin, PLUGIN_CONSOLIDATION, naive))
     out["load_average_per_round"] = load
     print(f"BLIPPlugin / Naive without it: x{out['blip_plugin_over_naive']:.3f} "
           f"(x{out['blip_plugin_over_naive_by_minima']:.3f} by minima); consolidation is "

@@ -346,7 +346,10 @@ def table(args) -> None:
     """Print the Markdown table of a committed backbones_accuracy.json, every figure with its marker
     (docs/results.md quotes it; tests/test_readme_figures.py checks each number against the file)."""
     name = "backbones_accuracy" + (f"_{args.part}" if args.part else "") + ".json"
-    data = json.load(open(os.path.join(RESULTS, name)))
+    path = os.path.join(RESULTS, name)
+    if not os.path.isfile(path):
+        sys.exit(f"bench_backbones table: {path}: no such result (run `accuracy` with the same --part first)")
+    data = json.load(open(path))
 
     def fig(path: str, value: float, digits: int) -> str:
         return f"{value:.{digits}f}<!-- fig: {name} {path} -->"
@@ -372,6 +375,13 @@ def table(args) -> None:
                       f"{interval(at + '.min_diagonal', entry['min_diagonal'])} | {p} |")
 
 
+def part_name(value: str) -> str:
+    """``--part``: a suffix of the result's file name, so letters, digits, ``_`` and ``-`` only."""
+    if not value.replace("_", "").replace("-", "").isalnum():
+        raise argparse.ArgumentTypeError(f"--part must be letters, digits, _ or -, got {value!r}")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -385,13 +395,13 @@ def main() -> None:
     ap.add_argument("--scenarios", nargs="+", default=["task", "class"], choices=("task", "class"))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--workers", type=int, default=2, help="runs at a time, one torch thread each")
-    ap.add_argument("--part", default="", help="write backbones_accuracy_PART.json: a table made in pieces "
+    ap.add_argument("--part", default="", type=part_name, help="write backbones_accuracy_PART.json: a table made in pieces "
                     "(e.g. --scenarios class --archs alexnet --part class_alexnet) keeps each piece's file")
     ap.add_argument("--work", default=None, help="run cache (default benchmarks/out/backbones_accuracy*)")
     ap.add_argument("--validation", type=float, default=0.0,
                     help="evaluate on this fraction of the training digits held out (choosing defaults: 0.1)")
     tp = sub.add_parser("table", help="print the Markdown table of benchmarks/results/backbones_accuracy.json")
-    tp.add_argument("--part", default="", help="the table of backbones_accuracy_PART.json instead")
+    tp.add_argument("--part", default="", type=part_name, help="the table of backbones_accuracy_PART.json instead")
     args = parser.parse_args()
     {"speed": speed, "accuracy": accuracy, "table": table}[args.what](args)
 

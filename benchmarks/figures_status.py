@@ -52,7 +52,7 @@ def script_of(command: str) -> list[str]:
     return [w for w in words if w.startswith("benchmarks/") and w.endswith(".py")]
 
 
-def status(path: str) -> dict:
+def status(path: str, pins: dict) -> dict:
     """One result's provenance: its commit and date, whether its code equals HEAD's, what changed."""
     name = os.path.relpath(path, ROOT)
     try:
@@ -73,7 +73,7 @@ def status(path: str) -> dict:
     if diff.returncode != 0:
         return {**entry, "current": False, "problem": f"git diff failed: {diff.stderr.strip()}"}
     changed = diff.stdout.split()
-    packages = package_problem(environment.get("packages"), pinned_versions())
+    packages = package_problem(environment.get("packages"), pins)
     return {**entry, "current": not changed and packages is None, "code_current": not changed, "changed": changed,
             "packages": packages}
 
@@ -103,7 +103,8 @@ def package_problem(recorded: dict | None, pins: dict) -> str | None:
 
 def statuses(results: str = RESULTS) -> list[dict]:
     """The status of every benchmarks/results/*.json (the archive/ folder is not a figure)."""
-    return [status(p) for p in sorted(glob.glob(os.path.join(results, "*.json")))]
+    pins = pinned_versions()  # read once, not once per result
+    return [status(p, pins) for p in sorted(glob.glob(os.path.join(results, "*.json")))]
 
 
 def describe(entry: dict) -> str:
