@@ -121,7 +121,8 @@ def cases(work: str) -> list[tuple[str, str, list[str]]]:
     """(name, script, arguments) of every case; ``{out}`` in an argument is the case's own folder."""
     # Defaults that 0.3.0 changed on purpose are named, so both trees run the same settings: `--bn` (now
     # `auto`, recorded as the policy it resolves to; the MLP has no batch norm, so it decides nothing
-    # here) and `bitcl rl`'s BLIP prior (its own default since 0.3.0, 1e-07; before, the CLI's 1e-10).
+    # here) and `bitcl rl`'s BLIP prior (its own default since 0.3.0, chosen by bench_rl.py tune; before,
+    # the CLI's 1e-10).
     run = ["run", "--benchmark", "split-mnist", "--data", DATA, "--tasks", "5", "--epochs", "1", "--seed", "0",
            "--bn", "first-task"]
     rl = ["rl", "--method", "blip", "--games", "breakout,freeway", "--steps", "2048", "--eval-episodes", "5",

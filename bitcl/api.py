@@ -39,7 +39,7 @@ from bitcl.api_context import (DataContext, TaskData, check_task_data, generator
 from bitcl.constants import LR_SCHEDULES, MAX_SEED, OPTIMIZERS, SCENARIOS
 from bitcl.errors import ConfigError, DataError
 from bitcl.models import ContinualModel
-from bitcl.quant import bit_states
+from bitcl.quant import bit_states, project_latents_
 from bitcl.settings import check_values, setting
 from bitcl.strategies import RunInfo, Strategy, check_supported, get_strategy, make_options, resolved_options
 from bitcl.train.results import RunResult
@@ -264,8 +264,7 @@ class _FitLoop:
 
     def project(self) -> None:
         """Keep every quantised weight inside the window its frozen bits allow (codes refreshed when read)."""
-        for state in self.bit_states:
-            state.project_latent_()
+        project_latents_(self.bit_states)
 
     def _optimizer(self) -> torch.optim.Optimizer:
         params = [p for p in self.net.parameters() if p.requires_grad]

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 from torch.utils.data._utils.collate import default_collate
 
 from bitcl.errors import DataError
-from bitcl.quant import bit_states
+from bitcl.quant import bit_states, project_latents_
 from bitcl.strategies import RunInfo, TaskContext
 from bitcl.train.seeds import generator
 
@@ -148,8 +148,7 @@ class DataContext(TaskContext):
         plugins do, would otherwise walk every module of the model at every step)."""
         if self._bit_states is None:
             self._bit_states = [state for _, state in bit_states(self.model)]
-        for state in self._bit_states:
-            state.project_latent_()
+        project_latents_(self._bit_states)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward(x)

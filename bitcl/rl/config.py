@@ -26,7 +26,7 @@ EVAL_POLICIES = ("sample", "greedy")
 # `python benchmarks/bench_rl.py tune` (validation seed, games reversed: benchmarks/results/rl_tuning.json)
 # and used by the MinAtar figure (rl_sequence.json); tests/rl/test_rl_defaults.py pins them to that file.
 METHOD_DEFAULTS: dict[str, dict] = {
-    "blip": {"fisher_prior": 1e-07},
+    "blip": {"fisher_prior": 1e-3},
     "ewc": {"mode": "online", "c": 10000.0},
 }
 

@@ -18,7 +18,7 @@ import torch
 
 from bitcl.errors import ConfigError
 from bitcl.models.factory import LayerFactory
-from bitcl.quant import bit_states
+from bitcl.quant import bit_states, project_latents_
 from bitcl.strategies import base as strategies
 from bitcl.strategies.context import RunInfo, check_supported
 from bitcl.train.results import bit_capacity
@@ -109,8 +109,7 @@ class RLRun:
 
     def project(self) -> None:
         """Keep every quantised weight inside the window its frozen bits allow (codes refreshed when read)."""
-        for state in self.bit_states:
-            state.project_latent_()
+        project_latents_(self.bit_states)
 
     def steps_per_game(self) -> int:
         """The environment steps each game trains: ``--steps`` rounded up to whole rollouts."""

@@ -25,7 +25,7 @@ from torch import nn
 from bitcl.data.scenarios import Scenario, Task
 from bitcl.distributed import DistContext
 from bitcl.errors import ConfigError
-from bitcl.quant import bit_states
+from bitcl.quant import bit_states, project_latents_
 from bitcl.strategies import RunInfo, Strategy, TaskContext
 from bitcl.train import seeds
 from bitcl.train.seeds import derived_seed  # noqa: F401  (re-exported: older imports of it from here)
@@ -136,8 +136,7 @@ class Trainer:
     # -- steps ------------------------------------------------------------------------------
     def project(self) -> None:
         """Keep every quantised weight inside the window its frozen bits allow (codes refreshed when read)."""
-        for state in self.bit_states:
-            state.project_latent_()
+        project_latents_(self.bit_states)
 
     def _optimizer(self) -> torch.optim.Optimizer:
         params = [p for p in self.model.parameters() if p.requires_grad]
