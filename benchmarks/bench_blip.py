@@ -68,11 +68,11 @@ def accuracy() -> None:
     for name, benchmark, epochs, kw in plan:
         per_seed = [summary(go(f"{name}-seed{seed}", benchmark=benchmark, epochs=epochs, preset=False, seed=seed,
                                **kw)) for seed in SEEDS]
-        runs[name] = {"benchmark": benchmark, "seeds": list(SEEDS), "per_seed": per_seed,
+        runs[name] = {"benchmark": benchmark, "method": kw["method"], "seeds": list(SEEDS), "per_seed": per_seed,
                       **{key: summarize([r[key] for r in per_seed], key).as_dict()
                          for key in ("acc", "bwt", "forgetting")}}
     for name, entry in runs.items():
-        blip = next(n for n in runs if n.endswith(("blip", "blip-defaults")) and runs[n]["benchmark"] == entry["benchmark"])
+        blip = next(n for n, e in runs.items() if e["method"] == "blip" and e["benchmark"] == entry["benchmark"])
         if name != blip:
             entry["blip_acc_p_welch"] = welch_p([r["acc"] for r in runs[blip]["per_seed"]],
                                                 [r["acc"] for r in entry["per_seed"]])

@@ -120,3 +120,25 @@ def test_the_environment_module_decides_no_figure(repo):
     _commit(root, "helpers")
     [entry] = module.statuses(str(root / "benchmarks" / "results"))
     assert entry["changed"] == ["benchmarks/_timing.py"], entry  # a helper that can decide numbers counts
+
+
+def test_a_result_kept_as_a_before_is_listed_never_current_and_needs_its_replacement(repo, monkeypatch):
+    root, module, made_at = repo
+    monkeypatch.setattr(module, "KEPT_AS_BEFORE", {"old.json": "new.json"})
+    _result(root, "old", made_at)
+    _commit(root, "the old result")
+    (root / "bitcl" / "core.py").write_text("x = 2\n")  # the code moved on; old.json is stale
+    new_at = _commit(root, "code")
+    results = str(root / "benchmarks" / "results")
+    [entry] = module.statuses(results)
+    assert entry["problem"] == "kept as the before of new.json, which is missing"
+    assert module.main(["--strict"]) == 1
+    _result(root, "new", new_at)
+    _commit(root, "the new result")
+    new, old = module.statuses(results)  # sorted by name
+    assert new["current"] and new.get("before_of") is None
+    assert old["before_of"] == "new.json" and not old["current"]
+    assert "kept as the before of new.json" in module.describe(old)
+    assert module.main(["--strict"]) == 0  # the kept file does not fail --strict ...
+    monkeypatch.setattr(module, "KEPT_AS_BEFORE", {})
+    assert module.main(["--strict"]) == 1  # ... but the same stale file, not declared, does
