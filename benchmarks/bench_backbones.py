@@ -47,6 +47,7 @@ from _timing import paired_ratio  # noqa: E402
 
 from bitcl.models import build_model  # noqa: E402
 from bitcl.quant import BitConv2d, bit_states  # noqa: E402
+from bitcl.strategies import get_strategy, strategy_names  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 ALEXNET_CONVS = ((3, 64, 4, 32), (64, 128, 3, 14), (128, 256, 2, 6))  # c_in, c_out, kernel, input side
@@ -134,7 +135,7 @@ def projection_ratio(device: str) -> dict:
 
 def consolidation_ratio(device: str, samples: int = 8000, batch: int = 64) -> dict:
     """BLIP's end of task (Fisher over ``samples`` + freezing) over 2 training epochs on them."""
-    from bitcl.strategies import get_strategy, make_options
+    from bitcl.strategies import make_options
     from bitcl.strategies.context import RunInfo, TaskContext
 
     torch.manual_seed(0)
@@ -229,7 +230,7 @@ def speed(args) -> None:
     write_result(f"backbones_speed_{args.device}", out)  # benchmarks/results/ from a clean tree only
 
 # -- accuracy -------------------------------------------------------------------------------
-ACCURACY_METHODS = ("blip", "ewc", "si", "mas", "anpyc", "dlcft", "finetune")
+ACCURACY_METHODS = tuple(strategy_names())  # every method; a job whose scenario it does not support is skipped
 ARCHS = ("alexnet", "resnet18")
 DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "mnist15k.npz")
 # Split-MNIST of the 15,000-digit set (11,997 training digits), padded to 32x32: 2 tasks of 5 digits,
@@ -323,7 +324,11 @@ def accuracy(args) -> None:
             + ("_validation" if args.validation else ""))
     work = args.work or os.path.join(os.path.dirname(os.path.abspath(__file__)), "out", name)
     jobs = [(arch, method, scenario, seed) for arch in args.archs for scenario in args.scenarios
-            for method in args.methods for seed in args.seeds]
+            for method in args.methods for seed in args.seeds if scenario in get_strategy(method).scenarios]
+    for method in args.methods:
+        unsupported = [s for s in args.scenarios if s not in get_strategy(method).scenarios]
+        if unsupported:
+            print(f"{method}: not run in the {', '.join(unsupported)} scenario (the method does not support it)")
     runs = []
     with multiprocessing.get_context("spawn").Pool(args.workers, maxtasksperchild=1) as pool:
         pending = [pool.apply_async(cached_run, (work, job, protocol, args.validation)) for job in jobs]
