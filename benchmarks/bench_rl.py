@@ -45,7 +45,7 @@ from _env import code_version, write_result  # noqa: E402
 GAMES = ("breakout", "space_invaders", "freeway")
 METHODS = ("finetune", "ft-fix", "ewc", "blip")
 PRIORS = (1e-9, 1e-7, 1e-5, 1e-3, 1e-1)
-EWC_CS = (1e2, 1e4, 1e6)
+EWC_CS = (1e-2, 1.0, 1e2, 1e4, 1e6)
 DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs")
 
 

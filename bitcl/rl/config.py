@@ -27,7 +27,7 @@ EVAL_POLICIES = ("sample", "greedy")
 # and used by the MinAtar figure (rl_sequence.json); tests/rl/test_rl_defaults.py pins them to that file.
 METHOD_DEFAULTS: dict[str, dict] = {
     "blip": {"fisher_prior": 1e-3},
-    "ewc": {"mode": "online", "c": 10000.0},
+    "ewc": {"mode": "online", "c": 1.0},
 }
 
 
