@@ -291,6 +291,17 @@ def job_name(arch: str, method: str, scenario: str, seed: int) -> str:
     return f"{arch}-{scenario}-{method}-seed{seed}"
 
 
+def table_jobs(archs, methods, scenarios, seeds) -> list[tuple[str, str, str, int]]:
+    """(arch, method, scenario, seed) of every run of the table; a method is not run in a scenario it
+    does not support (ft-fix is task-incremental only), and a line says so."""
+    for method in methods:
+        unsupported = [s for s in scenarios if s not in get_strategy(method).scenarios]
+        if unsupported:
+            print(f"{method}: not run in the {', '.join(unsupported)} scenario (the method does not support it)")
+    return [(arch, method, scenario, seed) for arch in archs for scenario in scenarios for method in methods
+            for seed in seeds if scenario in get_strategy(method).scenarios]
+
+
 def cached_run(work: str, job: tuple, protocol: dict, validation: float) -> dict:
     """One run of the table, from ``work`` when a finished one was made by the same protocol and the
     same code (``_env.code_version``), else run now and cached there (the table is resumable)."""
@@ -323,12 +334,7 @@ def accuracy(args) -> None:
     name = ("backbones_accuracy" + (f"_{args.part}" if args.part else "") + ("_quick" if args.quick else "")
             + ("_validation" if args.validation else ""))
     work = args.work or os.path.join(os.path.dirname(os.path.abspath(__file__)), "out", name)
-    jobs = [(arch, method, scenario, seed) for arch in args.archs for scenario in args.scenarios
-            for method in args.methods for seed in args.seeds if scenario in get_strategy(method).scenarios]
-    for method in args.methods:
-        unsupported = [s for s in args.scenarios if s not in get_strategy(method).scenarios]
-        if unsupported:
-            print(f"{method}: not run in the {', '.join(unsupported)} scenario (the method does not support it)")
+    jobs = table_jobs(args.archs, args.methods, args.scenarios, args.seeds)
     runs = []
     with multiprocessing.get_context("spawn").Pool(args.workers, maxtasksperchild=1) as pool:
         pending = [pool.apply_async(cached_run, (work, job, protocol, args.validation)) for job in jobs]

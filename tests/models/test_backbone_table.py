@@ -38,3 +38,17 @@ def test_class_incremental_alexnet_piece_learns_every_task_and_only_dlcft_keeps_
         assert min(run["diagonal"]) > 0.9, (run["method"], run["seed"], run["diagonal"])
     assert methods["dlcft"]["forgetting"]["high"] < 0.1
     assert all(methods[m]["forgetting"]["low"] > 0.9 for m in ("blip", "ewc", "si", "mas", "finetune"))
+
+
+def test_the_table_can_run_every_method_and_skips_only_unsupported_scenarios(capsys):
+    import sys
+    sys.path.insert(0, str(RESULT.parents[1]))
+    import bench_backbones
+    from bitcl.strategies import strategy_names
+
+    assert set(bench_backbones.ACCURACY_METHODS) == set(strategy_names())
+    jobs = bench_backbones.table_jobs(["alexnet"], ["ft-fix", "siu"], ["task", "class"], [0, 1])
+    assert jobs == [("alexnet", "ft-fix", "task", 0), ("alexnet", "ft-fix", "task", 1),
+                    ("alexnet", "siu", "task", 0), ("alexnet", "siu", "task", 1),
+                    ("alexnet", "siu", "class", 0), ("alexnet", "siu", "class", 1)]
+    assert "ft-fix: not run in the class scenario" in capsys.readouterr().out
