@@ -140,8 +140,9 @@ def tune(args) -> None:
     ewc = [(c, [runs[f"ewc-{c:g}-s{s}"] for s in seeds]) for c in EWC_CS]
     result = {"benchmark": "rl_tuning", "split": {"seeds": seeds, "games": games, "steps": args.steps},
               "rule": "highest mean score with mean forgetting <= 0.05, else lowest mean forgetting",
-              "blip_prior": {f"{p:g}": [summary(r) for r in rs] for p, rs in blip}, "chosen_blip_prior": choose(blip),
-              "ewc_c": {f"{c:g}": [summary(r) for r in rs] for c, rs in ewc}, "chosen_ewc_c": choose(ewc)}
+              # keys such as "1e-03": no "." in them, so a figure marker's dotted path can name one
+              "blip_prior": {f"{p:.0e}": [summary(r) for r in rs] for p, rs in blip}, "chosen_blip_prior": choose(blip),
+              "ewc_c": {f"{c:.0e}": [summary(r) for r in rs] for c, rs in ewc}, "chosen_ewc_c": choose(ewc)}
     write_result("rl_tuning", result, indent=1)
     print(f"chosen: --fisher-prior {result['chosen_blip_prior']:g}, EWC --c {result['chosen_ewc_c']:g}")
 
