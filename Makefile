@@ -55,6 +55,9 @@ fuzz: fuzz-deps
 
 # Every README figure: each script writes its JSON result under benchmarks/results/ (hours on 2 cores).
 .PHONY: figures
+# parity_drivers.py compares every driver with this older commit (results bit-identical across the refactors)
+PARITY_COMMIT ?= 948a59a
+PARITY_TREE ?= /tmp/bitcl-parity-$(PARITY_COMMIT)
 figures: setup
 	$(BIN)/pip install -q -c requirements.txt -c constraints.txt -e ".[bench]"
 	$(BIN)/python benchmarks/search_presets.py permuted-blip
@@ -63,7 +66,9 @@ figures: setup
 	$(BIN)/python benchmarks/bench_blip.py speed
 	$(BIN)/python benchmarks/bench_kernels.py
 	$(BIN)/python benchmarks/bench_backbones.py speed
-	$(BIN)/python benchmarks/bench_backbones.py accuracy
+	$(BIN)/python benchmarks/bench_backbones.py accuracy --scenarios task --methods blip ewc si mas dlcft finetune
+	$(BIN)/python benchmarks/bench_backbones.py accuracy --scenarios class --archs alexnet \
+		--methods blip ewc si mas dlcft finetune --part class_alexnet
 	$(BIN)/python benchmarks/bench_rl.py tune
 	$(BIN)/python benchmarks/bench_rl.py sequence
 	$(BIN)/python benchmarks/bench_rl.py speed
@@ -74,6 +79,9 @@ figures: setup
 	$(BIN)/python benchmarks/bench_user_model.py
 	$(BIN)/python benchmarks/search_backbones.py
 	$(BIN)/python benchmarks/protocol_time.py --what both
+	test -d $(PARITY_TREE) || git worktree add $(PARITY_TREE) $(PARITY_COMMIT)
+	cd $(PARITY_TREE) && $(CURDIR)/$(BIN)/python setup.py -q build_ext --inplace
+	$(BIN)/python benchmarks/parity_drivers.py $(PARITY_TREE)
 	$(BIN)/python benchmarks/figures_status.py --strict
 
 # Which committed results were made by the code at HEAD, and what changed since the others.
