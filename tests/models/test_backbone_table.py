@@ -52,3 +52,15 @@ def test_the_table_can_run_every_method_and_skips_only_unsupported_scenarios(cap
                     ("alexnet", "siu", "task", 0), ("alexnet", "siu", "task", 1),
                     ("alexnet", "siu", "class", 0), ("alexnet", "siu", "class", 1)]
     assert "ft-fix: not run in the class scenario" in capsys.readouterr().out
+
+
+def test_class_incremental_alexnet_variants_piece_joint_keeps_both_tasks_the_others_forget_the_first():
+    """Joint training (replay) holds both tasks on the same backbone and protocol: the forgetting of
+    the importance methods in class-incremental runs is theirs, not AlexNet's or the protocol's."""
+    result = json.loads((RESULT.parent / "backbones_accuracy_class_alexnet_variants.json").read_text())
+    methods = result["summaries"]["alexnet"]["class"]
+    assert set(methods) == {"af", "anpyc", "joint", "masx", "rewc", "sib", "siu", "sos"}
+    assert all(sorted(entry["seeds"]) == [0, 1, 2] for entry in methods.values())
+    assert all(entry["min_diagonal"]["mean"] > 0.9 for entry in methods.values())  # each task learnt
+    assert methods["joint"]["acc"]["low"] > 0.95 and methods["joint"]["forgetting"]["high"] < 0.05
+    assert all(entry["forgetting"]["mean"] > 0.5 for m, entry in methods.items() if m != "joint")
