@@ -182,7 +182,8 @@ def test_atari_smoke_runs_a_few_hundred_steps(tmp_path):
     out = tmp_path / "atari"
     done = run_cli("rl", "--suite", "atari", "--games", "pong", "--method", "blip", "--steps", "256",
                    "--envs", "2", "--rollout", "64", "--epochs", "1", "--minibatches", "2", "--eval-episodes", "1",
-                   "--eval-max-steps", "100", "--consolidation-states", "64", "--quiet", "--out", out, timeout=240)
+                   "--eval-max-steps", "100", "--consolidation-states", "64", "--quiet", "--out", out,
+                   "--fisher-prior", "1e-7", timeout=240)  # a prior under which 256 steps freeze bits
     assert done.returncode == 0, done.stderr
     r = json.loads((out / "results.json").read_text())
     assert r["games"] == ["pong"] and r["suite"] == "atari" and r["capacity"][0] > 0
