@@ -40,9 +40,8 @@ def test_class_incremental_alexnet_piece_learns_every_task_and_only_dlcft_keeps_
     assert all(methods[m]["forgetting"]["low"] > 0.9 for m in ("blip", "ewc", "si", "mas", "finetune"))
 
 
-def test_the_table_can_run_every_method_and_skips_only_unsupported_scenarios(capsys):
-    import sys
-    sys.path.insert(0, str(RESULT.parents[1]))
+def test_the_table_can_run_every_method_and_skips_only_unsupported_scenarios(capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(RESULT.parents[1]))  # benchmarks/, for this test only
     import bench_backbones
     from bitcl.strategies import strategy_names
 
