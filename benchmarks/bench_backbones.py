@@ -294,12 +294,13 @@ def job_name(arch: str, method: str, scenario: str, seed: int) -> str:
 def table_jobs(archs, methods, scenarios, seeds) -> list[tuple[str, str, str, int]]:
     """(arch, method, scenario, seed) of every run of the table; a method is not run in a scenario it
     does not support (ft-fix is task-incremental only), and a line says so."""
+    supported = {method: get_strategy(method).scenarios for method in methods}
     for method in methods:
-        unsupported = [s for s in scenarios if s not in get_strategy(method).scenarios]
+        unsupported = [s for s in scenarios if s not in supported[method]]
         if unsupported:
             print(f"{method}: not run in the {', '.join(unsupported)} scenario (the method does not support it)")
     return [(arch, method, scenario, seed) for arch in archs for scenario in scenarios for method in methods
-            for seed in seeds if scenario in get_strategy(method).scenarios]
+            for seed in seeds if scenario in supported[method]]
 
 
 def cached_run(work: str, job: tuple, protocol: dict, validation: float) -> dict:
@@ -393,7 +394,9 @@ def part_name(value: str) -> str:
     return value
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (``speed``, ``accuracy``, ``table``); ``--part``'s default is None, not "",
+    because argparse passes a string default through ``type`` and ``part_name`` refuses ""."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="what", required=True)
     sp = sub.add_parser("speed")
@@ -406,14 +409,18 @@ def main() -> None:
     ap.add_argument("--scenarios", nargs="+", default=["task", "class"], choices=("task", "class"))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--workers", type=int, default=2, help="runs at a time, one torch thread each")
-    ap.add_argument("--part", default="", type=part_name, help="write backbones_accuracy_PART.json: a table made in pieces "
+    ap.add_argument("--part", default=None, type=part_name, help="write backbones_accuracy_PART.json: a table made in pieces "
                     "(e.g. --scenarios class --archs alexnet --part class_alexnet) keeps each piece's file")
     ap.add_argument("--work", default=None, help="run cache (default benchmarks/out/backbones_accuracy*)")
     ap.add_argument("--validation", type=float, default=0.0,
                     help="evaluate on this fraction of the training digits held out (choosing defaults: 0.1)")
     tp = sub.add_parser("table", help="print the Markdown table of benchmarks/results/backbones_accuracy.json")
-    tp.add_argument("--part", default="", type=part_name, help="the table of backbones_accuracy_PART.json instead")
-    args = parser.parse_args()
+    tp.add_argument("--part", default=None, type=part_name, help="the table of backbones_accuracy_PART.json instead")
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     {"speed": speed, "accuracy": accuracy, "table": table}[args.what](args)
 
 
