@@ -142,3 +142,14 @@ def test_a_result_kept_as_a_before_is_listed_never_current_and_needs_its_replace
     assert module.main(["--strict"]) == 0  # the kept file does not fail --strict ...
     monkeypatch.setattr(module, "KEPT_AS_BEFORE", {})
     assert module.main(["--strict"]) == 1  # ... but the same stale file, not declared, does
+
+
+def test_every_package_a_result_records_is_pinned_in_constraints(monkeypatch):
+    """figures_status can compare a result's package versions only with a pin: an unpinned package
+    that can move a figure (stable-baselines3 was one) would let `make figures` install any version."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    from _env import PACKAGES
+    from figures_status import pinned_versions
+
+    pins = pinned_versions(str(REPO / "constraints.txt"))
+    assert [name for name in PACKAGES if name.lower().replace("_", "-") not in pins] == []
