@@ -63,3 +63,20 @@ def test_class_incremental_alexnet_variants_piece_joint_keeps_both_tasks_the_oth
     assert all(entry["min_diagonal"]["mean"] > 0.9 for entry in methods.values())  # each task learnt
     assert methods["joint"]["acc"]["low"] > 0.95 and methods["joint"]["forgetting"]["high"] < 0.05
     assert all(entry["forgetting"]["mean"] > 0.5 for m, entry in methods.items() if m != "joint")
+
+
+def test_class_incremental_resnet18_piece_blip_keeps_part_of_task_0_and_dlcft_learns_task_1_worst():
+    """What docs/results.md says of the ResNet-18 class-incremental piece: BLIP is significantly above
+    EWC, SI, MAS and fine-tuning (which forget task 0), DLCFT above BLIP but worst on the new task."""
+    result = json.loads((RESULT.parent / "backbones_accuracy_class_resnet18.json").read_text())
+    assert not result["environment"]["git_commit"].endswith("+uncommitted")
+    methods = result["summaries"]["resnet18"]["class"]
+    assert set(methods) == {"blip", "ewc", "si", "mas", "dlcft", "finetune"}
+    assert all(sorted(entry["seeds"]) == [0, 1, 2] for entry in methods.values())
+    for name in ("ewc", "si", "mas", "finetune"):
+        assert methods[name]["blip_vs"]["blip_significantly_higher"], name
+        assert methods[name]["forgetting"]["low"] > methods["blip"]["forgetting"]["mean"], name
+    assert methods["dlcft"]["acc"]["mean"] > methods["blip"]["acc"]["mean"]
+    assert methods["dlcft"]["blip_vs"]["acc_p_welch"] < 0.05
+    lowest = min(methods, key=lambda name: methods[name]["min_diagonal"]["mean"])
+    assert lowest == "dlcft" and all(methods[m]["min_diagonal"]["mean"] > 0.9 for m in methods if m != "dlcft")
