@@ -152,3 +152,30 @@ def test_changing_the_value_a_real_readme_figure_cites_fails(tmp_path, monkeypat
     monkeypatch.setattr(figures, "RESULTS", tmp_path)
     problems = check_text(text, "README.md")
     assert problems and all(p.text.replace("−", "-") == printed.replace("−", "-") for p in problems), problems
+
+
+GIT_SHOW = re.compile(r"git show ([0-9a-f]{7,40}):([\w./-]+)")
+
+
+def missing_git_objects(text: str, root) -> list[str]:
+    """The ``git show REV:PATH`` a page tells readers to run that the repository cannot answer (a
+    before-file named by a commit that never held it). Needs the full history, as a plain
+    ``git clone`` has (a ``--depth 1`` clone would report every one)."""
+    import subprocess
+
+    return [f"{rev}:{path}" for rev, path in GIT_SHOW.findall(text)
+            if subprocess.run(["git", "-C", str(root), "cat-file", "-e", f"{rev}:{path}"],
+                              capture_output=True).returncode != 0]
+
+
+def test_every_git_show_in_the_pages_names_a_file_that_commit_holds():
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    named = [m for page in pages for m in GIT_SHOW.findall(page.read_text())]
+    assert named, "the pages name no before-file"
+    assert [bad for page in pages for bad in missing_git_objects(page.read_text(), ROOT)] == []
+
+
+def test_a_git_show_of_a_commit_that_never_held_the_file_is_named():
+    # 11a11e5 made the old backbone table, but the file was committed later (664184e)
+    text = "see `git show 11a11e5:benchmarks/results/backbones_accuracy.json` and `git show 664184e:benchmarks/results/backbones_accuracy.json`"
+    assert missing_git_objects(text, ROOT) == ["11a11e5:benchmarks/results/backbones_accuracy.json"]
