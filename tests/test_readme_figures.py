@@ -169,7 +169,7 @@ def missing_git_objects(text: str, root) -> list[str]:
 
 
 def test_every_git_show_in_the_pages_names_a_file_that_commit_holds():
-    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    pages = figures.pages()
     named = [m for page in pages for m in GIT_SHOW.findall(page.read_text())]
     assert named, "the pages name no before-file"
     assert [bad for page in pages for bad in missing_git_objects(page.read_text(), ROOT)] == []

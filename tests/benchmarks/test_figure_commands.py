@@ -62,21 +62,15 @@ def figure_of(command: list[str]) -> list[str]:
     return kept[:1] if kept and kept[0] == "benchmarks/parity_drivers.py" else kept
 
 
-def unmade_results(results: Path, recipe: list[list[str]]) -> list[str]:
-    """The committed results (older files kept as a "before" aside) whose recorded command is not
-    one of the recipe's: ``make figures`` would not remake them."""
+def unmade_results(results: Path, recipe: list[list[str]], kept: dict) -> list[str]:
+    """The committed results (the older files ``kept`` as a "before" aside) whose recorded command
+    is not one of the recipe's: ``make figures`` would not remake them."""
     import json
-    import sys
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        from figures_status import KEPT_AS_BEFORE
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
     made = {tuple(figure_of(args)) for args in recipe}
     missing = []
     for path in sorted(results.glob("*.json")):
-        if path.name in KEPT_AS_BEFORE:
+        if path.name in kept:
             continue
         command = shlex.split(json.loads(path.read_text())["environment"]["command"])
         if command[0] != "python" or tuple(figure_of(command[1:])) not in made:
@@ -84,13 +78,22 @@ def unmade_results(results: Path, recipe: list[list[str]]) -> list[str]:
     return missing
 
 
-def test_make_figures_remakes_every_committed_result():
-    assert unmade_results(ROOT / "benchmarks" / "results", figure_commands()) == []
+@pytest.fixture
+def kept_as_before(monkeypatch) -> dict:
+    """figures_status.KEPT_AS_BEFORE, with benchmarks/ on sys.path for this test only."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from figures_status import KEPT_AS_BEFORE
+
+    return KEPT_AS_BEFORE
 
 
-def test_a_result_whose_command_is_not_in_the_recipe_is_named(tmp_path):
+def test_make_figures_remakes_every_committed_result(kept_as_before):
+    assert unmade_results(ROOT / "benchmarks" / "results", figure_commands(), kept_as_before) == []
+
+
+def test_a_result_whose_command_is_not_in_the_recipe_is_named(tmp_path, kept_as_before):
     import json
 
     (tmp_path / "extra.json").write_text(json.dumps({"environment": {"command": "python benchmarks/bench_blip.py accuracy --seeds 9"}}))
     (tmp_path / "made.json").write_text(json.dumps({"environment": {"command": "python benchmarks/bench_blip.py accuracy"}}))
-    assert unmade_results(tmp_path, figure_commands()) == ["extra.json"]
+    assert unmade_results(tmp_path, figure_commands(), kept_as_before) == ["extra.json"]
