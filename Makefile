@@ -84,6 +84,7 @@ figures: setup
 	$(BIN)/python benchmarks/search_fit_defaults.py
 	$(BIN)/python benchmarks/bench_user_model.py
 	$(BIN)/python benchmarks/search_backbones.py
+	$(BIN)/python benchmarks/search_blip_prior.py
 	$(BIN)/python benchmarks/protocol_time.py --what both
 	test -d $(PARITY_TREE) || git worktree add $(PARITY_TREE) $(PARITY_COMMIT)
 	cd $(PARITY_TREE) && $(CURDIR)/$(BIN)/python setup.py -q build_ext --inplace
