@@ -77,6 +77,8 @@ figures: setup
 		--methods af anpyc ft-fix joint masx rewc sib siu sos --part task_alexnet_variants
 	$(BIN)/python benchmarks/bench_backbones.py accuracy --scenarios task --archs resnet18 \
 		--methods af anpyc ft-fix joint masx rewc sib siu sos --part task_resnet18_variants
+	$(BIN)/python benchmarks/bench_backbones.py accuracy --scenarios class --archs resnet18 \
+		--methods af anpyc joint masx rewc sib siu sos --part class_resnet18_variants
 	$(BIN)/python benchmarks/bench_rl.py tune
 	$(BIN)/python benchmarks/bench_rl.py sequence
 	$(BIN)/python benchmarks/bench_rl.py speed

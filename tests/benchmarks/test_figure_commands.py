@@ -19,7 +19,7 @@ def figure_commands() -> list[list[str]]:
 
 def test_the_figures_recipe_runs_the_backbone_table_and_its_pieces():
     lines = [args for args in figure_commands() if args[0] == "benchmarks/bench_backbones.py"]
-    assert [args[1] for args in lines] == ["speed"] + ["accuracy"] * 6
+    assert [args[1] for args in lines] == ["speed"] + ["accuracy"] * 7
 
 
 @pytest.mark.parametrize("args", [a for a in figure_commands() if a[0] == "benchmarks/bench_backbones.py"],
@@ -33,7 +33,7 @@ def test_each_backbone_command_of_make_figures_parses(args, monkeypatch):
     if parsed.what == "accuracy":
         assert parsed.part in (None, "class_alexnet", "class_alexnet_variants", "class_resnet18",
                                "task_alexnet_variants",
-                               "task_resnet18_variants")
+                               "task_resnet18_variants", "class_resnet18_variants")
 
 
 def test_an_empty_part_is_refused(monkeypatch, capsys):
