@@ -58,3 +58,25 @@ def test_a_groups_backbone_is_read_from_its_label(bench):
     assert search.arch_of("split-mnist/blip/scenario=task/arch=resnet18") == "resnet18"
     assert search.arch_of("split-mnist/blip/arch=alexnet") == "alexnet"
     assert search.build_parser().parse_args([]).quick is False
+
+
+def test_the_committed_search_keeps_the_registered_prior_and_its_resnet_runs_are_the_tables():
+    """What docs/results.md says of search_blip_prior_backbones.json: ResNet-18 chooses the registered
+    prior and its test runs equal the backbone table's BLIP runs to the last digit (another driver,
+    the same runs); every larger prior scores lower on ResNet-18; AlexNet's 1e-12 ties 1e-10 on
+    validation, lies on the grid's edge, and its test ACC lies within the table's BLIP interval."""
+    import json
+    results = ROOT / "benchmarks" / "results"
+    search = json.loads((results / "search_blip_prior_backbones.json").read_text())
+    table = json.loads((results / "backbones_accuracy.json").read_text())
+    assert not search["environment"]["git_commit"].endswith("+uncommitted")
+    resnet, alexnet = search["backbones"]["resnet18"], search["backbones"]["alexnet"]
+    assert resnet["chosen"] == search["registered_prior"] == BlipOptions.fisher_prior
+    tables_blip = {r["seed"]: r["acc"] for r in table["runs"] if r["arch"] == "resnet18" and r["method"] == "blip"}
+    assert {r["seed"]: r["acc"] for r in resnet["test"]} == tables_blip
+    acc = {c["fisher_prior"]: c["validation"][0]["acc"] for c in resnet["candidates"]}
+    assert all(acc[p] < acc[1e-10] for p in acc if p > 1e-10)
+    alex = {c["fisher_prior"]: c["validation"][0]["acc"] for c in alexnet["candidates"]}
+    assert alexnet["chosen"] == 1e-12 and alex[1e-12] == alex[1e-10] == max(alex.values()) and alexnet["on_edge"]
+    blip = table["summaries"]["alexnet"]["task"]["blip"]["acc"]
+    assert blip["low"] <= alexnet["test_summary"]["acc"]["mean"] <= blip["high"]
