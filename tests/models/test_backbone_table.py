@@ -6,6 +6,20 @@ import json
 from pathlib import Path
 
 RESULT = Path(__file__).parents[2] / "benchmarks" / "results" / "backbones_accuracy.json"
+CORE = {"blip", "ewc", "si", "mas", "dlcft", "finetune"}  # the first table's methods
+VARIANTS = {"af", "anpyc", "joint", "masx", "rewc", "sib", "siu", "sos"}  # the rest; ft-fix is task-incremental only
+
+
+def piece(name: str, arch: str, scenario: str, methods: set[str]) -> tuple[dict, dict]:
+    """A committed piece of the table (benchmarks/results/backbones_accuracy_NAME.json) and its
+    per-method summaries, after the checks every piece shares: made from a clean tree, exactly
+    ``methods``, seeds 0-2 of each."""
+    result = json.loads((RESULT.parent / f"backbones_accuracy_{name}.json").read_text())
+    assert not result["environment"]["git_commit"].endswith("+uncommitted")
+    summaries = result["summaries"][arch][scenario]
+    assert set(summaries) == methods
+    assert all(sorted(entry["seeds"]) == [0, 1, 2] for entry in summaries.values())
+    return result, summaries
 
 
 def test_backbone_table_is_three_seeds_of_each_method_and_every_task_is_learnt():
@@ -28,11 +42,7 @@ def test_backbone_table_is_three_seeds_of_each_method_and_every_task_is_learnt()
 def test_class_incremental_alexnet_piece_learns_every_task_and_only_dlcft_keeps_the_first():
     """backbones_accuracy_class_alexnet.json (one growing head): 3 seeds of each method, every task learnt
     when trained; the regularisers, BLIP and fine-tuning forget task 0, DLCFT keeps it (docs/results.md)."""
-    result = json.loads((RESULT.parent / "backbones_accuracy_class_alexnet.json").read_text())
-    assert not result["environment"]["git_commit"].endswith("+uncommitted")
-    methods = result["summaries"]["alexnet"]["class"]
-    assert set(methods) == {"blip", "ewc", "si", "mas", "dlcft", "finetune"}
-    assert all(sorted(entry["seeds"]) == [0, 1, 2] for entry in methods.values())
+    result, methods = piece("class_alexnet", "alexnet", "class", CORE)
     for run in result["runs"]:
         assert run["scenario"] == "class" and run["not_learned"] == [], run
         assert min(run["diagonal"]) > 0.9, (run["method"], run["seed"], run["diagonal"])
@@ -68,11 +78,7 @@ def test_class_incremental_alexnet_variants_piece_joint_keeps_both_tasks_the_oth
 def test_class_incremental_resnet18_piece_blip_keeps_part_of_task_0_and_dlcft_learns_task_1_worst():
     """What docs/results.md says of the ResNet-18 class-incremental piece: BLIP is significantly above
     EWC, SI, MAS and fine-tuning (which forget task 0), DLCFT above BLIP but worst on the new task."""
-    result = json.loads((RESULT.parent / "backbones_accuracy_class_resnet18.json").read_text())
-    assert not result["environment"]["git_commit"].endswith("+uncommitted")
-    methods = result["summaries"]["resnet18"]["class"]
-    assert set(methods) == {"blip", "ewc", "si", "mas", "dlcft", "finetune"}
-    assert all(sorted(entry["seeds"]) == [0, 1, 2] for entry in methods.values())
+    result, methods = piece("class_resnet18", "resnet18", "class", CORE)
     for name in ("ewc", "si", "mas", "finetune"):
         assert methods[name]["blip_vs"]["blip_significantly_higher"], name
         assert methods[name]["forgetting"]["low"] > methods["blip"]["forgetting"]["mean"], name
@@ -86,11 +92,7 @@ def test_task_incremental_alexnet_variants_piece_every_task_learnt_and_the_docs_
     """What docs/results.md says of the task-incremental AlexNet variants: every method learns each
     task (ft-fix, whose trunk is frozen after task 0, aside), joint has the highest ACC, ANPyC the
     narrowest ACC interval, SIU and SIB the lowest ACC; ft-fix forgets nothing."""
-    result = json.loads((RESULT.parent / "backbones_accuracy_task_alexnet_variants.json").read_text())
-    assert not result["environment"]["git_commit"].endswith("+uncommitted")
-    methods = result["summaries"]["alexnet"]["task"]
-    assert set(methods) == {"af", "anpyc", "ft-fix", "joint", "masx", "rewc", "sib", "siu", "sos"}
-    assert all(sorted(entry["seeds"]) == [0, 1, 2] for entry in methods.values())
+    result, methods = piece("task_alexnet_variants", "alexnet", "task", VARIANTS | {"ft-fix"})
     assert all(run["not_learned"] == [] for run in result["runs"])
     assert all(entry["min_diagonal"]["mean"] > 0.98 for name, entry in methods.items() if name != "ft-fix")
     by_acc = sorted(methods, key=lambda name: methods[name]["acc"]["mean"])
@@ -105,11 +107,7 @@ def test_task_incremental_resnet18_variants_piece_every_task_learnt_and_only_joi
     aside), joint has the highest ACC, every regulariser variant forgets much of task 0 (AF least, SOS
     most), ANPyC keeps task 0 on two seeds of three, ft-fix forgets nothing and learns task 1 worst,
     and BLIP's mean ACC (the first table) is above every mean here but joint's."""
-    result = json.loads((RESULT.parent / "backbones_accuracy_task_resnet18_variants.json").read_text())
-    assert not result["environment"]["git_commit"].endswith("+uncommitted")
-    methods = result["summaries"]["resnet18"]["task"]
-    assert set(methods) == {"af", "anpyc", "ft-fix", "joint", "masx", "rewc", "sib", "siu", "sos"}
-    assert all(sorted(entry["seeds"]) == [0, 1, 2] for entry in methods.values())
+    result, methods = piece("task_resnet18_variants", "resnet18", "task", VARIANTS | {"ft-fix"})
     assert all(run["not_learned"] == [] for run in result["runs"])
     assert all(entry["min_diagonal"]["mean"] > 0.98 for name, entry in methods.items() if name != "ft-fix")
     assert max(methods, key=lambda name: methods[name]["acc"]["mean"]) == "joint"
@@ -131,11 +129,7 @@ def test_class_incremental_resnet18_variants_piece_joint_keeps_both_and_anpyc_lo
     every regulariser variant forgets most of task 0 (rEWC least, below BLIP's ACC), and ANPyC's task
     0 ends well below the others right after it is learnt (its pruning of the shared head) though
     above chance, so no run flags it."""
-    result = json.loads((RESULT.parent / "backbones_accuracy_class_resnet18_variants.json").read_text())
-    assert not result["environment"]["git_commit"].endswith("+uncommitted")
-    methods = result["summaries"]["resnet18"]["class"]
-    assert set(methods) == {"af", "anpyc", "joint", "masx", "rewc", "sib", "siu", "sos"}
-    assert all(sorted(entry["seeds"]) == [0, 1, 2] for entry in methods.values())
+    result, methods = piece("class_resnet18_variants", "resnet18", "class", VARIANTS)
     assert methods["joint"]["acc"]["low"] > 0.95 and methods["joint"]["forgetting"]["high"] < 0.05
     variants = {m: e for m, e in methods.items() if m not in ("joint", "anpyc")}
     assert all(entry["forgetting"]["mean"] > 0.5 for entry in variants.values())
