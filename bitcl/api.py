@@ -68,6 +68,8 @@ class HeadedModel(nn.Module):
     """A user's backbone with one head per task: ``forward(x, task)``; ``backbone_parameters()``
     (the shared, protected part) excludes the heads, as bitcl's ContinualModel does."""
 
+    output_modules = ("heads",)
+
     def __init__(self, backbone: nn.Module, heads: Sequence[nn.Module]):
         super().__init__()
         self.backbone = backbone

@@ -8,7 +8,10 @@ Anything else is refused in one line naming both versions, rather than misread.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import re
+from pathlib import Path
 
 import bitcl
 from bitcl.errors import DataError
@@ -42,3 +45,24 @@ def check_results_version(results: dict, where: str, current: str = bitcl.__vers
 
 
 __all__ = ["check_results_version", "contract_series"]
+
+
+_CODE_SUFFIXES = (".py", ".c", ".h")
+
+
+@functools.lru_cache(maxsize=1)
+def code_digest() -> str:
+    """SHA-256 over the source that runs: every .py of the bitcl package and every .py/.c/.h of
+    bitcl.kernels, by relative path and content. Recorded in results.json (``code_digest``) so a
+    finished run can be told from one made by other code: the version number stays the same while
+    the code changes between releases, and a git commit is not known to an installed copy."""
+    import bitcl.kernels
+
+    digest = hashlib.sha256()
+    for root in (Path(bitcl.__file__).parent, Path(bitcl.kernels.__file__).parent):
+        files = sorted(p for p in root.rglob("*") if p.suffix in _CODE_SUFFIXES and "__pycache__" not in p.parts
+                       and p.is_file())
+        for path in files:
+            digest.update(f"{root.name}/{path.relative_to(root).as_posix()}\0".encode())
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()

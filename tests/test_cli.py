@@ -9,6 +9,7 @@ import time
 import pytest
 from safetensors import safe_open
 
+from bitcl.versions import code_digest
 from tests.conftest import cli, run_cli
 
 FAST = ["--hidden", "64", "--epochs", "1", "--quiet"]
@@ -33,6 +34,7 @@ def test_run_writes_the_results_contract(tmp_path, small_npz):
     for key in ("bitcl_version", "method", "benchmark", "scenario", "seed", "config", "tasks", "accuracy_matrix",
                 "acc", "bwt", "forgetting", "timing", "memory"):
         assert key in res
+    assert res["code_digest"] == code_digest()
     matrix = res["accuracy_matrix"]
     assert len(matrix) == 5 and all(len(row) == 5 for row in matrix)
     assert res["acc"] == pytest.approx(sum(matrix[-1]) / 5)

@@ -22,6 +22,8 @@ from .factory import LayerFactory
 
 
 class ContinualModel(nn.Module):
+    output_modules = ("heads",)  # the layers that map features to class scores (ANPyC never prunes them)
+
     def __init__(self, backbone: nn.Module, head_sizes: Sequence[int], setting: str, kind: str = "quant",
                  bits: int = DEFAULT_BITS):
         super().__init__()

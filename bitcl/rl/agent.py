@@ -61,6 +61,8 @@ def _init(module: nn.Module, gain: float) -> None:
 class Agent(nn.Module):
     """``forward(obs, game) -> (logits over the game's actions, value)``; obs as the env gives them."""
 
+    output_modules = ("policies", "values")  # the action and value heads (ANPyC never prunes them)
+
     def __init__(self, games: Sequence[Game], layers: LayerFactory, head: str = "per-game"):
         super().__init__()
         suite = games[0].suite

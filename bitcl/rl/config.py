@@ -23,7 +23,7 @@ EVAL_POLICIES = ("sample", "greedy")
 
 # `bitcl rl`'s own defaults for method options whose general default (chosen on images) does not
 # carry over to policies: the per-sample policy Fisher has another scale. Chosen by
-# `python benchmarks/bench_rl.py tune` (validation seed, games reversed: benchmarks/results/rl_tuning.json)
+# `python benchmarks/bench_rl.py tune` (validation seeds 100 and 101, games reversed: benchmarks/results/rl_tuning.json)
 # and used by the MinAtar figure (rl_sequence.json); tests/rl/test_rl_defaults.py pins them to that file.
 METHOD_DEFAULTS: dict[str, dict] = {
     "blip": {"fisher_prior": 1e-3},

@@ -34,6 +34,7 @@ from typing import Optional
 import bitcl
 from bitcl import stats
 from bitcl.errors import ConfigError
+from bitcl.versions import code_digest
 
 TIMING_KEYS = ("train_seconds", "steps_per_second", "consolidate_seconds", "eval_seconds")
 CITATION = ("Wołczyk et al. 2021, Continual World: A Robotic Benchmark For Continual Reinforcement Learning "
@@ -215,6 +216,7 @@ class RLResult:
         ref, ref_eps = self._reference()
         out = {
             "bitcl_version": bitcl.__version__,
+            "code_digest": code_digest(),
             "method": self.config.method,
             "suite": self.config.suite,
             "seed": self.config.seed,

@@ -1,7 +1,8 @@
 """Run a sweep: choose on validation (optional), run the grid, retry failures, summarise.
 
 Resumable and idempotent: a run whose folder holds a finished results.json (with the settings the
-sweep asks for) is not run again; a run interrupted part-way continues from its last checkpoint
+sweep asks for, made by this code: its ``code_digest``) is not run again; one made by other code is
+run again with ``--overwrite`` (the old run stays until the new one is complete); a run interrupted part-way continues from its last checkpoint
 (``bitcl run --resume``); a failed run is retried ``retries`` times and, if it still fails, is
 reported with the last line of its stderr. Restarting an interrupted sweep therefore continues it.
 """
@@ -16,6 +17,7 @@ from typing import Callable, Optional
 from bitcl.errors import BitclError, ConfigError
 from bitcl.sweep.backends import Job, make_backend
 from bitcl.sweep.spec import METRICS, RunSpec, Spec, assign, check_runs, expand, make_run, nice
+from bitcl.versions import code_digest
 
 LOCK_NAME = ".bitcl-sweep.lock"
 
@@ -26,6 +28,7 @@ class Sweep:
     def __init__(self, spec: Spec, out: Path, log: Callable[[str], None] = print):
         self.spec, self.out, self.log = spec, out, log
         self.records: dict[str, dict] = {}
+        self.replace: set[str] = set()  # finished runs made by other code: rerun with --overwrite
         self._backend = None
         self._lock_fd = -1
 
@@ -70,6 +73,9 @@ class Sweep:
             finished = finished_results(self.folder(run), run) if reuse else None
             record = {"name": run.name, "dir": str(self.folder(run)), "settings": run.settings, "group": run.group,
                       "benchmark": run.benchmark, "attempts": 0}
+            if finished is not None and finished.get("code_digest") != code_digest():
+                self.replace.add(run.name)
+                finished = None
             if finished is not None:
                 record.update(status="done", reused=True, results=metrics_of(finished))
             else:
@@ -77,6 +83,9 @@ class Sweep:
             self.records[run.name] = record
         if len(pending) < len(runs):
             self.log(f"{len(runs) - len(pending)} of {len(runs)} runs already finished (not rerun)")
+        if self.replace:
+            self.log(f"{len(self.replace)} finished run(s) were made by other code (results.json code_digest): "
+                     "rerunning them; each old run is kept until its new one completes")
         by_name = {run.name: run for run in pending}
         for attempt in range(1 + self.spec.retries):
             if not pending:
@@ -106,6 +115,9 @@ class Sweep:
         from bitcl.train.rundir import holds_run
         folder = self.folder(run)
         argv = run.argv(folder)
+        if run.name in self.replace:  # once: a retry continues the new run's own checkpoints
+            self.replace.discard(run.name)
+            return argv + ([] if "--overwrite" in argv else ["--overwrite"])
         return argv + (["--resume"] if holds_run(folder) and "--overwrite" not in argv else [])
 
     # -- choosing on validation ------------------------------------------------------------------

@@ -14,6 +14,7 @@ import bitcl
 from bitcl import metrics
 from bitcl.quant import bit_states
 from bitcl.train import learned
+from bitcl.versions import code_digest
 
 TIMING_KEYS = ("train_seconds", "epoch_seconds", "consolidate_seconds", "eval_seconds")
 
@@ -104,6 +105,7 @@ class RunResult:
     def to_json(self) -> dict:
         out = {
             "bitcl_version": bitcl.__version__,
+            "code_digest": code_digest(),
             "method": self.config.method,
             "benchmark": self.config.benchmark,
             "scenario": self.config.scenario,

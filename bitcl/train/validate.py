@@ -10,12 +10,15 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from bitcl import metrics
 from bitcl.errors import BitclError, CheckpointError, DataError
 from bitcl.fields import Fields, check_int, check_number, int_list, matrix, number_list  # noqa: F401
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 MAX_RESULTS_BYTES = 256 << 20  # a 1,000-task results.json is ~20 MB; far larger is not a bitcl file
 MAX_BITS, MIN_BITS = 24, 2
@@ -92,6 +95,9 @@ def validate_results(obj: Any, where: str, require: Sequence[str] = ()) -> dict:
     f.string("benchmark", required=False)
     f.string("scenario", required=False)
     f.string("bitcl_version", required=False)
+    digest = f.string("code_digest", required=False)
+    if digest is not None and not _HEX64.fullmatch(digest):
+        f.fail(f"code_digest must be 64 lowercase hex digits, got {digest[:80]!r}")
     f.integer("seed", 0, 2 ** 63 - 1, required=False)
     f.sub("config", required=False)
     if f.has("return_matrix"):

@@ -6,7 +6,7 @@ import os
 import pytest
 from safetensors import safe_open
 
-RESULT_KEYS = ("bitcl_version", "method", "benchmark", "scenario", "seed", "config", "tasks", "accuracy_matrix",
+RESULT_KEYS = ("bitcl_version", "code_digest", "method", "benchmark", "scenario", "seed", "config", "tasks", "accuracy_matrix",
                "acc", "bwt", "forgetting", "timing", "memory")
 TIMING_KEYS = {"train_seconds", "epoch_seconds", "consolidate_seconds", "eval_seconds"}
 

@@ -32,6 +32,8 @@ BAD_RESULTS = [
     ("bwt missing", lambda r: r.pop("bwt"), "missing key 'bwt'"),
     ("tasks mismatch", _set(["tasks"], 5), "tasks must lie in 2..2"),
     ("seed huge", _set(["seed"], 2 ** 70), "seed must lie in"),
+    ("code digest short", _set(["code_digest"], "abc"), "code_digest must be 64 lowercase hex digits"),
+    ("code digest a number", _set(["code_digest"], 7), "'code_digest' must be a string"),
     ("capacity length", _set(["capacity"], [0.1]), "capacity has 1 entries, expected 2"),
     ("capacity above 1", _set(["capacity"], [0.1, 3.0]), "capacity[1] must lie in [0, 1]"),
     ("timing strings", _set(["timing", "train_seconds"], ["1", "2"]), "must be a number, got a string"),

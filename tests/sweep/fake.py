@@ -8,6 +8,7 @@ from pathlib import Path
 
 from bitcl import metrics
 from bitcl.sweep import load_spec, run_sweep
+from bitcl.versions import code_digest
 
 
 class FakeRuns:
@@ -35,7 +36,8 @@ class FakeRuns:
         results = {"method": cfg.method, "benchmark": cfg.benchmark, "scenario": cfg.scenario, "seed": cfg.seed,
                    "tasks": 2, "accuracy_matrix": matrix, "acc": metrics.acc(matrix), "bwt": metrics.bwt(matrix),
                    "forgetting": metrics.forgetting(matrix), "timing": {"train_seconds": [0.1, 0.1]},
-                   "memory": {"state_bytes": [0, 0]}, "config": cfg.resolved().to_dict()}  # as bitcl run records it
+                   "memory": {"state_bytes": [0, 0]}, "config": cfg.resolved().to_dict(),  # as bitcl run records it
+                   "code_digest": code_digest()}
         assert math.isfinite(results["acc"])
         Path(cfg.out).mkdir(parents=True, exist_ok=True)
         (Path(cfg.out) / "results.json").write_text(json.dumps(results))

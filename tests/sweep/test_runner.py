@@ -8,6 +8,7 @@ import pytest
 from bitcl import stats
 from bitcl.errors import ConfigError
 from bitcl.sweep import load_spec
+from bitcl.versions import code_digest
 from tests.sweep.fake import FakeRuns, sweep
 
 SPEC = 'benchmark = "split-mnist"\ntasks = 2\nepochs = 1\nmethods = ["finetune", "ewc"]\nseeds = [0, 1, 2]\n'
@@ -30,6 +31,26 @@ def test_finished_runs_are_not_rerun(tmp_path, fake):
     assert len(runs.calls) == 6, "a finished run was run again"
     assert all(r["reused"] for r in second["runs"])
     assert second["benchmarks"] == first["benchmarks"]
+
+
+@pytest.mark.parametrize("digest", ["0" * 64, None])
+def test_a_run_made_by_other_code_is_run_again(tmp_path, fake, digest):
+    """A finished run whose results.json records another code_digest (or none: older bitcl) is rerun
+    with --overwrite, which keeps the old run until the new one completes; the others are reused."""
+    runs = fake()
+    sweep(tmp_path, SPEC)
+    path = tmp_path / "out" / "split-mnist" / "ewc" / "seed=1" / "results.json"
+    old = json.loads(path.read_text())
+    if digest is None:
+        del old["code_digest"]
+    else:
+        old["code_digest"] = digest
+    path.write_text(json.dumps(old))
+    second = sweep(tmp_path, SPEC)
+    assert runs.calls[6:] == [runs.calls[6]] and "--overwrite" in runs.calls[6] and "--resume" not in runs.calls[6]
+    assert runs.calls[6][runs.calls[6].index("--out") + 1].endswith("ewc/seed=1")
+    assert json.loads(path.read_text())["code_digest"] == code_digest()
+    assert sum(not r["reused"] for r in second["runs"]) == 1
 
 
 def test_interrupted_run_continues_with_resume(tmp_path, fake):
