@@ -107,17 +107,16 @@ def test_bad_options_refused(options, needle):
         Engine(RunConfig(method="anpyc", method_options=options, epochs=0, hidden=[8], quiet=True))
 
 
-def test_prunes_connections_only_never_an_output_head():
-    """Prunable: the shared Linear/Conv2d weights; never the shared class-incremental head, a
-    normalisation scale or a bias (they are consolidated only)."""
+def test_prunes_every_shared_weight_but_never_an_output_head():
+    """Prunable: every shared weight tensor (Linear/Conv2d weights and normalisation scales), never the
+    shared class-incremental head or a bias (they are consolidated only)."""
     engine = Engine(RunConfig(method="anpyc", benchmark="split-mnist", scenario="class", tasks=2, arch="resnet18",
                               epochs=1, quiet=True))
     prunable = set(engine.strategy.prunable)
     protected = set(engine.strategy.params)
     assert "heads.0.weight" in protected and "heads.0.weight" not in prunable
-    assert not any(".bn" in n or "norm" in n or n.endswith("bias") for n in prunable)
-    convs = {n for n, m in engine.model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
-    assert prunable == {f"{m}.weight" for m in convs if not m.startswith("heads")}
+    assert prunable == {n for n in protected if n.endswith("weight") and not n.startswith("heads.")}
+    assert any(".bn1." in n for n in prunable) and not any(n.endswith("bias") for n in prunable)
 
 
 def test_learns_the_first_task_with_a_shared_head(small_npz, tmp_path):
