@@ -7,12 +7,13 @@ case runs in a fresh one-thread subprocess per tree, with ``PYTHONPATH`` set to 
 new alternating:
 
 * ``run``: ``bitcl run`` (BLIP, EWC, SI) on Split-MNIST, 5 tasks, 1 epoch, the committed 2,000-digit
-  subset tests/data/mnist2k.npz; compared: results.json without its timing and output folder.
+  subset tests/data/mnist2k.npz; compared: results.json without its timing, output folder and
+  ``code_digest`` (a hash of the source that ran, which differs between two trees by design).
 * ``fit``: ``bitcl.fit`` with BLIP (absolute prior 1e-10, which both trees have: the own-model
   default changed on purpose) on the same digits, from TensorDatasets and from DataLoaders;
   compared: the accuracy matrix and a SHA-256 of the trained model's state.
 * ``rl``: ``bitcl rl`` (BLIP) on breakout then freeway, 2,048 steps each, 5 evaluation episodes;
-  compared: results.json without its timing and output folder.
+  compared: results.json without its timing, output folder and ``code_digest``.
 * ``avalanche``: Avalanche Naive with ``BLIPPlugin`` over 3 two-digit tasks; compared: the model's
   state digest and its accuracy per task.
 
@@ -46,6 +47,7 @@ if done.returncode:
     raise SystemExit(done.stderr.strip()[-800:])
 r = json.load(open(out + "/results.json"))
 r.pop("timing", None)
+r.pop("code_digest", None)  # which code ran: provenance, different in two trees by design (old trees lack it)
 r["config"].pop("out", None)
 print(json.dumps(r, sort_keys=True))
 """
