@@ -4,7 +4,8 @@ Part 1 (benchmarks/results/avalanche.json): time of BLIP on Split-MNIST (embedde
 digits, 5 tasks, task-incremental, MLP 784-256-heads, 20-bit codes, 1 epoch, SGD lr 0.05,
 batch 64, constant lr) through (a) ``bitcl.engine.run`` (the CLI path, the baseline),
 (b) ``bitcl.fit`` on TensorDatasets, (c) ``bitcl.fit`` on DataLoaders, (d) Avalanche ``Naive``
-with ``BLIPPlugin`` and (e) the same ``Naive`` without it. The statistic is training +
+with ``BLIPPlugin``, (e) the same ``Naive`` without it and (f) ``Naive`` with a plugin that does
+nothing (Avalanche's own cost of calling a plugin's hooks at every step, which any plugin pays). The statistic is training +
 consolidation time (evaluation and set-up excluded) in CPU seconds of this process: bitcl's
 runner times its phases with ``time.perf_counter``, which reads ``time.process_time`` while a
 path is timed (:func:`cpu_clock`), so a busy shared machine does not add its waiting to one
@@ -15,7 +16,8 @@ machine's load). Wall times of each whole call (set-up and evaluation included) 
 average of each round are recorded too, and the share of the CLI loop that is BLIP's
 consolidation (Fisher and freezing), work that Naive without the plugin never does. The plugin
 path's own consolidation is timed too (its ``after_training_exp``), so its cost over Naive splits
-into that consolidation and the rest (hooks, the projection after every step); ``--more-epochs``
+into that consolidation, Avalanche's cost of calling any plugin (path f) and the rest (bitcl's hooks,
+the projection after every step); ``--more-epochs``
 repeats the whole timing at more epochs per task (``paths_by_epochs``), where the once-per-task
 consolidation weighs less.
 
@@ -53,7 +55,7 @@ import bitcl.avalanche as bav  # noqa: E402  (makes torchvision importable befor
 from avalanche.benchmarks import tensors_benchmark  # noqa: E402
 from avalanche.models import MultiTaskModule  # noqa: E402
 from avalanche.training import Naive  # noqa: E402
-from avalanche.training.plugins import EvaluationPlugin  # noqa: E402
+from avalanche.training.plugins import EvaluationPlugin, SupervisedPlugin  # noqa: E402
 from bitcl.api import benchmark_tasks, fit  # noqa: E402
 from bitcl.config import RunConfig  # noqa: E402
 from bitcl.engine import run as engine_run  # noqa: E402
@@ -114,6 +116,11 @@ class TimedBLIPPlugin(bav.BLIPPlugin):
         PLUGIN_CONSOLIDATION[-1] += time.process_time() - start
 
 
+class EmptyPlugin(SupervisedPlugin):
+    """A plugin that does nothing: what Avalanche's loop costs for calling a plugin's hooks (its
+    ``trigger_plugins`` at every hook point of every step), which BLIPPlugin pays like any plugin."""
+
+
 def run_cli_path(tasks, epochs: int):
     config = RunConfig(method="blip", benchmark="split-mnist", scenario="task", epochs=epochs, batch_size=BATCH, lr=LR,
                        optimizer="sgd", lr_schedule="none", hidden=[HIDDEN], seed=0, quiet=True,
@@ -136,15 +143,18 @@ def run_fit(tasks, loaders: bool, epochs: int):
     return WALL() - start, _loop_seconds(result), result.acc
 
 
-def run_avalanche(tasks, epochs: int, plugin: bool = True):
+def run_avalanche(tasks, epochs: int, plugin: str = "blip"):
+    """Avalanche ``Naive`` over the tasks with ``plugin``: ``"blip"`` (TimedBLIPPlugin), ``"empty"``
+    (EmptyPlugin) or ``"none"``."""
     bench = tensors_benchmark(train_tensors=[tr.tensors for tr, _ in tasks], test_tensors=[te.tensors for _, te in tasks],
                               task_labels=list(range(len(tasks))), complete_test_set_only=False)
     model = Heads(_model())
     naive = Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=LR), criterion=nn.CrossEntropyLoss(),
                   train_mb_size=BATCH, train_epochs=epochs, eval_mb_size=1000, device="cpu",
-                  plugins=[TimedBLIPPlugin(fisher_prior=PRIOR)] if plugin else [],
+                  plugins={"blip": lambda: [TimedBLIPPlugin(fisher_prior=PRIOR)], "empty": lambda: [EmptyPlugin()],
+                           "none": list}[plugin](),
                   evaluator=EvaluationPlugin(loggers=[]))
-    if plugin:
+    if plugin == "blip":
         PLUGIN_CONSOLIDATION.append(0.0)
     start, cpu_start = WALL(), time.process_time()
     for experience in bench.train_stream:
@@ -162,7 +172,8 @@ def timing(repeats: int, epochs: int = 1) -> dict:
     paths = {"cli_engine": lambda: run_cli_path(tasks, epochs), "fit_datasets": lambda: run_fit(tasks, False, epochs),
              "fit_dataloaders": lambda: run_fit(tasks, True, epochs),
              "avalanche_blip_plugin": lambda: run_avalanche(tasks, epochs),
-             "avalanche_naive_no_plugin": lambda: run_avalanche(tasks, epochs, plugin=False)}
+             "avalanche_naive_no_plugin": lambda: run_avalanche(tasks, epochs, plugin="none"),
+             "avalanche_naive_empty_plugin": lambda: run_avalanche(tasks, epochs, plugin="empty")}
     names = list(paths)
     runs = {name: [] for name in paths}
     for name, path in paths.items():  # warm-up: imports, compiled kernels, dynamo's first optimizer
@@ -188,7 +199,7 @@ def timing(repeats: int, epochs: int = 1) -> dict:
                      "best_loop_cpu_seconds": min(loops(name)), "ratio_to_cli": ratio(name, "cli_engine"),
                      "ratio_of_best_to_cli": min(loops(name)) / min(loops("cli_engine")),
                      "acc": [a for _, _, a in values]}
-        print(f"{name:26s} loop CPU median {out[name]['median_loop_cpu_seconds']:6.3f}s "
+        print(f"{name:28s} loop CPU median {out[name]['median_loop_cpu_seconds']:6.3f}s "
               f"min {out[name]['best_loop_cpu_seconds']:6.3f}s  x{out[name]['ratio_to_cli']:5.2f} of the CLI path "
               f"(x{out[name]['ratio_of_best_to_cli']:5.2f} by minima)  ACC {values[-1][2]:.4f}")
     # the plugin's own cost, against the same Avalanche loop without it (Avalanche's overhead is
@@ -207,12 +218,15 @@ def timing(repeats: int, epochs: int = 1) -> dict:
         c / b for c, b in zip(PLUGIN_CONSOLIDATION, naive))  # one entry per timed plugin call, in order
     out["blip_plugin_over_naive_without_consolidation"] = statistics.median(
         (a - c) / b for a, c, b in zip(with_plugin, PLUGIN_CONSOLIDATION, naive))
+    # Avalanche's own cost of having a plugin at all (hook dispatch at every step), over Naive alone
+    out["empty_plugin_over_naive"] = ratio("avalanche_naive_empty_plugin", "avalanche_naive_no_plugin")
     out["load_average_per_round"] = load
     print(f"BLIPPlugin / Naive without it: x{out['blip_plugin_over_naive']:.3f} "
           f"(x{out['blip_plugin_over_naive_by_minima']:.3f} by minima); consolidation is "
           f"{out['cli_consolidation_share']:.3f} of the CLI loop; without its consolidation "
           f"x{out['blip_plugin_over_naive_without_consolidation']:.3f} (consolidation "
-          f"{out['plugin_consolidation_over_naive']:.3f} of Naive); load average per round {load}")
+          f"{out['plugin_consolidation_over_naive']:.3f} of Naive); a plugin doing nothing "
+          f"x{out['empty_plugin_over_naive']:.3f}; load average per round {load}")
     return out
 
 
@@ -298,7 +312,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=9, help="interleaved rounds of every path")
     parser.add_argument("--skip-timing", action="store_true")
-    parser.add_argument("--more-epochs", type=int, nargs="*", default=[5],
+    parser.add_argument("--more-epochs", type=int, nargs="*", default=[5, 10],
                         help="also time every path at these epochs per task (paths_by_epochs): BLIP's "
                              "consolidation is once per task, so its share falls as training grows")
     args = parser.parse_args()
@@ -324,7 +338,9 @@ def main() -> None:
                                  "rounds of the CLI path's consolidation seconds over its loop seconds; "
                                  "plugin_consolidation_over_naive and blip_plugin_over_naive_without_consolidation: "
                                  "the plugin's end-of-experience CPU seconds (Fisher and freezing) over Naive's "
-                                 "loop, and the plugin path's loop less them over Naive's, medians over rounds"}
+                                 "loop, and the plugin path's loop less them over Naive's, medians over rounds; "
+                                 "empty_plugin_over_naive: Naive with a plugin that does nothing over Naive alone "
+                                 "(Avalanche's own cost of any plugin), median over rounds"}
         paths = timing(args.repeats)
         by_epochs = {str(e): timing(args.repeats, e) for e in args.more_epochs}
         write_result("avalanche", {"versions": env, "protocol": protocol, "paths": paths,
