@@ -12,7 +12,9 @@ path is timed (:func:`cpu_clock`), so a busy shared machine does not add its wai
 path and not another. ``--repeats`` rounds each run every path once, the order rotated from
 round to round; per path the median and the minimum are reported, and its ratio to the CLI
 path is the median over rounds of the ratio within the round (paths of one round share the
-machine's load). Wall times of each whole call (set-up and evaluation included) and the load
+machine's load), with a distribution-free 95 % interval for the plugin's medians: on these shared
+virtual machines two identical paths differ by a fifth or more in single rounds, so the verdict
+against the 1.15 target (``blip_plugin_against_target``) is "undecided" unless the interval says. Wall times of each whole call (set-up and evaluation included) and the load
 average of each round are recorded too, and the share of the CLI loop that is BLIP's
 consolidation (Fisher and freezing), work that Naive without the plugin never does. The plugin
 path's own consolidation is timed too (its ``after_training_exp``), so its cost over Naive splits
@@ -29,13 +31,14 @@ SI and MAS plugins that issue 18 describes, measured here:
 * EWC: its importance (squared mean-minibatch gradient, true labels) against the per-sample
   empirical Fisher of the same model and data (bitcl's ``--fisher empirical``).
 
-Run:  nice -n 5 .venv/bin/python benchmarks/bench_avalanche.py [--repeats 9]
+Run:  nice -n 5 .venv/bin/python benchmarks/bench_avalanche.py [--repeats 15]
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import json
+import math
 import os
 import statistics
 import sys
@@ -63,6 +66,26 @@ from bitcl.models import build_model  # noqa: E402
 from _env import write_result  # noqa: E402
 
 HIDDEN, LR, BATCH, PRIOR = 256, 0.05, 64, 1e-8
+PLUGIN_TARGET = 1.15  # issue 25: Naive + BLIPPlugin over Naive alone
+
+
+def median_interval(values, level: float = 0.95) -> list[float]:
+    """Distribution-free interval for the median of ``values`` (order statistics: the ranks j and
+    n + 1 - j with P(Binomial(n, 1/2) < j) <= (1 - level) / 2), so a claim about a ratio's median
+    carries the spread of its rounds; the whole range when there are too few values for ``level``."""
+    x, n = sorted(values), len(values)
+    j, tail = 0, 0.0
+    while j < n // 2 and tail + math.comb(n, j) / 2 ** n <= (1 - level) / 2:
+        tail += math.comb(n, j) / 2 ** n
+        j += 1
+    j = max(j, 1)
+    return [x[j - 1], x[n - j]]
+
+
+def against_target(interval: list[float], target: float = PLUGIN_TARGET) -> str:
+    """"within" when the whole interval is at or below ``target``, "above" when all of it is above,
+    else "undecided" (the rounds do not tell)."""
+    return "within" if interval[1] <= target else "above" if interval[0] > target else "undecided"
 
 
 def environment() -> dict:
@@ -189,8 +212,11 @@ def timing(repeats: int, epochs: int = 1) -> dict:
     def loops(name):
         return [loop for _, loop, _ in runs[name]]
 
+    def ratios(name, base):  # the within-round ratios
+        return [a / b for a, b in zip(loops(name), loops(base))]
+
     def ratio(name, base):  # median over rounds of the within-round ratio
-        return statistics.median(a / b for a, b in zip(loops(name), loops(base)))
+        return statistics.median(ratios(name, base))
 
     out = {}
     for name, values in runs.items():
@@ -205,6 +231,8 @@ def timing(repeats: int, epochs: int = 1) -> dict:
     # the plugin's own cost, against the same Avalanche loop without it (Avalanche's overhead is
     # avalanche_naive_no_plugin's ratio_to_cli)
     out["blip_plugin_over_naive"] = ratio("avalanche_blip_plugin", "avalanche_naive_no_plugin")
+    out["blip_plugin_over_naive_interval"] = median_interval(ratios("avalanche_blip_plugin", "avalanche_naive_no_plugin"))
+    out["blip_plugin_against_target"] = against_target(out["blip_plugin_over_naive_interval"])
     out["blip_plugin_over_naive_by_minima"] = (min(loops("avalanche_blip_plugin"))
                                                / min(loops("avalanche_naive_no_plugin")))
     # what BLIP adds to any training loop (the CLI's consolidation, in its loop's CPU seconds): a floor
@@ -216,12 +244,17 @@ def timing(repeats: int, epochs: int = 1) -> dict:
     with_plugin, naive = loops("avalanche_blip_plugin"), loops("avalanche_naive_no_plugin")
     out["plugin_consolidation_over_naive"] = statistics.median(
         c / b for c, b in zip(PLUGIN_CONSOLIDATION, naive))  # one entry per timed plugin call, in order
-    out["blip_plugin_over_naive_without_consolidation"] = statistics.median(
-        (a - c) / b for a, c, b in zip(with_plugin, PLUGIN_CONSOLIDATION, naive))
+    without = [(a - c) / b for a, c, b in zip(with_plugin, PLUGIN_CONSOLIDATION, naive)]
+    out["blip_plugin_over_naive_without_consolidation"] = statistics.median(without)
+    out["blip_plugin_over_naive_without_consolidation_interval"] = median_interval(without)
     # Avalanche's own cost of having a plugin at all (hook dispatch at every step), over Naive alone
     out["empty_plugin_over_naive"] = ratio("avalanche_naive_empty_plugin", "avalanche_naive_no_plugin")
+    out["empty_plugin_over_naive_interval"] = median_interval(ratios("avalanche_naive_empty_plugin",
+                                                                     "avalanche_naive_no_plugin"))
     out["load_average_per_round"] = load
+    low, high = out["blip_plugin_over_naive_interval"]
     print(f"BLIPPlugin / Naive without it: x{out['blip_plugin_over_naive']:.3f} "
+          f"(95% interval {low:.3f}..{high:.3f}: {out['blip_plugin_against_target']} x{PLUGIN_TARGET}) "
           f"(x{out['blip_plugin_over_naive_by_minima']:.3f} by minima); consolidation is "
           f"{out['cli_consolidation_share']:.3f} of the CLI loop; without its consolidation "
           f"x{out['blip_plugin_over_naive_without_consolidation']:.3f} (consolidation "
@@ -310,7 +343,7 @@ def defects() -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=9, help="interleaved rounds of every path")
+    parser.add_argument("--repeats", type=int, default=15, help="interleaved rounds of every path")
     parser.add_argument("--skip-timing", action="store_true")
     parser.add_argument("--more-epochs", type=int, nargs="*", default=[5, 10],
                         help="also time every path at these epochs per task (paths_by_epochs): BLIP's "
@@ -340,7 +373,12 @@ def main() -> None:
                                  "the plugin's end-of-experience CPU seconds (Fisher and freezing) over Naive's "
                                  "loop, and the plugin path's loop less them over Naive's, medians over rounds; "
                                  "empty_plugin_over_naive: Naive with a plugin that does nothing over Naive alone "
-                                 "(Avalanche's own cost of any plugin), median over rounds"}
+                                 "(Avalanche's own cost of any plugin), median over rounds; *_interval: a "
+                                 "distribution-free 95% interval for that median (order statistics of the "
+                                 "rounds' ratios); blip_plugin_against_target: 'within' when that interval "
+                                 "of blip_plugin_over_naive lies at or below plugin_target, 'above' when above "
+                                 "it, else 'undecided'",
+                    "plugin_target": PLUGIN_TARGET}
         paths = timing(args.repeats)
         by_epochs = {str(e): timing(args.repeats, e) for e in args.more_epochs}
         write_result("avalanche", {"versions": env, "protocol": protocol, "paths": paths,
