@@ -14,8 +14,9 @@ round to round; per path the median and the minimum are reported, and its ratio 
 path is the median over rounds of the ratio within the round (paths of one round share the
 machine's load), with a distribution-free 95 % interval for the plugin's medians: on these shared
 virtual machines two identical paths differ by a fifth or more in single rounds, so the verdict
-against the 1.15 target (``blip_plugin_against_target``) is "undecided" unless the interval says. Wall times of each whole call (set-up and evaluation included) and the load
-average of each round are recorded too, and the share of the CLI loop that is BLIP's
+against the 1.15 target (``blip_plugin_against_target``) is "undecided" unless the interval
+says. Wall times of each whole call (set-up and evaluation included) and the load average of
+each round are recorded too, and the share of the CLI loop that is BLIP's
 consolidation (Fisher and freezing), work that Naive without the plugin never does. The plugin
 path's own consolidation is timed too (its ``after_training_exp``), so its cost over Naive splits
 into that consolidation, Avalanche's cost of calling any plugin (path f) and the rest (bitcl's hooks,
