@@ -13,7 +13,10 @@ For each thread count:
   data/mnist15k.npz; that run's 784-1200 layer, whose 1200x10 layer is a float head
   there, so the bench's 1200x10 layer freezes nothing). Each also times the full
   projection with code refresh (``BitState.project_``, what every step ran before the
-  codes became lazy) in the same interleaved rounds: ``full_projection_ratio``;
+  codes became lazy) in the same interleaved rounds: ``full_projection_ratio``. Those rounds
+  time each function in a loop of its own, where the projection's data stay cached between calls;
+  ``ratio_after_training_step`` times the projection right after a training step of the Bit MLP,
+  as training runs it (:func:`after_training_steps`), which is what the target is about;
 * the torch reference over the C kernel on the 784x1200 weight (target: a few times);
 * the Python-side argument checks: ``kernels.project_`` over a direct call of the
   C entry point (the value checks run inside the C kernel and are part of every
@@ -107,6 +110,30 @@ def paired_ratios(candidates: dict, baseline, rounds: int = 15, inner: int = 30)
             "seconds": {n: statistics.median(t) for n, t in times.items()}}
 
 
+def after_training_steps(train_step, project, baseline, rounds: int = 150) -> dict:
+    """The projection as training meets it: per round, one ``baseline`` step (timed), then one
+    ``train_step`` of the Bit MLP (untimed) and ``project`` right after it (timed), so the projection
+    finds the cache as a training step leaves it (the latents just written by the optimiser, the codes
+    and frozen counts untouched since the last step). :func:`paired_ratios` times each in a loop of
+    its own, where the projection's data stay cached from one call to the next: a lower bound.
+    Returns the median of the rounds' ratios, their quartiles and the median times (ms)."""
+    for fn in (baseline, train_step, project):
+        fn(), fn()
+    base, proj = [], []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        baseline()
+        base.append(time.perf_counter() - start)
+        train_step()
+        start = time.perf_counter()
+        project()
+        proj.append(time.perf_counter() - start)
+    ratios = [p / b for p, b in zip(proj, base)]
+    return {"ratio": statistics.median(ratios), "quartiles": statistics.quantiles(ratios, n=4),
+            "project_ms": statistics.median(proj) * 1e3, "sgd_step_ms": statistics.median(base) * 1e3,
+            "rounds": rounds}
+
+
 def projection_vs_sgd(frozen: dict[str, torch.Tensor] | None) -> dict:
     """Per-step and full projection over one SGD step; ``frozen``: counts for the first layer's weight and
     bias (None: random 0..20 for every tensor)."""
@@ -135,11 +162,22 @@ def projection_vs_sgd(frozen: dict[str, torch.Tensor] | None) -> dict:
         for s in states:
             s.project_()
 
+    bit_opt = torch.optim.SGD(bit_mlp.parameters(), lr=0.01)
+
+    def bit_train_step():  # what precedes the projection in training: a step of the Bit MLP itself
+        bit_opt.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(bit_mlp(x), y).backward()
+        bit_opt.step()
+
     timed = paired_ratios({"step": project_step, "full": project_full}, sgd_step)
+    in_training = after_training_steps(bit_train_step, project_step, sgd_step)
     histogram = torch.bincount(torch.cat([s.frozen.reshape(-1) for s in states]).long(), minlength=21)
     return {"ratio": timed["ratio"]["step"],
             "ratio_of_fastest_rounds": min_ratio(project_step, sgd_step, inner=30),
             "ratio_cpu_time": cpu_ratio(project_step, sgd_step, inner=30),
+            "ratio_after_training_step": in_training["ratio"],
+            "ratio_after_training_step_quartiles": in_training["quartiles"],
+            "project_after_training_step_ms": in_training["project_ms"],
             "full_projection_ratio": timed["ratio"]["full"],
             "full_projection_ratio_cpu_time": cpu_ratio(project_full, sgd_step, inner=30),
             "project_ms": timed["seconds"]["step"] * 1e3, "full_project_ms": timed["seconds"]["full"] * 1e3,
@@ -226,7 +264,10 @@ def run(threads: int, realistic: dict[str, torch.Tensor]) -> dict:
         print(f"per-step projection / SGD step (784-1200-10, batch 64, frozen counts {p['frozen_counts']}): "
               f"{p['ratio']:.3f} median of paired rounds, {p['ratio_of_fastest_rounds']:.3f} fastest rounds"
               + (f", {p['ratio_cpu_time']:.3f} CPU time" if p["ratio_cpu_time"] else "") + "  "
-              f"({p['project_ms']:.3f} ms / {p['sgd_step_ms']:.3f} ms; target <= 0.10); full projection with "
+              f"({p['project_ms']:.3f} ms / {p['sgd_step_ms']:.3f} ms; target <= 0.10); right after a training "
+              f"step: {p['ratio_after_training_step']:.3f} (quartiles "
+              f"{p['ratio_after_training_step_quartiles'][0]:.3f}..{p['ratio_after_training_step_quartiles'][2]:.3f}, "
+              f"{p['project_after_training_step_ms']:.3f} ms); full projection with "
               f"code refresh: {p['full_projection_ratio']:.3f}"
               + (f", {p['full_projection_ratio_cpu_time']:.3f} CPU time" if p["full_projection_ratio_cpu_time"]
                  else "") + f" ({p['full_project_ms']:.3f} ms)")
