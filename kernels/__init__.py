@@ -8,6 +8,11 @@
   :func:`project_` clamps them, the codes left to be refreshed when read
   (``BitState.project_latent_``), so a step moves 5 bytes per weight besides
   the latent instead of 9 read twice and 4 written.
+* :func:`build_windows` / :func:`project_windows_`: the same clamp from one window
+  word per weight (the frozen prefix of the code and its length), built when the
+  codes or frozen counts change, so a step reads 2 bytes per weight (every frozen
+  count <= 15) or 4 besides the latent: right after a training step those bytes are
+  out of the cache and most of the projection's cost.
 * :func:`pack_bitplanes` / :func:`unpack_bitplanes` convert N-bit codes to and
   from packed bit planes (N bits per weight) for checkpoints and export.
 * :func:`first_nonfinite` finds the first NaN/inf of a float32 tensor.
@@ -37,7 +42,8 @@ from bitcl.quant import codes as bitcodes
 
 from . import checks, reference
 
-__all__ = ["backend", "build_info", "project_", "project_latent_", "pack_bitplanes", "unpack_bitplanes", "first_nonfinite"]
+__all__ = ["backend", "build_info", "project_", "project_latent_", "build_windows", "project_windows_", "pack_bitplanes",
+           "unpack_bitplanes", "first_nonfinite"]
 
 # status codes of bitops.h
 _OK, _NONFINITE, _CODE, _FROZEN = 0, 1, 2, 3
@@ -244,6 +250,45 @@ def project_latent_prechecked_(latent: torch.Tensor, codes: torch.Tensor, frozen
 
 
 _F32, _I32, _U8 = torch.float32, torch.int32, torch.uint8
+_WINDOW_WIDTHS = {torch.int16: 2, torch.int32: 4}
+
+
+def build_windows(codes: torch.Tensor, frozen: torch.Tensor, bits: int, where: str) -> Optional[torch.Tensor]:
+    """One window word per weight (``bitops.c``: the frozen prefix of the offset code tagged by a leading
+    one), for :func:`project_windows_`: int16 storage when every frozen count is at most 15, else int32.
+    Codes and frozen counts are checked as :func:`project_` checks them (BitError, nothing built). None
+    when the C path does not serve these tensors (CUDA, the torch reference, an older build, or tensors
+    that are not contiguous)."""
+    native = _native if _loaded else _extension()
+    if (native is None or not hasattr(native, "project_windows") or not (codes.is_cpu and frozen.is_cpu)
+            or codes.dtype != _I32 or frozen.dtype != _U8 or codes.numel() != frozen.numel()
+            or not (codes.is_contiguous() and frozen.is_contiguous())):
+        return None
+    n = codes.numel()
+    narrow = n == 0 or int(frozen.max()) <= 15
+    windows = torch.empty(codes.shape, dtype=torch.int16 if narrow else torch.int32)
+    status, index = native.build_windows(codes.data_ptr(), frozen.data_ptr(), n, bits, windows.data_ptr(),
+                                         2 if narrow else 4)
+    _raise_status(status, index, where, codes=codes, frozen=frozen, bits=bits)
+    return windows
+
+
+def project_windows_(latent: torch.Tensor, windows: torch.Tensor, bits: int, scale: float, where: str) -> bool:
+    """:func:`project_latent_` from the window words :func:`build_windows` made of the codes and frozen
+    counts, which must not have changed since (``BitState.project_latent_`` keys the words by the
+    tensors' identity and version counters): the same latents, value for value, reading 2 or 4 bytes a
+    weight instead of 5. Checks what memory safety needs, then the latents for NaN/inf in C
+    (NonFiniteError, nothing written). Returns False, having done nothing, when the C path does not
+    serve these tensors; True when it projected."""
+    native = _native if _loaded else _extension()
+    width = _WINDOW_WIDTHS.get(windows.dtype)
+    if (native is None or width is None or not (latent.is_cpu and windows.is_cpu) or latent.dtype != _F32
+            or windows.numel() != latent.numel() or not (latent.is_contiguous() and windows.is_contiguous())):
+        return False
+    status, index = native.project_windows(latent.data_ptr(), windows.data_ptr(), width, latent.numel(), bits,
+                                           scale, torch.get_num_threads())
+    _raise_status(status, index, where, latent, bits=bits)
+    return True
 
 
 def pack_bitplanes(codes: torch.Tensor, bits: int, *, where: str = "pack_bitplanes") -> torch.Tensor:

@@ -68,6 +68,39 @@ static PyObject *py_project_latent(PyObject *self, PyObject *args)
     return Py_BuildValue("(iL)", status, (long long)bad);
 }
 
+static PyObject *py_build_windows(PyObject *self, PyObject *args)
+{
+    unsigned long long codes, frozen, windows;
+    long long n;
+    int bits, width, status;
+    int64_t bad = -1;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "KKLiKi", &codes, &frozen, &n, &bits, &windows, &width))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    status = bitcl_build_windows((const int32_t *)PTR(codes), (const uint8_t *)PTR(frozen), (int64_t)n, bits,
+                                 PTR(windows), width, &bad);
+    Py_END_ALLOW_THREADS
+    return Py_BuildValue("(iL)", status, (long long)bad);
+}
+
+static PyObject *py_project_windows(PyObject *self, PyObject *args)
+{
+    unsigned long long latent, windows;
+    long long n;
+    int width, bits, threads, status;
+    float scale;
+    int64_t bad = -1;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "KKiLifi", &latent, &windows, &width, &n, &bits, &scale, &threads))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    status = bitcl_project_windows((float *)PTR(latent), (const void *)PTR(windows), width, (int64_t)n, bits, scale,
+                                   threads, &bad);
+    Py_END_ALLOW_THREADS
+    return Py_BuildValue("(iL)", status, (long long)bad);
+}
+
 static PyObject *py_pack(PyObject *self, PyObject *args)
 {
     unsigned long long codes, out;
@@ -122,6 +155,10 @@ static PyMethodDef methods[] = {
      "(latent, codes, frozen, n, bits, scale, inv_scale, threads) -> (status, index)"},
     {"project_latent", py_project_latent, METH_VARARGS,
      "(latent, codes, frozen, n, bits, scale, check_codes, threads) -> (status, index): codes left unchanged"},
+    {"build_windows", py_build_windows, METH_VARARGS,
+     "(codes, frozen, n, bits, windows, width) -> (status, index): one window word per weight"},
+    {"project_windows", py_project_windows, METH_VARARGS,
+     "(latent, windows, width, n, bits, scale, threads) -> (status, index): the latents clamped from window words"},
     {"pack", py_pack, METH_VARARGS, "(codes, n, bits, out, out_len, threads) -> (status, index)"},
     {"unpack", py_unpack, METH_VARARGS, "(packed, packed_len, n, bits, codes, threads) -> (status, -1)"},
     {"build_info", py_build_info, METH_NOARGS, "{'openmp': bool, 'isa': str, 'flags': str}"},

@@ -482,6 +482,177 @@ int bitcl_project_latent(float *latent, const int32_t *codes, const uint8_t *fro
     return BITCL_OK;
 }
 
+/* -- the per-step projection from window words ------------------------------- */
+/*
+ * What the per-step projection needs of a weight's code and frozen count is its window: the
+ * frozen prefix p = u >> (N - k) of the offset code u = c + 2^(N-1), and k.  One window word
+ * w = (2p + 1) << (N - k) holds both (its lowest set bit marks k), so the window's top offset
+ * code is (w >> 1) | (lowbit(w) - 1): a few integer operations, no variable shift.  Every
+ * k <= 15 leaves the low N - 15 bits of w zero, so w >> (N - 15) fits in 2 bytes; else 4.
+ * bitcl_build_windows derives the words once (after a freeze, or whenever the codes or counts
+ * change); bitcl_project_windows then reads them instead of the code and the count: 2 or 4 bytes
+ * a weight instead of 5.  Right after a training step, where the per-step projection runs, those
+ * bytes have left the cache and are most of its cost.  The clamp is clamp_body's, value for value:
+ * (w >> 1) | (lowbit(w) - 1) is (c + 2^(N-1)) | (2^(N-k) - 1).
+ */
+INLINE uint32_t window_word(int32_t code, uint32_t k, int32_t bits)
+{
+    uint32_t u = (uint32_t)code + ((uint32_t)1 << (bits - 1));
+    uint32_t free_bits = (uint32_t)(bits - (int32_t)k) & 31u;
+    return ((u >> free_bits) << (free_bits + 1)) | ((uint32_t)1 << free_bits);
+}
+
+/* the 2-byte words keep w >> narrow_shift(bits) */
+static int narrow_shift(int bits) { return bits > 15 ? bits - 15 : 0; }
+
+#define WINDOW_CLAMP_BODY                                                                   \
+    const uint32_t half = (uint32_t)1 << (bits - 1);                                        \
+    const int32_t neg_m = -(int32_t)(half - 1);                                             \
+    for (int64_t i = begin; i < end; ++i) {                                                 \
+        uint32_t w = (uint32_t)windows[i] << shift;                                         \
+        uint32_t low = (w & (0u - w)) - 1u;                       /* 2^(N-k) - 1 */         \
+        int32_t c_hi = (int32_t)(((w >> 1) | low) - half);                                  \
+        int32_t c_lo = (int32_t)((uint32_t)c_hi - low);                                     \
+        c_lo = c_lo > neg_m ? c_lo : neg_m;                       /* narrow range: u >= 1 */ \
+        float lo = (float)c_lo * scale, hi = (float)c_hi * scale;                           \
+        float x = latent[i];                                                                \
+        x = x < lo ? lo : x;                                                                \
+        x = x > hi ? hi : x;                                                                \
+        latent[i] = x;                                                                      \
+    }
+
+INLINE void window_clamp16(float *restrict latent, const uint16_t *restrict windows, int64_t begin, int64_t end,
+                           int32_t bits, int shift, float scale)
+{
+    WINDOW_CLAMP_BODY
+}
+
+INLINE void window_clamp32(float *restrict latent, const uint32_t *restrict windows, int64_t begin, int64_t end,
+                           int32_t bits, float scale)
+{
+    const int shift = 0;
+    WINDOW_CLAMP_BODY
+}
+
+static void window_clamp_base(float *l, const void *w, int width, int64_t b, int64_t e, int32_t bits, float s)
+{
+    if (width == 2)
+        window_clamp16(l, (const uint16_t *)w, b, e, bits, narrow_shift(bits), s);
+    else
+        window_clamp32(l, (const uint32_t *)w, b, e, bits, s);
+}
+
+#if BITCL_DISPATCH
+AVX2_FN static void window_clamp_avx2(float *l, const void *w, int width, int64_t b, int64_t e, int32_t bits,
+                                      float s)
+{
+    if (width == 2)
+        window_clamp16(l, (const uint16_t *)w, b, e, bits, narrow_shift(bits), s);
+    else
+        window_clamp32(l, (const uint32_t *)w, b, e, bits, s);
+}
+#endif
+
+static void window_clamp_range(float *l, const void *w, int width, int64_t b, int64_t e, int32_t bits, float s)
+{
+#if BITCL_DISPATCH
+    if (avx2_enabled()) {
+        window_clamp_avx2(l, w, width, b, e, bits, s);
+        return;
+    }
+#endif
+    window_clamp_base(l, w, width, b, e, bits, s);
+}
+
+int bitcl_build_windows(const int32_t *codes, const uint8_t *frozen, int64_t n, int bits, void *windows,
+                        int width, int64_t *bad_index)
+{
+    if (!bad_index)
+        return BITCL_ERR_NULL;
+    *bad_index = -1;
+    if (n < 0 || (width != 2 && width != 4))
+        return BITCL_ERR_COUNT;
+    if (n > 0 && (!codes || !frozen || !windows))
+        return BITCL_ERR_NULL;
+    if (bits < MIN_PROJECT_BITS || bits > MAX_BITS)
+        return BITCL_ERR_BITS;
+    if (n > 0 && (overlap(windows, width * n, codes, 4 * n) || overlap(windows, width * n, frozen, n)))
+        return BITCL_ERR_OVERLAP;
+    const int32_t m = ((int32_t)1 << (bits - 1)) - 1;
+    const uint32_t widest = width == 2 ? 15u : (uint32_t)bits;
+    for (int64_t i = 0; i < n; ++i) { /* read-only: nothing is written unless every element is valid */
+        if (codes[i] < -m || codes[i] > m) {
+            *bad_index = i;
+            return BITCL_ERR_CODE;
+        }
+        if (frozen[i] > bits) {
+            *bad_index = i;
+            return BITCL_ERR_FROZEN;
+        }
+        if (frozen[i] > widest) /* a 2-byte word holds k <= 15: the caller chose the width wrongly */
+            return BITCL_ERR_COUNT;
+    }
+    for (int64_t i = 0; i < n; ++i) {
+        uint32_t w = window_word(codes[i], frozen[i], bits);
+        if (width == 2)
+            ((uint16_t *)windows)[i] = (uint16_t)(w >> narrow_shift(bits));
+        else
+            ((uint32_t *)windows)[i] = w;
+    }
+    return BITCL_OK;
+}
+
+int bitcl_project_windows(float *latent, const void *windows, int width, int64_t n, int bits, float scale,
+                          int nthreads, int64_t *bad_index)
+{
+    if (!bad_index)
+        return BITCL_ERR_NULL;
+    *bad_index = -1;
+    if (n < 0 || (width != 2 && width != 4))
+        return BITCL_ERR_COUNT;
+    if (n > 0 && (!latent || !windows))
+        return BITCL_ERR_NULL;
+    if (bits < MIN_PROJECT_BITS || bits > MAX_BITS)
+        return BITCL_ERR_BITS;
+    if (!(isfinite(scale) && scale > 0.0f))
+        return BITCL_ERR_SCALE;
+    if (n > 0 && overlap(latent, 4 * n, windows, width * n))
+        return BITCL_ERR_OVERLAP;
+
+    /* Pass 1, read-only: nothing is written unless every latent is finite. */
+    uint32_t flags = 0;
+#ifdef _OPENMP
+    int threads = n >= PARALLEL_MIN && nthreads > 1 ? nthreads : 1;
+    if (threads > 1) {
+#pragma omp parallel num_threads(threads) reduction(| : flags)
+        {
+            int t = omp_get_thread_num(), nt = omp_get_num_threads();
+            int64_t chunk = (n + nt - 1) / nt;
+            int64_t b = (int64_t)t * chunk, e = b + chunk < n ? b + chunk : n;
+            if (b < e)
+                flags |= latent_check_range(latent, NULL, NULL, b, e, bits, 0);
+        }
+    } else {
+        flags = latent_check_range(latent, NULL, NULL, 0, n, bits, 0);
+    }
+#else
+    (void)nthreads;
+    flags = latent_check_range(latent, NULL, NULL, 0, n, bits, 0);
+#endif
+    if (flags) {
+        for (int64_t i = 0; i < n && *bad_index < 0; ++i)
+            if (finite_base(latent, i, i + 1))
+                *bad_index = i;
+        return BITCL_ERR_NONFINITE;
+    }
+
+    /* Pass 2: clamp the latents into their windows. */
+#define WINDOW_BODY(b_, e_) window_clamp_range(latent, windows, width, b_, e_, bits, scale)
+    PARALLEL_RANGES(n, nthreads, PARALLEL_MIN, WINDOW_BODY);
+#undef WINDOW_BODY
+    return BITCL_OK;
+}
+
 /* -- bit planes ---------------------------------------------------------------------- */
 /*
  * Pack N-bit codes into N bit planes, most significant plane first.  Plane b

@@ -38,6 +38,16 @@ int bitcl_project(float *latent, int32_t *codes, const uint8_t *frozen, int64_t 
 int bitcl_project_latent(float *latent, const int32_t *codes, const uint8_t *frozen, int64_t n,
                          int bits, float scale, int check_codes, int nthreads, int64_t *bad_index);
 
+/* One window word per weight, w = (1 << k) | ((c + 2^(N-1)) >> (N - k)), of width 2 bytes (every
+ * k <= 15) or 4; codes and frozen counts checked as bitcl_project checks them, nothing written
+ * unless all are valid (a count above 15 with width 2: BITCL_ERR_COUNT). */
+int bitcl_build_windows(const int32_t *codes, const uint8_t *frozen, int64_t n, int bits, void *windows,
+                        int width, int64_t *bad_index);
+
+/* bitcl_project_latent from window words: latents clamped into their windows, value for value. */
+int bitcl_project_windows(float *latent, const void *windows, int width, int64_t n, int bits, float scale,
+                          int nthreads, int64_t *bad_index);
+
 /* codes in [-2^(N-1), 2^(N-1) - 1], bits (planes) in 1..24, out_len = bits * ceil(n / 8). */
 int bitcl_pack(const int32_t *codes, int64_t n, int bits, uint8_t *out, int64_t out_len,
                int nthreads, int64_t *bad_index);

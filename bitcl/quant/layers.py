@@ -98,7 +98,10 @@ class _BitMixin:
 
     def __getstate__(self):
         refresh_all_codes(self)
-        return super().__getstate__()
+        # a copy (pickle, copy.deepcopy) starts without the per-step projection's cache: the cache is keyed
+        # by torch's version counters, which start again at 0 on the copy's tensors, so a kept entry could
+        # pass for current with window words older than the copied counts
+        return {key: value for key, value in super().__getstate__().items() if key != "_bit_checked"}
 
     def value_range(self) -> float:
         """Largest magnitude a weight can take, ``range_factor / sqrt(fan_in)``."""

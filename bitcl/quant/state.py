@@ -118,13 +118,16 @@ class BitState:
         """The per-step projection: the latent moved into its window exactly as :meth:`project_`
         moves it, the codes refreshed only when next read (module docstring).
 
-        Each step reads the latent (checked for NaN/inf, :class:`~bitcl.errors.NonFiniteError`),
-        the codes and the frozen counts once. The arguments are checked in full (shapes, dtypes,
-        scales, code and frozen-count ranges) on the first step and whenever a tensor, the codes' or
-        frozen counts' version counter (bumped by every in-place write through torch), the bit width
-        or the scale changed since; otherwise only what memory safety needs (dtypes, sizes,
-        contiguity, device). Writes that bypass torch (``.data`` assignment, numpy views) are not
-        seen until the codes are next read, which checks them in full.
+        Each step reads the latent (checked for NaN/inf, :class:`~bitcl.errors.NonFiniteError`)
+        and one window word per weight (2 bytes when every frozen count is at most 15, else 4: the
+        frozen prefix of the code and its length, :func:`bitcl.kernels.build_windows`) instead of the
+        code and the frozen count (5 bytes, which right after a training step are out of the cache).
+        The arguments are checked in full (shapes, dtypes, scales, code and frozen-count ranges) and
+        the words built on the first step and whenever a tensor, the codes' or frozen counts'
+        version counter (bumped by every in-place write through torch), the bit width or the scale
+        changed since; otherwise only what memory safety needs (dtypes, sizes, contiguity, device).
+        Writes that bypass torch (``.data`` assignment, numpy views) are not seen until the codes
+        are next read, which checks them in full and projects with them.
         """
         layer, name = self.layer, self.param_name
         buffers = layer._buffers
@@ -134,14 +137,16 @@ class BitState:
         seen = checked.get(name)
         if (seen is not None and seen[0] is latent and seen[1] is codes and seen[2] is frozen
                 and seen[3] == _versions(codes, frozen, bits, scale)
-                and kernels.project_latent_prechecked_(latent, codes, frozen, bits, scale, self.display_name)):
+                and (kernels.project_windows_(latent, seen[4], bits, scale, self.display_name) if seen[4] is not None
+                     else kernels.project_latent_prechecked_(latent, codes, frozen, bits, scale, self.display_name))):
             layer.__dict__["_stale_codes"].add(name)
             return
         stale = kernels.project_latent_(latent, codes, frozen, bits, scale, layer.inv_scales[name],
                                         where=self.display_name)
         stale_names = layer.__dict__.setdefault("_stale_codes", set())
-        if stale:  # the C path: remember what was checked, so that the next steps skip it
-            checked[name] = (latent, codes, frozen, _versions(codes, frozen, bits, scale))
+        if stale:  # the C path: remember what was checked, so that the next steps skip it, and the windows
+            checked[name] = (latent, codes, frozen, _versions(codes, frozen, bits, scale),
+                             kernels.build_windows(codes, frozen, bits, self.display_name))
             stale_names.add(name)
         else:
             checked.pop(name, None)

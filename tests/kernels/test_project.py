@@ -157,3 +157,68 @@ def test_latent_only_projection_of_non_contiguous_tensors_refreshes_the_codes():
     l, c, f = latent.view(64, 32).t(), codes.view(64, 32).t(), frozen.view(64, 32).t()
     assert kernels.project_latent_(l, c, f, 8, scale) is False
     assert torch.equal(l.t(), expect_l) and torch.equal(c.t(), expect_c)
+
+
+@needs_c
+@given(st.integers(0, 2**31), st.integers(1, 200_000), st.integers(2, 24), st.booleans(), st.booleans())
+def test_window_projection_equals_the_latent_only_one(seed, n, bits, narrow, avx2):
+    """project_windows_ from build_windows' words clamps every latent exactly as project_latent_ does,
+    with 2-byte words (every frozen count <= 15) and 4-byte ones, AVX2 and baseline loops alike."""
+    from bitcl.kernels import _bitops
+    latent, codes, frozen, scale = random_state(seed, n, bits)
+    if narrow:
+        frozen = frozen.clamp(max=15)
+    windows = kernels.build_windows(codes, frozen, bits, "w")
+    assert windows.dtype == (torch.int16 if int(frozen.max()) <= 15 else torch.int32)
+    want = latent.clone()
+    kernels.project_latent_(want, codes.clone(), frozen, bits, scale)
+    forced = _bitops.set_isa(avx2)
+    try:
+        assert kernels.project_windows_(latent, windows, bits, scale, "w") is True
+    finally:
+        _bitops.set_isa(True)
+    assert forced or avx2
+    assert torch.equal(latent.view(torch.int32), want.view(torch.int32))
+
+
+@needs_c
+def test_window_words_of_the_extreme_counts():
+    """k = 0 (the whole range), k = N (one code) and k = 15 (the widest 2-byte word) at N = 24, the
+    largest words there are: the windows are the code windows."""
+    bits = 24
+    m = max_code(bits)
+    codes = torch.tensor([m, -m, 0, m, -m, 12345, m, -m], dtype=torch.int32)
+    frozen = torch.tensor([0, 0, 24, 24, 24, 15, 15, 23], dtype=torch.uint8)
+    scale = 1.0
+    latent = torch.tensor([3e7, -3e7, 5.0, -3e7, 3e7, 1e9, -1e9, 0.0])
+    want = latent.clone()
+    kernels.project_latent_(want, codes.clone(), frozen, bits, scale)
+    got = latent.clone()
+    assert kernels.project_windows_(got, kernels.build_windows(codes, frozen, bits, "w"), bits, scale, "w")
+    assert torch.equal(got, want)
+    lo, hi = bitcodes.code_window(codes, frozen, bits)
+    assert torch.equal(got, torch.maximum(torch.minimum(latent, hi.float()), lo.float()))
+
+
+@needs_c
+def test_window_projection_of_a_nan_raises_and_writes_nothing():
+    latent, codes, frozen, scale = random_state(1, 1000, 12)
+    windows = kernels.build_windows(codes, frozen, 12, "w")
+    latent[700] = float("nan")
+    before = latent.clone()
+    with pytest.raises(FloatingPointError, match="700"):
+        kernels.project_windows_(latent, windows, 12, scale, "layer.weight")
+    assert torch.equal(latent.view(torch.int32), before.view(torch.int32))
+
+
+@needs_c
+@pytest.mark.parametrize("what", ["code", "frozen"])
+def test_window_words_are_refused_from_bad_codes_or_counts(what):
+    from bitcl.errors import BitError
+    _, codes, frozen, _ = random_state(2, 1000, 12)
+    if what == "code":
+        codes[300] = max_code(12) + 1
+    else:
+        frozen[300] = 13
+    with pytest.raises(BitError, match="300"):
+        kernels.build_windows(codes, frozen, 12, "w")

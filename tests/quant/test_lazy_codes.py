@@ -234,3 +234,43 @@ def test_an_extension_built_before_the_latent_kernel_projects_fully(monkeypatch)
     for _, state in bit_states(eager):
         state.project_()
     assert_same(lazy, eager)
+
+
+@needs_c
+@pytest.mark.parametrize("most", [15, 16])
+def test_the_step_reads_window_words_built_at_the_first_step_and_after_a_freeze(most):
+    """The per-step projection keeps one window word per weight (2 bytes while every frozen count is at
+    most 15, else 4), rebuilt when a freeze changes the counts; the words are bookkeeping, never state."""
+    layer = BitLinear(30, 20, bits=20)
+    state = layer.bit_states()[0]
+    state.project_latent_()
+    assert layer.__dict__["_bit_checked"]["weight"][4].dtype == torch.int16  # nothing frozen yet
+    extra = torch.zeros(state.frozen.shape, dtype=torch.int64)
+    extra[3, 4] = most
+    state.freeze(extra)
+    state.project_latent_()
+    windows = layer.__dict__["_bit_checked"]["weight"][4]
+    assert windows.dtype == (torch.int16 if most <= 15 else torch.int32) and windows.shape == state.frozen.shape
+    assert not any("window" in key for key in layer.state_dict())
+
+
+@pytest.mark.parametrize("copy_model", [copy.deepcopy, lambda m: pickle.loads(pickle.dumps(m))])
+def test_a_copy_made_after_a_freeze_projects_with_the_new_counts(copy_model):
+    """The example hypothesis found: copy, step, freeze, copy, step. The second copy's tensors restart
+    their version counters, so a cache carried over from before the freeze would pass for current; a
+    copy starts without it."""
+    lazy, eager = twin_models(0, 2)
+    lazy = copy_model(lazy)
+    for step in range(2):
+        for model in (lazy, eager):
+            perturb(model, torch.Generator().manual_seed(step), 0.3)
+        project_latents_([s for _, s in bit_states(lazy)])
+        for _, state in bit_states(eager):
+            state.project_()
+        if step == 0:
+            for model in (lazy, eager):
+                g = torch.Generator().manual_seed(7)
+                for _, state in bit_states(model):
+                    state.freeze(torch.randint(0, 3, state.frozen.shape, generator=g))
+            lazy = copy_model(lazy)
+    assert_same(lazy, eager)
