@@ -273,6 +273,41 @@ static void project_range(float *l, int32_t *c, const uint8_t *f, int64_t b, int
 }
 
 /* First index whose problem is `flag` (1 non-finite, 2 code, 4 frozen). */
+/* The read-only pass 1 over [0, n), split over at most nthreads OpenMP threads: the OR of
+ * pass(l, c, f, begin, end, bits, check_codes) over the ranges (1: a non-finite latent, 2: a code
+ * out of range, 4: a frozen count above N). */
+typedef uint32_t (*pass_fn)(const float *, const int32_t *, const uint8_t *, int64_t, int64_t, int32_t, int);
+
+static uint32_t parallel_flags(pass_fn pass, const float *l, const int32_t *c, const uint8_t *f, int64_t n,
+                               int32_t bits, int check_codes, int nthreads)
+{
+    uint32_t flags = 0;
+#ifdef _OPENMP
+    int threads = n >= PARALLEL_MIN && nthreads > 1 ? nthreads : 1;
+    if (threads > 1) {
+#pragma omp parallel num_threads(threads) reduction(| : flags)
+        {
+            int t = omp_get_thread_num(), nt = omp_get_num_threads();
+            int64_t chunk = (n + nt - 1) / nt;
+            int64_t b = (int64_t)t * chunk, e = b + chunk < n ? b + chunk : n;
+            if (b < e)
+                flags |= pass(l, c, f, b, e, bits, check_codes);
+        }
+        return flags;
+    }
+#else
+    (void)nthreads;
+#endif
+    return pass(l, c, f, 0, n, bits, check_codes);
+}
+
+static uint32_t full_check_range(const float *l, const int32_t *c, const uint8_t *f, int64_t b, int64_t e,
+                                 int32_t bits, int check_codes)
+{
+    (void)check_codes;
+    return check_range(l, c, f, b, e, bits);
+}
+
 static int64_t first_flagged(const float *l, const int32_t *c, const uint8_t *f, int64_t n, int32_t bits,
                              uint32_t flag)
 {
@@ -304,25 +339,7 @@ int bitcl_project(float *latent, int32_t *codes, const uint8_t *frozen, int64_t 
         return BITCL_ERR_OVERLAP;
 
     /* Pass 1, read-only: nothing is written unless every element is valid. */
-    uint32_t flags = 0;
-#ifdef _OPENMP
-    int threads = n >= PARALLEL_MIN && nthreads > 1 ? nthreads : 1;
-    if (threads > 1) {
-#pragma omp parallel num_threads(threads) reduction(| : flags)
-        {
-            int t = omp_get_thread_num(), nt = omp_get_num_threads();
-            int64_t chunk = (n + nt - 1) / nt;
-            int64_t b = (int64_t)t * chunk, e = b + chunk < n ? b + chunk : n;
-            if (b < e)
-                flags |= check_range(latent, codes, frozen, b, e, bits);
-        }
-    } else {
-        flags = check_range(latent, codes, frozen, 0, n, bits);
-    }
-#else
-    (void)nthreads;
-    flags = check_range(latent, codes, frozen, 0, n, bits);
-#endif
+    uint32_t flags = parallel_flags(full_check_range, latent, codes, frozen, n, bits, 1, nthreads);
     if (flags) {
         /* Same priority as the reference: non-finite, then codes, then frozen. */
         uint32_t flag = flags & 1u ? 1u : flags & 2u ? 2u : 4u;
@@ -450,25 +467,7 @@ int bitcl_project_latent(float *latent, const int32_t *codes, const uint8_t *fro
         return BITCL_ERR_OVERLAP;
 
     /* Pass 1, read-only: nothing is written unless every element is valid. */
-    uint32_t flags = 0;
-#ifdef _OPENMP
-    int threads = n >= PARALLEL_MIN && nthreads > 1 ? nthreads : 1;
-    if (threads > 1) {
-#pragma omp parallel num_threads(threads) reduction(| : flags)
-        {
-            int t = omp_get_thread_num(), nt = omp_get_num_threads();
-            int64_t chunk = (n + nt - 1) / nt;
-            int64_t b = (int64_t)t * chunk, e = b + chunk < n ? b + chunk : n;
-            if (b < e)
-                flags |= latent_check_range(latent, codes, frozen, b, e, bits, check_codes);
-        }
-    } else {
-        flags = latent_check_range(latent, codes, frozen, 0, n, bits, check_codes);
-    }
-#else
-    (void)nthreads;
-    flags = latent_check_range(latent, codes, frozen, 0, n, bits, check_codes);
-#endif
+    uint32_t flags = parallel_flags(latent_check_range, latent, codes, frozen, n, bits, check_codes, nthreads);
     if (flags) {
         uint32_t flag = flags & 1u ? 1u : flags & 2u ? 2u : 4u;
         *bad_index = first_flagged(latent, codes, frozen, n, bits, flag);
@@ -620,25 +619,7 @@ int bitcl_project_windows(float *latent, const void *windows, int width, int64_t
         return BITCL_ERR_OVERLAP;
 
     /* Pass 1, read-only: nothing is written unless every latent is finite. */
-    uint32_t flags = 0;
-#ifdef _OPENMP
-    int threads = n >= PARALLEL_MIN && nthreads > 1 ? nthreads : 1;
-    if (threads > 1) {
-#pragma omp parallel num_threads(threads) reduction(| : flags)
-        {
-            int t = omp_get_thread_num(), nt = omp_get_num_threads();
-            int64_t chunk = (n + nt - 1) / nt;
-            int64_t b = (int64_t)t * chunk, e = b + chunk < n ? b + chunk : n;
-            if (b < e)
-                flags |= latent_check_range(latent, NULL, NULL, b, e, bits, 0);
-        }
-    } else {
-        flags = latent_check_range(latent, NULL, NULL, 0, n, bits, 0);
-    }
-#else
-    (void)nthreads;
-    flags = latent_check_range(latent, NULL, NULL, 0, n, bits, 0);
-#endif
+    uint32_t flags = parallel_flags(latent_check_range, latent, NULL, NULL, n, bits, 0, nthreads);
     if (flags) {
         for (int64_t i = 0; i < n && *bad_index < 0; ++i)
             if (finite_base(latent, i, i + 1))
